@@ -1,0 +1,74 @@
+"""Callbacks shared by the sb3_distill algorithms."""
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.type_aliases import GymEnv
+
+
+class EvalMembersCallback(BaseCallback):
+    """
+    Evaluate every member of a distillation model (each teacher and the student) every ``eval_freq``
+    calls and log ``eval/<member>`` (mean return), ``eval/<member>_std`` and
+    ``eval/student_to_teachers`` (the student's mean return divided by the teachers' mean).
+
+    The model must provide ``evaluate_members(env, n_eval_episodes)``; each member acts greedily.
+
+    :param eval_env: The environment used for evaluation
+    :param eval_freq: Evaluate every ``eval_freq`` calls of the callback (as ``EvalCallback``, one call is
+        one ``env.step()`` of the training VecEnv, that is ``n_envs`` timesteps)
+    :param n_eval_episodes: The number of episodes per member and evaluation
+    :param verbose: Verbosity level: 0 no output, 1 a line per evaluation
+    """
+
+    def __init__(
+        self,
+        eval_env: GymEnv,
+        eval_freq: int = 10_000,
+        n_eval_episodes: int = 5,
+        verbose: int = 0,
+    ) -> None:
+        super().__init__(verbose=verbose)
+        if eval_freq < 1:
+            raise ValueError(f"`eval_freq` must be a positive integer, got {eval_freq!r}")
+        if n_eval_episodes < 1:
+            raise ValueError(f"`n_eval_episodes` must be a positive integer, got {n_eval_episodes!r}")
+        self.eval_env = eval_env
+        self.eval_freq = eval_freq
+        self.n_eval_episodes = n_eval_episodes
+        self.last_results: dict[str, tuple[float, float]] = {}
+
+    def _init_callback(self) -> None:
+        if not hasattr(self.model, "evaluate_members"):
+            raise TypeError(
+                f"`EvalMembersCallback` needs a model with `evaluate_members()`, got {type(self.model).__name__}"
+            )
+
+    def _on_step(self) -> bool:
+        if self.n_calls % self.eval_freq == 0:
+            results = self.model.evaluate_members(  # type: ignore[attr-defined]
+                self.eval_env, n_eval_episodes=self.n_eval_episodes
+            )
+            self.last_results = results
+            for name, (mean, std) in results.items():
+                self.logger.record(f"eval/{name}", mean)
+                self.logger.record(f"eval/{name}_std", std)
+            ratio = student_to_teachers_ratio(results)
+            self.logger.record("eval/student_to_teachers", ratio)
+            if self.verbose >= 1:
+                summary = ", ".join(f"{name}={mean:.1f}" for name, (mean, _) in results.items())
+                print(f"Eval num_timesteps={self.num_timesteps}: {summary}, student/teachers={ratio:.3f}")
+        return True
+
+
+def student_to_teachers_ratio(results: dict[str, tuple[float, float]]) -> float:
+    """
+    The student's mean return divided by the mean of the teachers' mean returns
+    (the "percentage of the teachers' score" of Sun & Fazli, as a fraction).
+
+    :param results: member name -> (mean, std), with a ``"student"`` entry and ``"teacher_j"`` entries
+    :return: the ratio (``nan`` when the teachers' mean is 0)
+    """
+    teachers_mean = float(np.mean([mean for name, (mean, _) in results.items() if name.startswith("teacher")]))
+    if teachers_mean == 0:
+        return float("nan")
+    return results["student"][0] / teachers_mean

@@ -1,0 +1,296 @@
+"""
+Networks shared by the sb3_distill algorithms: a Nature-CNN with configurable sizes for compact
+students, and a stacked ensemble of M Q-networks that runs as one module (batched matmul and grouped
+convolution instead of a Python loop over members).
+"""
+
+import copy
+from collections.abc import Sequence
+
+import gymnasium as gym
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.preprocessing import is_image_space, preprocess_obs
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor, NatureCNN
+from stable_baselines3.dqn.policies import QNetwork
+from torch import nn
+from torch.nn import functional as F
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """
+    Number of parameters (scalars) of a module.
+
+    :param module: the network
+    :param trainable_only: count only parameters with ``requires_grad=True``
+    :return: the parameter count
+    """
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+class CompactNatureCNN(BaseFeaturesExtractor):
+    """
+    The Nature-DQN CNN (Mnih et al. 2015) with configurable sizes, so that the networks of the
+    distillation papers can be written as they are, ``{conv1, conv2, conv3 filters, fc units}``:
+    teacher ``{32, 64, 64, 512}`` (the defaults, identical to SB3's ``NatureCNN``), student1
+    ``{16, 16, 16, 64}`` and student2 ``{8, 8, 16, 64}`` (Sun & Fazli; Rusu et al.).
+
+    Layers: conv 8x8 stride 4, conv 4x4 stride 2, conv 3x3 stride 1, each followed by ReLU, then a
+    fully connected layer of ``features_dim`` units and ReLU.
+
+    :param observation_space: The observation space of the environment (channel-first images)
+    :param features_dim: Number of units of the fully connected layer (the last number in the papers)
+    :param filters: Number of filters of the three convolutions
+    :param normalized_image: Whether to assume that the image is already normalized
+        or not (this disables dtype and bounds checks): when True, it only checks that
+        the space is a Box and has 3 dimensions.
+    """
+
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        features_dim: int = 512,
+        filters: Sequence[int] = (32, 64, 64),
+        normalized_image: bool = False,
+    ) -> None:
+        if not isinstance(observation_space, spaces.Box) or not is_image_space(
+            observation_space, check_channels=False, normalized_image=normalized_image
+        ):
+            raise ValueError(
+                f"`CompactNatureCNN` needs a channel-first image Box observation space, got {observation_space}; "
+                "use `MlpPolicy` for vector observations, or `normalized_image=True` for normalized images"
+            )
+        if len(filters) != 3 or any(int(f) < 1 for f in filters):
+            raise ValueError(f"`filters` must be three positive integers (conv1, conv2, conv3), got {filters!r}")
+        if features_dim < 1:
+            raise ValueError(f"`features_dim` must be a positive integer, got {features_dim!r}")
+        super().__init__(observation_space, features_dim)
+        self.filters = tuple(int(f) for f in filters)
+        n_input_channels = observation_space.shape[0]
+        self.cnn = nn.Sequential(
+            nn.Conv2d(n_input_channels, self.filters[0], kernel_size=8, stride=4, padding=0),
+            nn.ReLU(),
+            nn.Conv2d(self.filters[0], self.filters[1], kernel_size=4, stride=2, padding=0),
+            nn.ReLU(),
+            nn.Conv2d(self.filters[1], self.filters[2], kernel_size=3, stride=1, padding=0),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        # Compute shape by doing one forward pass
+        with th.no_grad():
+            n_flatten = self.cnn(th.as_tensor(observation_space.sample()[None]).float()).shape[1]
+        self.linear = nn.Sequential(nn.Linear(n_flatten, features_dim), nn.ReLU())
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        return self.linear(self.cnn(observations))
+
+
+class StackedLinear(nn.Module):
+    """
+    M independent linear layers held as one weight of shape (M, out_features, in_features) and one
+    bias of shape (M, out_features), applied with one batched matmul.
+
+    :param n_members: number of members M
+    :param in_features: input size of each member
+    :param out_features: output size of each member
+    :param shared_input: the input is one tensor (batch, in) seen by every member (the first layer);
+        otherwise it is (M, batch, in), one slice per member
+    """
+
+    def __init__(self, n_members: int, in_features: int, out_features: int, shared_input: bool = False) -> None:
+        super().__init__()
+        self.n_members = n_members
+        self.in_features = in_features
+        self.out_features = out_features
+        self.shared_input = shared_input
+        self.weight = nn.Parameter(th.empty(n_members, out_features, in_features))
+        self.bias = nn.Parameter(th.empty(n_members, out_features))
+
+    @classmethod
+    def from_modules(cls, layers: Sequence[nn.Linear], shared_input: bool) -> "StackedLinear":
+        """Stack the weights of M ``nn.Linear`` layers of the same shape."""
+        first = layers[0]
+        stacked = cls(len(layers), first.in_features, first.out_features, shared_input)
+        with th.no_grad():
+            stacked.weight.copy_(th.stack([layer.weight for layer in layers]))
+            stacked.bias.copy_(th.stack([layer.bias for layer in layers]))
+        return stacked.to(first.weight.device)
+
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        if self.shared_input:
+            # (batch, in) -> (batch, M * out) in one matmul -> (M, batch, out)
+            out = F.linear(x, self.weight.reshape(-1, self.in_features), self.bias.reshape(-1))
+            return out.reshape(x.shape[0], self.n_members, self.out_features).transpose(0, 1)
+        # (M, batch, in) @ (M, in, out) + (M, 1, out) -> (M, batch, out)
+        return th.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
+
+    def extra_repr(self) -> str:
+        return f"n_members={self.n_members}, in_features={self.in_features}, out_features={self.out_features}"
+
+
+class StackedConv2d(nn.Module):
+    """
+    M independent 2D convolutions held as one weight (M, out, in, kh, kw) and one bias (M, out),
+    applied as one grouped convolution. Activations are laid out as (batch, M * channels, H, W).
+
+    :param n_members: number of members M
+    :param conv: a template convolution giving channels, kernel, stride, padding and dilation
+    :param shared_input: the input (batch, C, H, W) is the same for every member (the first layer):
+        a single convolution with M * out filters; otherwise (batch, M * C, H, W) with ``groups=M``
+    """
+
+    def __init__(self, n_members: int, conv: nn.Conv2d, shared_input: bool = False) -> None:
+        super().__init__()
+        if conv.groups != 1 or conv.padding_mode != "zeros" or conv.bias is None:
+            raise ValueError("Only `nn.Conv2d` layers with groups=1, zero padding and a bias can be stacked")
+        self.n_members = n_members
+        self.shared_input = shared_input
+        self.stride = conv.stride
+        self.padding = conv.padding
+        self.dilation = conv.dilation
+        self.weight = nn.Parameter(th.empty(n_members, *conv.weight.shape))
+        self.bias = nn.Parameter(th.empty(n_members, conv.out_channels))
+
+    @classmethod
+    def from_modules(cls, layers: Sequence[nn.Conv2d], shared_input: bool) -> "StackedConv2d":
+        """Stack the weights of M ``nn.Conv2d`` layers of the same shape."""
+        stacked = cls(len(layers), layers[0], shared_input)
+        with th.no_grad():
+            stacked.weight.copy_(th.stack([layer.weight for layer in layers]))
+            stacked.bias.copy_(th.stack([layer.bias for layer in layers]))  # type: ignore[misc]
+        return stacked.to(layers[0].weight.device)
+
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        # (M, out, in, kh, kw) -> (M * out, in, kh, kw): member j owns output channels [j * out, (j + 1) * out)
+        weight = self.weight.flatten(0, 1)
+        groups = 1 if self.shared_input else self.n_members
+        return F.conv2d(x, weight, self.bias.flatten(), self.stride, self.padding, self.dilation, groups)
+
+    def extra_repr(self) -> str:
+        _, out_channels, in_channels, kh, kw = self.weight.shape
+        return f"n_members={self.n_members}, {in_channels}, {out_channels}, kernel_size=({kh}, {kw}), stride={self.stride}"
+
+
+class StackedFlatten(nn.Module):
+    """
+    Flatten stacked conv activations (batch, M * C, H, W) into per-member vectors (M, batch, C * H * W),
+    in the order ``nn.Flatten`` gives each member.
+
+    :param n_members: number of members M
+    """
+
+    def __init__(self, n_members: int) -> None:
+        super().__init__()
+        self.n_members = n_members
+
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        return x.reshape(x.shape[0], self.n_members, -1).transpose(0, 1)
+
+
+# Features extractors whose layers run in the order (*cnn, *linear) and can therefore be stacked
+_STACKABLE_CNNS = (NatureCNN, CompactNatureCNN)
+
+
+def _q_network_layers(q_network: QNetwork) -> list[nn.Module]:
+    """The leaf layers of an SB3 ``QNetwork`` in the order its forward pass applies them."""
+    features_extractor = q_network.features_extractor
+    if isinstance(features_extractor, FlattenExtractor):
+        layers = [features_extractor.flatten]
+    elif isinstance(features_extractor, _STACKABLE_CNNS):
+        layers = [*features_extractor.cnn, *features_extractor.linear]
+    else:
+        raise ValueError(
+            f"The teachers' `features_extractor_class` {type(features_extractor).__name__} cannot be stacked: "
+            "use FlattenExtractor (MlpPolicy), NatureCNN (CnnPolicy) or sb3_distill's CompactNatureCNN"
+        )
+    return layers + list(q_network.q_net)
+
+
+class StackedQNetwork(nn.Module):
+    """
+    An ensemble of M Q-networks with one architecture, run as a single module: every layer holds the
+    members' parameters stacked along a leading dimension of size M. A forward pass on a batch of
+    observations returns the Q-values of every member at once, shape (M, batch, n_actions).
+
+    Because the parameters are ordinary stacked tensors, ``state_dict``, ``.to(device)``,
+    ``polyak_update`` and an optimizer over ``parameters()`` work unchanged; Adam (elementwise) over
+    the stack is exactly M independent Adams.
+
+    Build it with :meth:`from_q_networks` from M SB3 ``QNetwork`` objects, which also gives each
+    member SB3's own initialisation.
+
+    :param observation_space: Observation space
+    :param layers: the stacked layers, in forward order
+    :param n_members: number of members M
+    :param n_actions: number of discrete actions
+    :param normalize_images: Whether to divide image observations by 255
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        layers: Sequence[nn.Module],
+        n_members: int,
+        n_actions: int,
+        normalize_images: bool = True,
+    ) -> None:
+        super().__init__()
+        self.observation_space = observation_space
+        self.layers = nn.Sequential(*layers)
+        self.n_members = n_members
+        self.n_actions = n_actions
+        self.normalize_images = normalize_images
+
+    @classmethod
+    def from_q_networks(cls, q_networks: Sequence[QNetwork]) -> "StackedQNetwork":
+        """
+        Stack M SB3 ``QNetwork`` objects of the same architecture.
+
+        :param q_networks: the members; their current weights become the stacked weights
+        :return: the stacked ensemble
+        """
+        n_members = len(q_networks)
+        stacked_layers: list[nn.Module] = []
+        shared_input, conv_layout = True, False
+        for group in zip(*[_q_network_layers(q_network) for q_network in q_networks]):
+            layer = group[0]
+            if isinstance(layer, nn.Linear):
+                stacked_layers.append(StackedLinear.from_modules(group, shared_input))  # type: ignore[arg-type]
+                shared_input = False
+            elif isinstance(layer, nn.Conv2d):
+                if not (shared_input or conv_layout):
+                    raise ValueError("A convolution after a linear layer cannot be stacked")
+                stacked_layers.append(StackedConv2d.from_modules(group, shared_input))  # type: ignore[arg-type]
+                shared_input, conv_layout = False, True
+            elif isinstance(layer, nn.Flatten) and conv_layout:
+                stacked_layers.append(StackedFlatten(n_members))
+                conv_layout = False
+            elif isinstance(layer, nn.Flatten) and shared_input:
+                stacked_layers.append(copy.deepcopy(layer))
+            elif next(layer.parameters(), None) is None and next(layer.buffers(), None) is None:
+                # Parameter-free elementwise layer (activation function): the same for every member
+                stacked_layers.append(copy.deepcopy(layer))
+            else:
+                raise ValueError(f"Layer {layer} of the teachers' network cannot be stacked")
+        first = q_networks[0]
+        return cls(
+            first.observation_space,
+            stacked_layers,
+            n_members,
+            int(first.action_space.n),
+            first.normalize_images,
+        )
+
+    def forward(self, obs: th.Tensor) -> th.Tensor:
+        """
+        Q-values of every member.
+
+        :param obs: observations, shape (batch, *obs_shape)
+        :return: Q-values, shape (M, batch, n_actions)
+        """
+        features = preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images)
+        return self.layers(features.float())
+
+    def set_training_mode(self, mode: bool) -> None:
+        """Put the ensemble in training or evaluation mode (as ``BasePolicy.set_training_mode``)."""
+        self.train(mode)

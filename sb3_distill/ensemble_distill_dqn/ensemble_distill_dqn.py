@@ -1,0 +1,423 @@
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3 import DQN
+from stable_baselines3.common.base_class import maybe_make_env
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
+from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
+from torch.nn import functional as F
+
+from sb3_distill.common.losses import check_loss_name, check_reduction_name, check_temperature, distillation_loss
+from sb3_distill.common.torch_layers import StackedQNetwork, count_parameters
+from sb3_distill.common.utils import QValuePredictor, clip_grad_norm_per_member_
+from sb3_distill.ensemble_distill_dqn.policies import (
+    CnnPolicy,
+    EnsembleDistillDQNPolicy,
+    MlpPolicy,
+    check_student_policy_kwargs,
+)
+
+SelfEnsembleDistillDQN = TypeVar("SelfEnsembleDistillDQN", bound="EnsembleDistillDQN")
+
+
+class EnsembleDistillDQN(DQN):
+    """
+    Ensemble Policy Distillation (Sun & Fazli, "Ensemble Policy Distillation in Deep Reinforcement
+    Learning", Algorithm 1): M DQN teachers act in turn, one environment step each, into one shared
+    replay buffer; every gradient step samples one batch on which every teacher takes its own DQN step
+    and a compact student is distilled in real time from the ensemble of teachers (reverse KL by default).
+
+    The teachers are stacked into a single module (batched matmul / grouped convolutions, one optimizer
+    over the stack, per-member gradient clipping), so the ensemble costs no Python loop over members.
+    ``predict()`` uses the student; :meth:`export_student` turns it into a plain SB3 ``DQN``.
+
+    Default hyperparameters are DQN's (SB3), except the distillation ones, which follow the paper:
+    3 teachers, temperature 0.1, reverse KL averaged over the teachers.
+
+    :param policy: The policy model to use (MlpPolicy, CnnPolicy, ...)
+    :param env: The environment to learn from (if registered in Gym, can be str)
+    :param learning_rate: The teachers' learning rate, it can be a function
+        of the current progress remaining (from 1 to 0)
+    :param buffer_size: size of the replay buffer shared by all teachers
+    :param learning_starts: how many steps of the model to collect transitions for before learning starts
+    :param batch_size: Minibatch size for each gradient update (one batch feeds every teacher and the student)
+    :param tau: the soft update coefficient ("Polyak update", between 0 and 1) default 1 for hard update
+        (SB3's DQN ``tau``; the paper's temperature tau is ``temperature``)
+    :param gamma: the discount factor
+    :param train_freq: Update the model every ``train_freq`` steps. Alternatively pass a tuple of frequency and unit
+        like ``(5, "step")`` or ``(2, "episode")``.
+    :param gradient_steps: How many gradient steps to do after each rollout (see ``train_freq``)
+        Set to ``-1`` means to do as many gradient steps as steps done in the environment
+        during the rollout.
+    :param replay_buffer_class: Replay buffer class to use (for instance ``HerReplayBuffer``).
+        If ``None``, it will be automatically selected.
+    :param replay_buffer_kwargs: Keyword arguments to pass to the replay buffer on creation.
+    :param optimize_memory_usage: Enable a memory efficient variant of the replay buffer
+        at a cost of more complexity.
+    :param n_steps: When n_step > 1, uses n-step return (with the NStepReplayBuffer) when updating the Q-value network.
+    :param target_update_interval: update the target networks every ``target_update_interval``
+        environment steps (C in Algorithm 1).
+    :param exploration_fraction: fraction of entire training period over which the exploration rate is reduced
+    :param exploration_initial_eps: initial value of random action probability
+    :param exploration_final_eps: final value of random action probability (the paper keeps 5 %)
+    :param max_grad_norm: The maximum value for the gradient clipping, applied to each teacher and to the student
+        separately
+    :param n_teachers: Number of teachers (M in the paper; 3 in its experiments)
+    :param temperature: Softmax temperature of the distillation loss (tau in the paper; 0.1 in its experiments)
+    :param distill_loss: The distillation loss: ``"reverse_kl"`` (the paper's choice, Eq. 3), ``"forward_kl"``
+        (Eq. 2), ``"nll"`` or ``"mse"``; see :func:`sb3_distill.common.losses.distillation_loss`
+    :param ensemble_reduction: How the teachers are combined: ``"mean_loss"`` averages the per-teacher losses
+        (the paper's Eq. 4), ``"mean_probs"`` distills from the averaged teacher distribution
+    :param student_policy_kwargs: The student's network, with the keys of DQN's ``policy_kwargs``
+        (``net_arch``, ``activation_fn``, ``features_extractor_class``, ``features_extractor_kwargs``, ...).
+        ``None`` gives the paper's student1 ``{16, 16, 16, 64}`` for ``CnnPolicy`` and ``net_arch=[16, 16]``
+        for ``MlpPolicy``.
+    :param student_learning_rate: The student's learning rate (float or schedule); ``None`` uses
+        ``learning_rate``. The paper uses a slightly higher rate for the student than for the teachers.
+    :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
+        the reported success rate, mean episode length, and mean reward over
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation (the teachers' network)
+    :param verbose: Verbosity level: 0 for no output, 1 for info messages (such as device or wrappers used), 2 for
+        debug messages
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run.
+        Setting it to auto, the code will be run on the GPU if possible.
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {  # type: ignore[assignment]
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+    }
+    q_net: StackedQNetwork  # type: ignore[assignment]
+    q_net_target: StackedQNetwork  # type: ignore[assignment]
+    student: QNetwork
+    policy: EnsembleDistillDQNPolicy  # type: ignore[assignment]
+    student_lr_schedule: Schedule
+
+    def __init__(
+        self,
+        policy: str | type[EnsembleDistillDQNPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 1e-4,
+        buffer_size: int = 1_000_000,  # 1e6
+        learning_starts: int = 100,
+        batch_size: int = 32,
+        tau: float = 1.0,
+        gamma: float = 0.99,
+        train_freq: int | tuple[int, str] = 4,
+        gradient_steps: int = 1,
+        replay_buffer_class: type[ReplayBuffer] | None = None,
+        replay_buffer_kwargs: dict[str, Any] | None = None,
+        optimize_memory_usage: bool = False,
+        n_steps: int = 1,
+        target_update_interval: int = 10000,
+        exploration_fraction: float = 0.1,
+        exploration_initial_eps: float = 1.0,
+        exploration_final_eps: float = 0.05,
+        max_grad_norm: float = 10,
+        n_teachers: int = 3,
+        temperature: float = 0.1,
+        distill_loss: str = "reverse_kl",
+        ensemble_reduction: str = "mean_loss",
+        student_policy_kwargs: dict[str, Any] | None = None,
+        student_learning_rate: float | Schedule | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        if env is not None:
+            # Make the env here (as SB3 would) so that a bad action space gets a clear error
+            env = maybe_make_env(env, verbose)
+            if not isinstance(env.action_space, spaces.Discrete):
+                raise ValueError(
+                    f"EnsembleDistillDQN needs a Discrete action space (its teachers are DQNs), got {env.action_space}; "
+                    "for continuous actions see PIEKDSAC"
+                )
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            buffer_size=buffer_size,
+            learning_starts=learning_starts,
+            batch_size=batch_size,
+            tau=tau,
+            gamma=gamma,
+            train_freq=train_freq,
+            gradient_steps=gradient_steps,
+            replay_buffer_class=replay_buffer_class,
+            replay_buffer_kwargs=replay_buffer_kwargs,
+            optimize_memory_usage=optimize_memory_usage,
+            n_steps=n_steps,
+            target_update_interval=target_update_interval,
+            exploration_fraction=exploration_fraction,
+            exploration_initial_eps=exploration_initial_eps,
+            exploration_final_eps=exploration_final_eps,
+            max_grad_norm=max_grad_norm,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=False,
+        )
+        self.n_teachers = n_teachers
+        self.temperature = temperature
+        self.distill_loss = distill_loss
+        self.ensemble_reduction = ensemble_reduction
+        self.student_policy_kwargs = student_policy_kwargs
+        self.student_learning_rate = student_learning_rate
+
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        # Validate here, not in __init__: `load()` and rl-zoo's `--trained-agent` bypass __init__
+        if isinstance(self.n_teachers, bool) or not isinstance(self.n_teachers, int) or self.n_teachers < 1:
+            raise ValueError(f"`n_teachers` must be an integer >= 1 (M, the number of teachers), got {self.n_teachers!r}")
+        check_temperature(self.temperature)
+        check_loss_name(self.distill_loss, "distill_loss")
+        check_reduction_name(self.ensemble_reduction, "ensemble_reduction")
+        check_student_policy_kwargs(self.student_policy_kwargs)
+        if not issubclass(self.policy_class, EnsembleDistillDQNPolicy):
+            raise TypeError(
+                f"`policy` must be 'MlpPolicy', 'CnnPolicy' or a subclass of EnsembleDistillDQNPolicy, "
+                f"got {self.policy_class.__name__}"
+            )
+        # The policy builds the teachers and the student
+        self.policy_kwargs = {
+            **self.policy_kwargs,
+            "n_teachers": self.n_teachers,
+            "student_policy_kwargs": self.student_policy_kwargs,
+        }
+        super()._setup_model()
+        # The student's learning rate schedule (the teachers' is `lr_schedule`)
+        student_learning_rate = self.learning_rate if self.student_learning_rate is None else self.student_learning_rate
+        self.student_lr_schedule = FloatSchedule(student_learning_rate)
+
+    def _create_aliases(self) -> None:
+        super()._create_aliases()
+        self.student = self.policy.student
+
+    def _sample_action(
+        self,
+        learning_starts: int,
+        action_noise: Any = None,
+        n_envs: int = 1,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """
+        The teachers act in turn (Algorithm 1, Fig. 1): at vectorised step t, env i is driven by
+        teacher ``(t + i) mod M``, epsilon-greedy with the exploration schedule (one draw per env).
+        Before ``learning_starts``, actions are uniformly random, as in DQN.
+
+        :param learning_starts: Number of steps before learning for the warm-up phase.
+        :param action_noise: unused (discrete actions)
+        :param n_envs: number of environments
+        :return: the actions to take and to store in the replay buffer (the same for discrete actions)
+        """
+        if self.num_timesteps < learning_starts:
+            actions = np.array([self.action_space.sample() for _ in range(n_envs)])
+            return actions, actions
+        assert self._last_obs is not None, "self._last_obs was not set"
+        teacher_indices = self.acting_teachers(n_envs)
+        obs_tensor, _ = self.policy.obs_to_tensor(self._last_obs)
+        with th.no_grad():
+            # (M, n_envs, n_actions) -> each env's acting teacher -> (n_envs,)
+            q_values = self.q_net(obs_tensor)
+            actions = q_values[th.as_tensor(teacher_indices, device=q_values.device), th.arange(n_envs)].argmax(dim=-1)
+        actions = actions.cpu().numpy()
+        explore = np.random.rand(n_envs) < self.exploration_rate
+        for env_idx in np.flatnonzero(explore):
+            actions[env_idx] = self.action_space.sample()
+        return actions, actions
+
+    def acting_teachers(self, n_envs: int | None = None) -> np.ndarray:
+        """
+        Index of the teacher that drives each environment at the current step: env i at vectorised
+        step t (``num_timesteps // n_envs``) is driven by teacher ``(t + i) mod M``.
+
+        :param n_envs: number of environments (default: the model's)
+        :return: teacher indices, shape (n_envs,)
+        """
+        n_envs = self.n_envs if n_envs is None else n_envs
+        step = self.num_timesteps // n_envs
+        return (step + np.arange(n_envs)) % self.n_teachers
+
+    def train(self, gradient_steps: int, batch_size: int = 100) -> None:
+        # Switch to train mode (this affects batch norm / dropout)
+        self.policy.set_training_mode(True)
+        # Update learning rates according to schedule: teachers, then student
+        self._update_learning_rate(self.policy.optimizer)
+        student_learning_rate = self.student_lr_schedule(self._current_progress_remaining)
+        update_learning_rate(self.policy.student_optimizer, student_learning_rate)
+        self.logger.record("train/student_learning_rate", student_learning_rate)
+
+        teacher_losses, distill_losses = [], []
+        for _ in range(gradient_steps):
+            # Sample replay buffer: one batch for every teacher and the student
+            replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            # For n-step replay, discount factor is gamma**n_steps (when no early termination)
+            discounts = replay_data.discounts.T if replay_data.discounts is not None else self.gamma
+
+            with th.no_grad():
+                # Next Q-values of every teacher's target network: (M, batch, n_actions) -> (M, batch)
+                next_q_values, _ = self.q_net_target(replay_data.next_observations).max(dim=2)
+                # 1-step TD targets, (batch, 1) rewards transposed to broadcast over teachers: (M, batch)
+                target_q_values = replay_data.rewards.T + (1 - replay_data.dones.T) * discounts * next_q_values
+
+            # Current Q-values of every teacher: (M, batch, n_actions)
+            all_q_values = self.q_net(replay_data.observations)
+            # Q-values of the actions taken: (M, batch)
+            actions = replay_data.actions.long().unsqueeze(0).expand(self.n_teachers, -1, -1)
+            current_q_values = th.gather(all_q_values, dim=2, index=actions).squeeze(2)
+            # Each teacher's own Huber loss, averaged over the batch: (M,)
+            teacher_loss = F.smooth_l1_loss(current_q_values, target_q_values, reduction="none").mean(dim=1)
+
+            # Distillation on the same observations against the teachers' Q-values of this step
+            # (the forward pass above, detached inside the loss)
+            student_q_values = self.student(replay_data.observations)
+            distill_loss = distillation_loss(
+                student_q_values,
+                all_q_values,
+                loss=self.distill_loss,
+                temperature=self.temperature,
+                reduction=self.ensemble_reduction,
+            )
+            teacher_losses.append(teacher_loss.detach())
+            distill_losses.append(distill_loss.detach())
+
+            # Optimize teachers and student: their parameters are disjoint, so one backward pass of the
+            # sum gives each teacher the gradient of its own loss and the student that of the distillation
+            self.policy.optimizer.zero_grad()
+            self.policy.student_optimizer.zero_grad()
+            (teacher_loss.sum() + distill_loss).backward()
+            # Clip gradient norm of each teacher, and of the student
+            clip_grad_norm_per_member_(self.q_net.parameters(), self.max_grad_norm, self.n_teachers)
+            th.nn.utils.clip_grad_norm_(self.student.parameters(), self.max_grad_norm)
+            self.policy.optimizer.step()
+            self.policy.student_optimizer.step()
+
+        # Increase update counter
+        self._n_updates += gradient_steps
+        mean_teacher_losses = th.stack(teacher_losses).mean(dim=0).cpu().numpy()
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/loss", float(mean_teacher_losses.mean()))
+        for teacher_idx, loss in enumerate(mean_teacher_losses):
+            self.logger.record(f"train/loss_teacher_{teacher_idx}", float(loss))
+        self.logger.record("train/distill_loss", th.stack(distill_losses).mean().item())
+
+    @property
+    def compression_ratio(self) -> float:
+        """The student's parameter count divided by one teacher's (e.g. 0.036 for the paper's student1)."""
+        return count_parameters(self.student) / (count_parameters(self.q_net) / self.n_teachers)
+
+    def evaluate_members(
+        self,
+        env: GymEnv,
+        n_eval_episodes: int = 10,
+    ) -> dict[str, tuple[float, float]]:
+        """
+        Evaluate every teacher and the student, each acting greedily on its own Q-values.
+
+        :param env: The evaluation environment (wrap it with ``Monitor`` to count the original rewards)
+        :param n_eval_episodes: Number of episodes per member
+        :return: member name (``"teacher_0"``, ..., ``"student"``) -> (mean return, std of the return)
+        """
+        if n_eval_episodes < 1:
+            raise ValueError(f"`n_eval_episodes` must be a positive integer, got {n_eval_episodes!r}")
+        self.policy.set_training_mode(False)
+        members: dict[str, Any] = {
+            f"teacher_{j}": (lambda obs, j=j: self.q_net(obs)[j]) for j in range(self.n_teachers)
+        }
+        members["student"] = self.student
+        results = {}
+        for name, q_function in members.items():
+            mean, std = evaluate_policy(
+                QValuePredictor(self.policy, q_function),  # type: ignore[arg-type]
+                env,
+                n_eval_episodes=n_eval_episodes,
+                warn=False,
+            )
+            results[name] = (float(mean), float(std))
+        return results
+
+    def export_student(self) -> DQN:
+        """
+        The student as a plain SB3 ``DQN``, to deploy without sb3_distill: its ``q_net`` and ``q_net_target``
+        hold the student's weights and its optimizer the student's optimizer state, so it acts exactly as
+        the student (``predict(..., deterministic=True)``), ``save()``s, reloads with ``DQN.load`` and can be
+        fine-tuned with ``set_env`` and ``learn``. The hyperparameters are this model's, with the student's
+        learning rate. No environment is attached.
+
+        :return: the exported ``DQN``
+        """
+        student_kwargs = dict(self.policy.student_kwargs)
+        exported = DQN(
+            DQNPolicy,
+            env=None,  # type: ignore[arg-type]
+            learning_rate=self.learning_rate if self.student_learning_rate is None else self.student_learning_rate,
+            buffer_size=self.buffer_size,
+            learning_starts=self.learning_starts,
+            batch_size=self.batch_size,
+            tau=self.tau,
+            gamma=self.gamma,
+            train_freq=self.train_freq,
+            gradient_steps=self.gradient_steps,
+            optimize_memory_usage=self.optimize_memory_usage,
+            target_update_interval=self.target_update_interval,
+            exploration_fraction=self.exploration_fraction,
+            exploration_initial_eps=self.exploration_initial_eps,
+            exploration_final_eps=self.exploration_final_eps,
+            max_grad_norm=self.max_grad_norm,
+            policy_kwargs=student_kwargs,
+            seed=self.seed,
+            device=self.device,
+            _init_setup_model=False,
+        )
+        # No env: give the spaces directly, as `load()` does
+        exported.observation_space = self.observation_space
+        exported.action_space = self.action_space
+        exported.n_envs = 1
+        exported._setup_model()
+        exported.policy.q_net.load_state_dict(self.student.state_dict())
+        exported.policy.q_net_target.load_state_dict(self.student.state_dict())
+        exported.policy.optimizer.load_state_dict(self.policy.student_optimizer.state_dict())
+        exported.exploration_rate = self.exploration_rate
+        return exported
+
+    def learn(
+        self: SelfEnsembleDistillDQN,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str = "EnsembleDistillDQN",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfEnsembleDistillDQN:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "student"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        state_dicts = ["policy", "policy.optimizer", "policy.student_optimizer"]
+        return state_dicts, []

@@ -1,0 +1,152 @@
+import pytest
+import torch as th
+from torch.distributions import Categorical, kl_divergence
+
+from sb3_distill.common.losses import (
+    DISTILLATION_LOSSES,
+    distillation_loss,
+    forward_kl_loss,
+    mse_loss,
+    nll_loss,
+    reverse_kl_loss,
+)
+
+N_TEACHERS, BATCH, N_ACTIONS = 3, 7, 5
+
+
+@pytest.fixture
+def q_values():
+    generator = th.Generator().manual_seed(0)
+    student_q = th.randn(BATCH, N_ACTIONS, generator=generator, dtype=th.float64, requires_grad=True)
+    teacher_q = th.randn(N_TEACHERS, BATCH, N_ACTIONS, generator=generator, dtype=th.float64, requires_grad=True)
+    return student_q, teacher_q
+
+
+def direct_loss(loss: str, student_q: th.Tensor, teacher_q: th.Tensor, temperature: float) -> th.Tensor:
+    """The losses written out with torch.distributions and explicit loops, for one teacher (batch, n_actions)."""
+    student = Categorical(logits=student_q / temperature)
+    teacher = Categorical(logits=teacher_q.detach() / temperature)
+    if loss == "forward_kl":
+        return kl_divergence(teacher, student).mean()
+    if loss == "reverse_kl":
+        return kl_divergence(student, teacher).mean()
+    if loss == "nll":
+        return -student.log_prob(teacher_q.argmax(dim=1)).mean()
+    return sum(((teacher_q[i].detach() - student_q[i]) ** 2).sum() for i in range(student_q.shape[0])) / student_q.shape[0]
+
+
+@pytest.mark.parametrize("loss", DISTILLATION_LOSSES)
+@pytest.mark.parametrize("temperature", [0.1, 1.0, 3.0])
+def test_single_teacher_matches_direct_computation(q_values, loss, temperature):
+    student_q, teacher_q = q_values
+    value = distillation_loss(student_q, teacher_q[0], loss=loss, temperature=temperature)
+    expected = direct_loss(loss, student_q, teacher_q[0], temperature)
+    assert value.shape == ()
+    assert th.allclose(value, expected)
+    (grad,) = th.autograd.grad(value, student_q)
+    (expected_grad,) = th.autograd.grad(expected, student_q)
+    assert th.allclose(grad, expected_grad)
+
+
+@pytest.mark.parametrize("loss", DISTILLATION_LOSSES)
+def test_mean_loss_is_average_of_teacher_losses(q_values, loss):
+    student_q, teacher_q = q_values
+    value = distillation_loss(student_q, teacher_q, loss=loss, temperature=0.5, reduction="mean_loss")
+    expected = sum(direct_loss(loss, student_q, teacher_q[j], 0.5) for j in range(N_TEACHERS)) / N_TEACHERS
+    assert th.allclose(value, expected)
+    (grad,) = th.autograd.grad(value, student_q)
+    (expected_grad,) = th.autograd.grad(expected, student_q)
+    assert th.allclose(grad, expected_grad)
+
+
+@pytest.mark.parametrize("loss", DISTILLATION_LOSSES)
+def test_mean_probs_distills_from_averaged_distribution(q_values, loss):
+    student_q, teacher_q = q_values
+    temperature = 0.5
+    value = distillation_loss(student_q, teacher_q, loss=loss, temperature=temperature, reduction="mean_probs")
+    mean_probs = th.softmax(teacher_q.detach() / temperature, dim=-1).mean(dim=0)
+    student = Categorical(logits=student_q / temperature)
+    teacher = Categorical(probs=mean_probs)
+    if loss == "forward_kl":
+        expected = kl_divergence(teacher, student).mean()
+    elif loss == "reverse_kl":
+        expected = kl_divergence(student, teacher).mean()
+    elif loss == "nll":
+        expected = -student.log_prob(mean_probs.argmax(dim=1)).mean()
+    else:
+        expected = ((teacher_q.detach().mean(dim=0) - student_q) ** 2).sum(dim=1).mean()
+    assert th.allclose(value, expected)
+    (grad,) = th.autograd.grad(value, student_q)
+    (expected_grad,) = th.autograd.grad(expected, student_q)
+    assert th.allclose(grad, expected_grad)
+
+
+def test_reverse_kl_closed_form():
+    # Two actions: KL(p_S || p_T) written out by hand
+    student_q = th.tensor([[1.0, 0.0]])
+    teacher_q = th.tensor([[0.0, 2.0]])
+    p_s = th.softmax(student_q, dim=1)[0]
+    p_t = th.softmax(teacher_q, dim=1)[0]
+    expected = (p_s * (p_s.log() - p_t.log())).sum()
+    assert th.allclose(reverse_kl_loss(student_q, teacher_q, temperature=1.0), expected)
+    # ... and it is not symmetric
+    assert not th.allclose(forward_kl_loss(student_q, teacher_q, temperature=1.0), expected)
+
+
+def test_named_functions_agree_with_dispatcher(q_values):
+    student_q, teacher_q = q_values
+    for name, function in [
+        ("forward_kl", forward_kl_loss),
+        ("reverse_kl", reverse_kl_loss),
+        ("nll", nll_loss),
+        ("mse", mse_loss),
+    ]:
+        assert th.allclose(function(student_q, teacher_q, temperature=0.3), distillation_loss(student_q, teacher_q, name, 0.3))
+
+
+@pytest.mark.parametrize("loss", DISTILLATION_LOSSES)
+@pytest.mark.parametrize("reduction", ["mean_loss", "mean_probs"])
+def test_teacher_receives_no_gradient(q_values, loss, reduction):
+    student_q, teacher_q = q_values
+    distillation_loss(student_q, teacher_q, loss=loss, temperature=0.1, reduction=reduction).backward()
+    assert teacher_q.grad is None
+    assert student_q.grad is not None and th.isfinite(student_q.grad).all()
+
+
+def test_zero_when_student_equals_teacher(q_values):
+    _, teacher_q = q_values
+    for loss in ["forward_kl", "reverse_kl", "mse"]:
+        assert distillation_loss(teacher_q[0].detach(), teacher_q[0], loss=loss).abs() < 1e-12
+
+
+def test_low_temperature_is_stable():
+    student_q = th.tensor([[1000.0, -1000.0, 0.0]], requires_grad=True)
+    teacher_q = th.tensor([[-1000.0, 1000.0, 0.0]])
+    for loss in DISTILLATION_LOSSES:
+        value = distillation_loss(student_q, teacher_q, loss=loss, temperature=0.01)
+        assert th.isfinite(value)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(temperature=0.0), "temperature"),
+        (dict(temperature=-1.0), "temperature"),
+        (dict(loss="kl"), "loss"),
+        (dict(reduction="max"), "reduction"),
+    ],
+)
+def test_bad_arguments(q_values, kwargs, match):
+    student_q, teacher_q = q_values
+    with pytest.raises(ValueError, match=match):
+        distillation_loss(student_q, teacher_q, **kwargs)
+
+
+def test_mismatched_shapes(q_values):
+    student_q, teacher_q = q_values
+    with pytest.raises(ValueError, match="teacher_q"):
+        distillation_loss(student_q, teacher_q[:, :, :3])
+    with pytest.raises(ValueError, match="teacher_q"):
+        distillation_loss(student_q, teacher_q[:, :3])
+    with pytest.raises(ValueError, match="student_q"):
+        distillation_loss(student_q[0], teacher_q)

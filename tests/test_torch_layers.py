@@ -1,0 +1,146 @@
+import copy
+
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor, NatureCNN
+from stable_baselines3.dqn.policies import QNetwork
+from torch import nn
+
+from sb3_distill.common.torch_layers import CompactNatureCNN, StackedQNetwork, count_parameters
+from sb3_distill.common.utils import clip_grad_norm_per_member_
+
+N_MEMBERS = 3
+ATARI_SPACE = spaces.Box(0, 255, shape=(4, 84, 84), dtype=np.uint8)
+
+
+def make_q_network(observation_space, features_extractor_class, features_extractor_kwargs=None, net_arch=None, n_actions=4):
+    features_extractor = features_extractor_class(observation_space, **(features_extractor_kwargs or {}))
+    return QNetwork(
+        observation_space,
+        spaces.Discrete(n_actions),
+        features_extractor=features_extractor,
+        features_dim=features_extractor.features_dim,
+        net_arch=net_arch,
+    )
+
+
+MEMBER_CONFIGS = [
+    (spaces.Box(-1, 1, shape=(6,)), FlattenExtractor, None, [32, 16]),
+    (spaces.Box(-1, 1, shape=(6,)), FlattenExtractor, None, []),
+    (spaces.Box(0, 255, shape=(3, 40, 40), dtype=np.uint8), NatureCNN, dict(features_dim=32), []),
+    (spaces.Box(0, 255, shape=(2, 36, 36), dtype=np.uint8), CompactNatureCNN, dict(filters=(4, 8, 8), features_dim=16), [8]),
+]
+
+
+@pytest.mark.parametrize("observation_space, extractor_class, extractor_kwargs, net_arch", MEMBER_CONFIGS)
+def test_stacked_forward_and_gradients_match_members(observation_space, extractor_class, extractor_kwargs, net_arch):
+    th.manual_seed(0)
+    members = [make_q_network(observation_space, extractor_class, extractor_kwargs, net_arch) for _ in range(N_MEMBERS)]
+    stacked = StackedQNetwork.from_q_networks(members)
+    assert count_parameters(stacked) == N_MEMBERS * count_parameters(members[0])
+    obs = th.as_tensor(np.stack([observation_space.sample() for _ in range(5)]))
+
+    stacked_q = stacked(obs)
+    assert stacked_q.shape == (N_MEMBERS, 5, 4)
+    member_q = th.stack([member(obs) for member in members])
+    assert th.allclose(stacked_q, member_q, atol=1e-5)
+
+    # The same loss on both gives each member its own gradient
+    weights = th.randn(N_MEMBERS, 5, 4)
+    (stacked_q * weights).sum().backward()
+    (member_q * weights).sum().backward()
+    for stacked_param, member_params in zip(stacked.parameters(), zip(*[m.parameters() for m in members])):
+        expected = th.stack([p.grad for p in member_params])
+        assert th.allclose(stacked_param.grad, expected, atol=1e-5)
+
+
+def test_stacked_members_are_independent():
+    members = [make_q_network(spaces.Box(-1, 1, shape=(3,)), FlattenExtractor) for _ in range(N_MEMBERS)]
+    stacked = StackedQNetwork.from_q_networks(members)
+    q_values = stacked(th.randn(8, 3))
+    # Members start from different random weights (SB3's initialisation, member by member)
+    assert not th.allclose(q_values[0], q_values[1])
+    q_values[1].sum().backward()
+    assert all(p.grad[[0, 2]].abs().sum() == 0 and p.grad[1].abs().sum() > 0 for p in stacked.parameters())
+
+
+def test_unstackable_extractor():
+    observation_space = spaces.Dict({"a": spaces.Box(-1, 1, shape=(3,))})
+    members = [make_q_network(observation_space, CombinedExtractor) for _ in range(2)]
+    with pytest.raises(ValueError, match="features_extractor_class"):
+        StackedQNetwork.from_q_networks(members)
+
+
+def test_compact_nature_cnn_defaults_are_nature_cnn():
+    nature = make_q_network(ATARI_SPACE, NatureCNN, net_arch=[], n_actions=6)
+    compact = make_q_network(ATARI_SPACE, CompactNatureCNN, net_arch=[], n_actions=6)
+    assert [p.shape for p in nature.parameters()] == [p.shape for p in compact.parameters()]
+
+
+@pytest.mark.parametrize(
+    "filters, features_dim, expected_count",
+    [
+        # Counted by hand on 84x84x4 inputs (conv 8/4, 4/2, 3/1 -> 20x20, 9x9, 7x7) with 6 actions:
+        # conv1 4*c1*64+c1, conv2 c1*c2*16+c2, conv3 c2*c3*9+c3, fc c3*49*f+f, head f*6+6
+        ((32, 64, 64), 512, 1_687_206),  # teacher {32, 64, 64, 512}
+        ((16, 16, 16), 64, 61_174),  # student1 {16, 16, 16, 64}: 3.63 % of the teacher
+        ((8, 8, 16), 64, 54_886),  # student2 {8, 8, 16, 64} as written: 3.25 %, not the paper's 1.7 %
+        ((8, 16, 8), 64, 30_822),  # {8, 16, 8, 64}: 1.83 %, the closest to the paper's "1.7 %"
+    ],
+)
+def test_atari_parameter_counts(filters, features_dim, expected_count):
+    network = make_q_network(ATARI_SPACE, CompactNatureCNN, dict(filters=filters, features_dim=features_dim), [], 6)
+    assert count_parameters(network) == expected_count
+
+
+def test_atari_compression_ratios():
+    teacher = 1_687_206
+    assert 0.036 < 61_174 / teacher < 0.037
+    assert 0.032 < 54_886 / teacher < 0.033
+    assert 0.018 < 30_822 / teacher < 0.019
+
+
+def test_compact_nature_cnn_bad_arguments():
+    with pytest.raises(ValueError, match="filters"):
+        CompactNatureCNN(ATARI_SPACE, filters=(16, 16))
+    with pytest.raises(ValueError, match="image"):
+        CompactNatureCNN(spaces.Box(-1, 1, shape=(4,)))
+
+
+def test_per_member_clipping_matches_separate_clipping():
+    th.manual_seed(0)
+    members = [make_q_network(spaces.Box(-1, 1, shape=(5,)), FlattenExtractor) for _ in range(N_MEMBERS)]
+    stacked = StackedQNetwork.from_q_networks(members)
+    obs = th.randn(16, 5)
+    # Member 1 gets a large gradient (clipped), the others small ones (left unchanged)
+    scale = th.tensor([0.01, 100.0, 0.1]).reshape(N_MEMBERS, 1, 1)
+    (stacked(obs) * scale).sum().backward()
+    (th.stack([m(obs) for m in members]) * scale).sum().backward()
+    norms = clip_grad_norm_per_member_(stacked.parameters(), 1.0, N_MEMBERS)
+    expected_norms = th.stack([nn.utils.clip_grad_norm_(m.parameters(), 1.0) for m in members])
+    assert th.allclose(norms, expected_norms, rtol=1e-5)
+    assert norms[1] > 1.0 > norms[0]
+    for stacked_param, member_params in zip(stacked.parameters(), zip(*[m.parameters() for m in members])):
+        assert th.allclose(stacked_param.grad, th.stack([p.grad for p in member_params]), atol=1e-6)
+
+
+def test_adam_over_stack_is_separate_adams():
+    th.manual_seed(0)
+    members = [make_q_network(spaces.Box(-1, 1, shape=(5,)), FlattenExtractor) for _ in range(N_MEMBERS)]
+    stacked = StackedQNetwork.from_q_networks(members)
+    members = [copy.deepcopy(m) for m in members]
+    stacked_optimizer = th.optim.Adam(stacked.parameters(), lr=1e-2)
+    member_optimizers = [th.optim.Adam(m.parameters(), lr=1e-2) for m in members]
+    for _ in range(5):
+        obs = th.randn(16, 5)
+        stacked_optimizer.zero_grad()
+        stacked(obs).pow(2).sum().backward()
+        stacked_optimizer.step()
+        for member, optimizer in zip(members, member_optimizers):
+            optimizer.zero_grad()
+            member(obs).pow(2).sum().backward()
+            optimizer.step()
+    for stacked_param, member_params in zip(stacked.parameters(), zip(*[m.parameters() for m in members])):
+        assert th.allclose(stacked_param, th.stack(member_params), atol=1e-5)
