@@ -1,6 +1,7 @@
 """Helpers shared by the sb3_distill algorithms."""
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch as th
@@ -14,7 +15,8 @@ def clip_grad_norm_per_member_(parameters: Iterable[th.Tensor], max_norm: float,
 
     Every parameter holds the M members stacked along its first dimension. For member j,
     ``norm_j = sqrt(sum_p ||grad_p[j]||^2)`` and its gradients are scaled by
-    ``min(1, max_norm / (norm_j + 1e-6))``, the coefficient PyTorch uses.
+    ``min(1, max_norm / (norm_j + 1e-6))``, the coefficient PyTorch uses. With ``n_members=1`` this is
+    ``clip_grad_norm_`` of an ordinary network, with a few operations fewer than PyTorch's.
 
     :param parameters: stacked parameters, each of shape (M, ...)
     :param max_norm: maximum gradient norm of one member
@@ -24,11 +26,10 @@ def clip_grad_norm_per_member_(parameters: Iterable[th.Tensor], max_norm: float,
     grads = [p.grad for p in parameters if p.grad is not None]
     if len(grads) == 0:
         return th.zeros(n_members)
-    # (n_params, M) squared norms -> (M,) total norm of each member
-    norms = th.stack([g.reshape(n_members, -1).pow(2).sum(dim=1) for g in grads]).sum(dim=0).sqrt()
+    # (M, total number of parameters of one member) -> (M,) gradient norm of each member
+    norms = th.linalg.vector_norm(th.cat([g.reshape(n_members, -1) for g in grads], dim=1), dim=1)
     clip_coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-    for g in grads:
-        g.mul_(clip_coef.reshape(n_members, *([1] * (g.dim() - 1))))
+    th._foreach_mul_(grads, [clip_coef.reshape(n_members, *([1] * (g.dim() - 1))) for g in grads])
     return norms
 
 
@@ -58,3 +59,29 @@ class QValuePredictor:
         if not vectorized_env:
             actions = actions.squeeze(axis=0)
         return actions, state
+
+
+def fast_optimizer_kwargs(
+    optimizer_class: type[th.optim.Optimizer],
+    optimizer_kwargs: dict[str, Any],
+    device: th.device,
+) -> dict[str, Any]:
+    """
+    Optimizer keyword arguments with PyTorch's fused implementation switched on for Adam and AdamW,
+    unless the user chose an implementation (``fused`` or ``foreach``) already.
+
+    The fused kernel updates every tensor of the optimizer in one call; it computes the same update as
+    the default per-tensor loop (Adam is elementwise), and on a stacked ensemble it is exactly one Adam
+    per member. Fused CPU kernels exist from torch 2.4; elsewhere the kwargs are returned unchanged.
+
+    :param optimizer_class: the optimizer class
+    :param optimizer_kwargs: the user's keyword arguments (not modified)
+    :param device: the device of the parameters
+    :return: the keyword arguments to build the optimizer with
+    """
+    if optimizer_class not in (th.optim.Adam, th.optim.AdamW) or {"fused", "foreach"} & set(optimizer_kwargs):
+        return optimizer_kwargs
+    torch_version = tuple(int(part) for part in th.__version__.split("+")[0].split(".")[:2])
+    if th.device(device).type == "cuda" or (th.device(device).type == "cpu" and torch_version >= (2, 4)):
+        return {**optimizer_kwargs, "fused": True}
+    return optimizer_kwargs

@@ -264,6 +264,8 @@ class EnsembleDistillDQN(DQN):
         update_learning_rate(self.policy.student_optimizer, student_learning_rate)
         self.logger.record("train/student_learning_rate", student_learning_rate)
 
+        teacher_parameters = list(self.q_net.parameters())
+        student_parameters = list(self.student.parameters())
         teacher_losses, distill_losses = [], []
         for _ in range(gradient_steps):
             # Sample replay buffer: one batch for every teacher and the student
@@ -300,12 +302,13 @@ class EnsembleDistillDQN(DQN):
 
             # Optimize teachers and student: their parameters are disjoint, so one backward pass of the
             # sum gives each teacher the gradient of its own loss and the student that of the distillation
-            self.policy.optimizer.zero_grad()
-            self.policy.student_optimizer.zero_grad()
+            # (the same as both optimizers' zero_grad(), without their per-call overhead)
+            for param in teacher_parameters + student_parameters:
+                param.grad = None
             (teacher_loss.sum() + distill_loss).backward()
             # Clip gradient norm of each teacher, and of the student
-            clip_grad_norm_per_member_(self.q_net.parameters(), self.max_grad_norm, self.n_teachers)
-            th.nn.utils.clip_grad_norm_(self.student.parameters(), self.max_grad_norm)
+            clip_grad_norm_per_member_(teacher_parameters, self.max_grad_norm, self.n_teachers)
+            clip_grad_norm_per_member_(student_parameters, self.max_grad_norm, n_members=1)
             self.policy.optimizer.step()
             self.policy.student_optimizer.step()
 

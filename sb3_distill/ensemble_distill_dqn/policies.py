@@ -8,6 +8,7 @@ from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
 
 from sb3_distill.common.torch_layers import CompactNatureCNN, StackedQNetwork
+from sb3_distill.common.utils import fast_optimizer_kwargs
 
 # Keys a student description accepts: the same as DQN's `policy_kwargs`
 STUDENT_KWARGS_KEYS = (
@@ -71,7 +72,8 @@ class EnsembleDistillDQNPolicy(DQNPolicy):
     :param normalize_images: Whether to normalize images or not,
          dividing by 255.0 (True by default)
     :param optimizer_class: The optimizer to use, ``th.optim.Adam`` by default
-    :param optimizer_kwargs: Additional keyword arguments, excluding the learning rate, to pass to the optimizer
+    :param optimizer_kwargs: Additional keyword arguments, excluding the learning rate, to pass to the optimizer.
+        Adam and AdamW use PyTorch's fused implementation unless ``fused`` or ``foreach`` is given here.
     :param n_teachers: Number of teachers (M in Sun & Fazli)
     :param student_policy_kwargs: The student's network, with the keys of DQN's ``policy_kwargs``
         (``net_arch``, ``activation_fn``, ``features_extractor_class``, ``features_extractor_kwargs``,
@@ -145,16 +147,18 @@ class EnsembleDistillDQNPolicy(DQNPolicy):
         self.q_net_target = StackedQNetwork.from_q_networks(teachers)
         self.q_net_target.set_training_mode(False)
         # One optimizer over the stack: Adam is elementwise, so this is M independent Adams
+        # (PyTorch's fused Adam by default: one kernel for all stacked tensors)
         self.optimizer = self.optimizer_class(  # type: ignore[call-arg]
             self.q_net.parameters(),
             lr=lr_schedule(1),
-            **self.optimizer_kwargs,
+            **fast_optimizer_kwargs(self.optimizer_class, self.optimizer_kwargs, self.device),
         )
         self.student = self.make_student()
-        self.student_optimizer = self.student_kwargs["optimizer_class"](
+        student_optimizer_class = self.student_kwargs["optimizer_class"]
+        self.student_optimizer = student_optimizer_class(
             self.student.parameters(),
             lr=lr_schedule(1),
-            **self.student_kwargs["optimizer_kwargs"],
+            **fast_optimizer_kwargs(student_optimizer_class, self.student_kwargs["optimizer_kwargs"], self.device),
         )
 
     def make_student(self) -> QNetwork:
@@ -181,9 +185,11 @@ class EnsembleDistillDQNPolicy(DQNPolicy):
 
         :param mode: if true, set to training mode, else set to evaluation mode
         """
-        self.q_net.set_training_mode(mode)
-        self.student.set_training_mode(mode)
-        self.training = mode
+        # The same as `self.q_net.train(mode)` and `self.student.train(mode)` (the targets stay in evaluation
+        # mode, as in DQNPolicy), without nn.Module.train()'s recursive walk through nn.Module.__setattr__,
+        # which SB3 calls twice per rollout and costs more than the teachers' forward pass on small networks
+        for module in (self, *self.q_net.modules(), *self.student.modules()):
+            module.__dict__["training"] = mode
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()

@@ -1,0 +1,63 @@
+# sb3_distill: every target does its own set-up (creates .venv if missing, installs what it needs) and is idempotent.
+SHELL := /bin/bash
+PYTHON_BOOTSTRAP ?= python3
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+PIP := $(PYTHON) -m pip
+# Torch first, pinned: a bare `torch` requirement could pull a multi-GB CUDA build
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+LINT_PATHS = sb3_distill tests benchmarks examples
+
+.PHONY: help venv install test test-slow demo bench lint format check-format type clean
+
+help:
+	@echo "make demo       - set up, train EnsembleDistillDQN on CartPole-v1 and print the scores table"
+	@echo "make test       - set up with test extras and run pytest (what CI runs)"
+	@echo "make test-slow  - the longer learning tests marked @pytest.mark.slow"
+	@echo "make bench      - throughput of EnsembleDistillDQN against plain SB3 DQN (benchmarks/)"
+	@echo "make lint / format / check-format / type"
+
+$(PYTHON):
+	$(PYTHON_BOOTSTRAP) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.torch: | $(PYTHON)
+	$(PIP) install --quiet "$(TORCH_SPEC)"
+	touch $@
+
+$(VENV)/.install-%: setup.cfg $(VENV)/.torch
+	$(PIP) install --quiet -e ".[$*]"
+	touch $@
+
+venv: $(VENV)/.torch
+
+install: $(VENV)/.install-tests
+
+test: $(VENV)/.install-tests
+	$(PYTHON) -m pytest -m "not slow" -n 2 $(PYTEST_ARGS)
+
+test-slow: $(VENV)/.install-tests
+	$(PYTHON) -m pytest -m slow $(PYTEST_ARGS)
+
+demo: $(VENV)/.install-tests
+	$(PYTHON) examples/demo.py
+
+bench: $(VENV)/.install-bench
+	$(PYTHON) benchmarks/throughput.py
+
+lint: $(VENV)/.install-tests
+	$(PYTHON) -m ruff check $(LINT_PATHS)
+
+format: $(VENV)/.install-tests
+	$(PYTHON) -m ruff check --select I --fix $(LINT_PATHS)
+	$(PYTHON) -m black $(LINT_PATHS)
+
+check-format: $(VENV)/.install-tests
+	$(PYTHON) -m black --check $(LINT_PATHS)
+
+type: $(VENV)/.install-tests
+	$(PYTHON) -m mypy sb3_distill
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache
