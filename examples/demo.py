@@ -69,8 +69,8 @@ def main() -> None:
     for name, (mean, std) in results.items():
         params = student_params if name == "student" else teacher_params
         print(
-            f"| {name:<10} | {params:>10,} | {params / teacher_params:>14.1%} | {f'{mean:.1f} ± {std:.1f}':>20} "
-            f"| {mean / teachers_mean:>12.1%} |"
+            f"| {name:<10} | {params:>10,} | {params / teacher_params:>15.1%} | {f'{mean:.1f} ± {std:.1f}':>20} "
+            f"| {mean / teachers_mean:>13.1%} |"
         )
     print(f"\nCompression ratio (student / one teacher): {model.compression_ratio:.2%}")
     print(f"Student return: {results['student'][0] / teachers_mean:.1%} of the teachers' mean ({teachers_mean:.1f})")

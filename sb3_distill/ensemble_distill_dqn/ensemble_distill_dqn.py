@@ -234,10 +234,11 @@ class EnsembleDistillDQN(DQN):
         teacher_indices = self.acting_teachers(n_envs)
         obs_tensor, _ = self.policy.obs_to_tensor(self._last_obs)
         with th.no_grad():
-            # (M, n_envs, n_actions) -> each env's acting teacher -> (n_envs,)
-            q_values = self.q_net(obs_tensor)
-            actions = q_values[th.as_tensor(teacher_indices, device=q_values.device), th.arange(n_envs)].argmax(dim=-1)
-        actions = actions.cpu().numpy()
+            # Q-values of every teacher: (M, n_envs, n_actions), one stacked forward pass
+            q_values = self.q_net(obs_tensor).cpu().numpy()
+        # Each env's acting teacher, greedy: (n_envs,)
+        actions = q_values[teacher_indices, np.arange(n_envs)].argmax(axis=-1)
+        # Epsilon-greedy, one draw per env
         explore = np.random.rand(n_envs) < self.exploration_rate
         for env_idx in np.flatnonzero(explore):
             actions[env_idx] = self.action_space.sample()
