@@ -64,7 +64,8 @@ def main() -> None:
     teachers_mean = float(np.mean([mean for name, (mean, _) in results.items() if name != "student"]))
 
     print(f"\nTrained in {elapsed:.0f} s; greedy evaluation over {args.eval_episodes} episodes per member\n")
-    print(f"| {'member':<10} | {'parameters':>10} | {'size vs teacher':>15} | {'return (mean ± std)':>20} | {'% of teachers':>13} |")
+    header = ("member", "parameters", "size vs teacher", "return (mean ± std)", "% of teachers")
+    print(f"| {header[0]:<10} | {header[1]:>10} | {header[2]:>15} | {header[3]:>20} | {header[4]:>13} |")
     print(f"|{'-' * 12}|{'-' * 12}|{'-' * 17}|{'-' * 22}|{'-' * 15}|")
     for name, (mean, std) in results.items():
         params = student_params if name == "student" else teacher_params

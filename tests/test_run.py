@@ -40,12 +40,14 @@ def test_training_changes_every_member(model_class):
     student_before = [p.detach().clone() for p in model.student.parameters()]
     target_before = [p.detach().clone() for p in model.q_net_target.parameters()]
     model.learn(120)
-    for before, after in zip(teacher_before, model.q_net.parameters()):
+    for before, after in zip(teacher_before, model.q_net.parameters(), strict=True):
         # every teacher moved
         assert (before - after.detach()).flatten(1).abs().sum(dim=1).min() > 0
-    assert any(not th.equal(before, after) for before, after in zip(student_before, model.student.parameters()))
+    assert any(not th.equal(before, after) for before, after in zip(student_before, model.student.parameters(), strict=True))
     # target networks were copied from the teachers (target_update_interval=50)
-    assert any(not th.equal(before, after) for before, after in zip(target_before, model.q_net_target.parameters()))
+    assert any(
+        not th.equal(before, after) for before, after in zip(target_before, model.q_net_target.parameters(), strict=True)
+    )
     model.learn(1)
 
 
@@ -60,8 +62,9 @@ def test_multi_env(model_class):
 @pytest.mark.parametrize("n_envs", [1, 2, 4])
 def test_teachers_act_in_turn(n_envs):
     env = DummyVecEnv([lambda: gym.make("CartPole-v1")] * n_envs)
-    model = tiny_model(EnsembleDistillDQN, env=env, n_teachers=3, learning_starts=0, exploration_initial_eps=0.0,
-                       exploration_final_eps=0.0)
+    model = tiny_model(
+        EnsembleDistillDQN, env=env, n_teachers=3, learning_starts=0, exploration_initial_eps=0.0, exploration_final_eps=0.0
+    )
     model._setup_learn(total_timesteps=100)
     obs = model._last_obs
     for step in range(4):
@@ -124,7 +127,7 @@ def test_deterministic_with_seed(model_class):
         model = tiny_model(model_class, seed=3)
         model.learn(150)
         params.append([p.detach().clone() for p in model.policy.parameters()])
-    for first, second in zip(*params):
+    for first, second in zip(*params, strict=True):
         assert th.equal(first, second)
 
 
@@ -160,8 +163,16 @@ def test_logger_and_eval_callback(model_class, tmp_path):
     model.learn(200, callback=callback, log_interval=1)
     assert set(callback.last_results) == {"teacher_0", "teacher_1", "student"}
     header = (tmp_path / "progress.csv").read_text().splitlines()[0].split(",")
-    for key in ["eval/teacher_0", "eval/teacher_1", "eval/student", "eval/student_to_teachers", "train/distill_loss",
-                "train/loss", "train/loss_teacher_1", "train/student_learning_rate"]:
+    for key in [
+        "eval/teacher_0",
+        "eval/teacher_1",
+        "eval/student",
+        "eval/student_to_teachers",
+        "train/distill_loss",
+        "train/loss",
+        "train/loss_teacher_1",
+        "train/student_learning_rate",
+    ]:
         assert key in header
 
 
@@ -191,6 +202,7 @@ def test_compression_ratio():
         (dict(ensemble_reduction="vote"), ValueError, "ensemble_reduction"),
         (dict(student_policy_kwargs=dict(n_layers=2)), ValueError, "student_policy_kwargs"),
         (dict(student_policy_kwargs=[16]), TypeError, "student_policy_kwargs"),
+        (dict(torch_compile="yes"), ValueError, "torch_compile"),
     ],
 )
 def test_bad_arguments(kwargs, error, match):
@@ -218,3 +230,32 @@ def test_unstackable_teacher_extractor_rejected():
     # the student, which is not stacked, may use any extractor
     model = tiny_model(EnsembleDistillDQN, student_policy_kwargs=dict(features_extractor_class=LinearExtractor, net_arch=[]))
     model.learn(60)
+
+
+def test_torch_compile_matches_eager(tmp_path):
+    model = tiny_model(EnsembleDistillDQN, torch_compile=True, seed=0)
+    model.learn(120)
+    assert model._n_updates > 0 and model._compute_losses != model._losses
+    data = model.replay_buffer.sample(16)
+    batch = (data.observations, data.actions, data.next_observations, data.rewards, data.dones, model.gamma)
+    for compiled, eager in zip(model._compute_losses(*batch), model._losses(*batch), strict=True):
+        assert th.allclose(compiled, eager, atol=1e-5)
+    # The compiled function is not saved; load() compiles again
+    model.save(tmp_path / "model.zip")
+    loaded = EnsembleDistillDQN.load(tmp_path / "model.zip")
+    assert loaded.torch_compile and loaded._compute_losses != loaded._losses
+
+
+def test_torch_compile_falls_back_to_eager(monkeypatch):
+    def broken_compile(function):
+        def fails(*args):
+            raise RuntimeError("no compiler")
+
+        return fails
+
+    monkeypatch.setattr(th, "compile", broken_compile)
+    model = tiny_model(EnsembleDistillDQN, torch_compile=True)
+    with pytest.warns(UserWarning, match="torch_compile"):
+        model.learn(80)
+    assert model._compute_losses == model._losses
+    assert model._n_updates > 0

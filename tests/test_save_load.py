@@ -38,8 +38,9 @@ def assert_optimizer_states_equal(first: th.optim.Optimizer, second: th.optim.Op
 
 @pytest.mark.parametrize("model_class", MODEL_LIST)
 def test_save_load(model_class, tmp_path):
-    model = tiny_model(model_class, temperature=0.3, distill_loss="forward_kl", ensemble_reduction="mean_probs",
-                       student_learning_rate=3e-4)
+    model = tiny_model(
+        model_class, temperature=0.3, distill_loss="forward_kl", ensemble_reduction="mean_probs", student_learning_rate=3e-4
+    )
     model.learn(200)
     model.save(tmp_path / "model.zip")
     loaded = model_class.load(tmp_path / "model.zip", env=gym.make("CartPole-v1"))
@@ -70,9 +71,16 @@ def test_save_load(model_class, tmp_path):
 @pytest.mark.parametrize("model_class", MODEL_LIST)
 def test_save_load_cnn(model_class, tmp_path):
     env = FakeImageEnv(screen_height=36, screen_width=36, n_channels=1, discrete=True)
-    model = tiny_model(model_class, "CnnPolicy", env, learning_starts=10, batch_size=4, n_teachers=2,
-                       policy_kwargs=dict(features_extractor_kwargs=dict(features_dim=8)),
-                       student_policy_kwargs=dict(features_extractor_kwargs=dict(filters=(2, 2, 2), features_dim=4)))
+    model = tiny_model(
+        model_class,
+        "CnnPolicy",
+        env,
+        learning_starts=10,
+        batch_size=4,
+        n_teachers=2,
+        policy_kwargs=dict(features_extractor_kwargs=dict(features_dim=8)),
+        student_policy_kwargs=dict(features_extractor_kwargs=dict(filters=(2, 2, 2), features_dim=4)),
+    )
     model.learn(30)
     model.save(tmp_path / "model.zip")
     loaded = model_class.load(tmp_path / "model.zip")
@@ -131,9 +139,14 @@ def test_export_student(model_class, tmp_path):
 
 def test_export_cnn_student(tmp_path):
     env = FakeImageEnv(screen_height=36, screen_width=36, n_channels=1, discrete=True)
-    model = tiny_model(EnsembleDistillDQN, "CnnPolicy", env, n_teachers=2,
-                       policy_kwargs=dict(features_extractor_kwargs=dict(features_dim=8)),
-                       student_policy_kwargs=dict(features_extractor_kwargs=dict(filters=(2, 2, 2), features_dim=4)))
+    model = tiny_model(
+        EnsembleDistillDQN,
+        "CnnPolicy",
+        env,
+        n_teachers=2,
+        policy_kwargs=dict(features_extractor_kwargs=dict(features_dim=8)),
+        student_policy_kwargs=dict(features_extractor_kwargs=dict(filters=(2, 2, 2), features_dim=4)),
+    )
     exported = model.export_student()
     exported.save(tmp_path / "student.zip")
     reloaded = DQN.load(tmp_path / "student.zip")

@@ -51,7 +51,9 @@ def test_stacked_forward_and_gradients_match_members(observation_space, extracto
     weights = th.randn(N_MEMBERS, 5, 4)
     (stacked_q * weights).sum().backward()
     (member_q * weights).sum().backward()
-    for stacked_param, member_params in zip(stacked.parameters(), zip(*[m.parameters() for m in members])):
+    for stacked_param, member_params in zip(
+        stacked.parameters(), zip(*[m.parameters() for m in members], strict=True), strict=True
+    ):
         expected = th.stack([p.grad for p in member_params])
         assert th.allclose(stacked_param.grad, expected, atol=1e-5)
 
@@ -122,7 +124,9 @@ def test_per_member_clipping_matches_separate_clipping():
     expected_norms = th.stack([nn.utils.clip_grad_norm_(m.parameters(), 1.0) for m in members])
     assert th.allclose(norms, expected_norms, rtol=1e-5)
     assert norms[1] > 1.0 > norms[0]
-    for stacked_param, member_params in zip(stacked.parameters(), zip(*[m.parameters() for m in members])):
+    for stacked_param, member_params in zip(
+        stacked.parameters(), zip(*[m.parameters() for m in members], strict=True), strict=True
+    ):
         assert th.allclose(stacked_param.grad, th.stack([p.grad for p in member_params]), atol=1e-6)
 
 
@@ -140,9 +144,11 @@ def test_adam_over_stack_is_separate_adams(fused):
         stacked_optimizer.zero_grad()
         stacked(obs).pow(2).sum().backward()
         stacked_optimizer.step()
-        for member, optimizer in zip(members, member_optimizers):
+        for member, optimizer in zip(members, member_optimizers, strict=True):
             optimizer.zero_grad()
             member(obs).pow(2).sum().backward()
             optimizer.step()
-    for stacked_param, member_params in zip(stacked.parameters(), zip(*[m.parameters() for m in members])):
+    for stacked_param, member_params in zip(
+        stacked.parameters(), zip(*[m.parameters() for m in members], strict=True), strict=True
+    ):
         assert th.allclose(stacked_param, th.stack(member_params), atol=1e-5)

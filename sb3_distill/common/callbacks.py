@@ -39,9 +39,7 @@ class EvalMembersCallback(BaseCallback):
 
     def _init_callback(self) -> None:
         if not hasattr(self.model, "evaluate_members"):
-            raise TypeError(
-                f"`EvalMembersCallback` needs a model with `evaluate_members()`, got {type(self.model).__name__}"
-            )
+            raise TypeError(f"`EvalMembersCallback` needs a model with `evaluate_members()`, got {type(self.model).__name__}")
 
     def _on_step(self) -> bool:
         if self.n_calls % self.eval_freq == 0:

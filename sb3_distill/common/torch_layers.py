@@ -252,7 +252,7 @@ class StackedQNetwork(nn.Module):
         n_members = len(q_networks)
         stacked_layers: list[nn.Module] = []
         shared_input, conv_layout = True, False
-        for group in zip(*[_q_network_layers(q_network) for q_network in q_networks]):
+        for group in zip(*[_q_network_layers(q_network) for q_network in q_networks], strict=True):
             layer = group[0]
             if isinstance(layer, nn.Linear):
                 stacked_layers.append(StackedLinear.from_modules(group, shared_input))  # type: ignore[arg-type]
@@ -289,7 +289,7 @@ class StackedQNetwork(nn.Module):
         :return: Q-values, shape (M, batch, n_actions)
         """
         features = preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images)
-        return self.layers(features.float())
+        return self.layers(features.float())  # type: ignore[union-attr]
 
     def set_training_mode(self, mode: bool) -> None:
         """Put the ensemble in training or evaluation mode (as ``BasePolicy.set_training_mode``)."""

@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 import torch as th
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import PyTorchObs
 
 
 def clip_grad_norm_per_member_(parameters: Iterable[th.Tensor], max_norm: float, n_members: int) -> th.Tensor:
@@ -42,7 +43,7 @@ class QValuePredictor:
     :param q_function: maps an observation tensor (batch, ...) to Q-values (batch, n_actions)
     """
 
-    def __init__(self, policy: BasePolicy, q_function: Callable[[th.Tensor], th.Tensor]) -> None:
+    def __init__(self, policy: BasePolicy, q_function: Callable[[PyTorchObs], th.Tensor]) -> None:
         self.policy = policy
         self.q_function = q_function
 

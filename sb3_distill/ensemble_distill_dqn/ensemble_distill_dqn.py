@@ -1,3 +1,4 @@
+import warnings
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -80,6 +81,9 @@ class EnsembleDistillDQN(DQN):
         for ``MlpPolicy``.
     :param student_learning_rate: The student's learning rate (float or schedule); ``None`` uses
         ``learning_rate``. The paper uses a slightly higher rate for the student than for the teachers.
+    :param torch_compile: Compile the loss computation of each gradient step (forward and backward passes of
+        teachers and student) with ``torch.compile``. The first update then takes tens of seconds; later
+        ones are faster (see ``benchmarks/``). Falls back to eager mode, with a warning, if compilation fails.
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -129,6 +133,7 @@ class EnsembleDistillDQN(DQN):
         ensemble_reduction: str = "mean_loss",
         student_policy_kwargs: dict[str, Any] | None = None,
         student_learning_rate: float | Schedule | None = None,
+        torch_compile: bool = False,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -179,6 +184,7 @@ class EnsembleDistillDQN(DQN):
         self.ensemble_reduction = ensemble_reduction
         self.student_policy_kwargs = student_policy_kwargs
         self.student_learning_rate = student_learning_rate
+        self.torch_compile = torch_compile
 
         if _init_setup_model:
             self._setup_model()
@@ -191,6 +197,8 @@ class EnsembleDistillDQN(DQN):
         check_loss_name(self.distill_loss, "distill_loss")
         check_reduction_name(self.ensemble_reduction, "ensemble_reduction")
         check_student_policy_kwargs(self.student_policy_kwargs)
+        if not isinstance(self.torch_compile, bool):
+            raise ValueError(f"`torch_compile` must be True or False, got {self.torch_compile!r}")
         if not issubclass(self.policy_class, EnsembleDistillDQNPolicy):
             raise TypeError(
                 f"`policy` must be 'MlpPolicy', 'CnnPolicy' or a subclass of EnsembleDistillDQNPolicy, "
@@ -206,6 +214,8 @@ class EnsembleDistillDQN(DQN):
         # The student's learning rate schedule (the teachers' is `lr_schedule`)
         student_learning_rate = self.learning_rate if self.student_learning_rate is None else self.student_learning_rate
         self.student_lr_schedule = FloatSchedule(student_learning_rate)
+        # The losses of one gradient step, eager or compiled (not saved: rebuilt on load)
+        self._compute_losses = th.compile(self._losses) if self.torch_compile else self._losses
 
     def _create_aliases(self) -> None:
         super()._create_aliases()
@@ -274,30 +284,23 @@ class EnsembleDistillDQN(DQN):
             # For n-step replay, discount factor is gamma**n_steps (when no early termination)
             discounts = replay_data.discounts.T if replay_data.discounts is not None else self.gamma
 
-            with th.no_grad():
-                # Next Q-values of every teacher's target network: (M, batch, n_actions) -> (M, batch)
-                next_q_values, _ = self.q_net_target(replay_data.next_observations).max(dim=2)
-                # 1-step TD targets, (batch, 1) rewards transposed to broadcast over teachers: (M, batch)
-                target_q_values = replay_data.rewards.T + (1 - replay_data.dones.T) * discounts * next_q_values
-
-            # Current Q-values of every teacher: (M, batch, n_actions)
-            all_q_values = self.q_net(replay_data.observations)
-            # Q-values of the actions taken: (M, batch)
-            actions = replay_data.actions.long().unsqueeze(0).expand(self.n_teachers, -1, -1)
-            current_q_values = th.gather(all_q_values, dim=2, index=actions).squeeze(2)
-            # Each teacher's own Huber loss, averaged over the batch: (M,)
-            teacher_loss = F.smooth_l1_loss(current_q_values, target_q_values, reduction="none").mean(dim=1)
-
-            # Distillation on the same observations against the teachers' Q-values of this step
-            # (the forward pass above, detached inside the loss)
-            student_q_values = self.student(replay_data.observations)
-            distill_loss = distillation_loss(
-                student_q_values,
-                all_q_values,
-                loss=self.distill_loss,
-                temperature=self.temperature,
-                reduction=self.ensemble_reduction,
+            batch = (
+                replay_data.observations,
+                replay_data.actions,
+                replay_data.next_observations,
+                replay_data.rewards,
+                replay_data.dones,
+                discounts,
             )
+            try:
+                teacher_loss, distill_loss = self._compute_losses(*batch)
+            except Exception as error:
+                if self._compute_losses == self._losses:
+                    raise
+                # torch.compile could not build the step (e.g. no C++ compiler): fall back to eager
+                warnings.warn(f"`torch_compile=True` failed ({type(error).__name__}: {error}); using eager mode")
+                self._compute_losses = self._losses
+                teacher_loss, distill_loss = self._losses(*batch)
             teacher_losses.append(teacher_loss.detach())
             distill_losses.append(distill_loss.detach())
 
@@ -322,6 +325,52 @@ class EnsembleDistillDQN(DQN):
             self.logger.record(f"train/loss_teacher_{teacher_idx}", float(loss))
         self.logger.record("train/distill_loss", th.stack(distill_losses).mean().item())
 
+    def _losses(
+        self,
+        observations: th.Tensor,
+        actions: th.Tensor,
+        next_observations: th.Tensor,
+        rewards: th.Tensor,
+        dones: th.Tensor,
+        discounts: th.Tensor | float,
+    ) -> tuple[th.Tensor, th.Tensor]:
+        """
+        The losses of one gradient step on one batch (what ``torch_compile=True`` compiles).
+
+        :param observations: (batch, *obs_shape)
+        :param actions: (batch, 1)
+        :param next_observations: (batch, *obs_shape)
+        :param rewards: (batch, 1)
+        :param dones: (batch, 1)
+        :param discounts: the discount factor, or (1, batch) per-sample discounts for n-step returns
+        :return: each teacher's DQN (Huber) loss, shape (M,), and the student's distillation loss, a scalar
+        """
+        with th.no_grad():
+            # Next Q-values of every teacher's target network: (M, batch, n_actions) -> (M, batch)
+            next_q_values, _ = self.q_net_target(next_observations).max(dim=2)
+            # 1-step TD targets, (batch, 1) rewards transposed to broadcast over teachers: (M, batch)
+            target_q_values = rewards.T + (1 - dones.T) * discounts * next_q_values
+
+        # Current Q-values of every teacher: (M, batch, n_actions)
+        all_q_values = self.q_net(observations)
+        # Q-values of the actions taken: (M, batch)
+        actions = actions.long().unsqueeze(0).expand(self.n_teachers, -1, -1)
+        current_q_values = th.gather(all_q_values, dim=2, index=actions).squeeze(2)
+        # Each teacher's own Huber loss, averaged over the batch: (M,)
+        teacher_loss = F.smooth_l1_loss(current_q_values, target_q_values, reduction="none").mean(dim=1)
+
+        # Distillation on the same observations against the teachers' Q-values of this step
+        # (the forward pass above, detached inside the loss)
+        student_q_values = self.student(observations)
+        distill_loss = distillation_loss(
+            student_q_values,
+            all_q_values,
+            loss=self.distill_loss,
+            temperature=self.temperature,
+            reduction=self.ensemble_reduction,
+        )
+        return teacher_loss, distill_loss
+
     @property
     def compression_ratio(self) -> float:
         """The student's parameter count divided by one teacher's (e.g. 0.036 for the paper's student1)."""
@@ -342,9 +391,7 @@ class EnsembleDistillDQN(DQN):
         if n_eval_episodes < 1:
             raise ValueError(f"`n_eval_episodes` must be a positive integer, got {n_eval_episodes!r}")
         self.policy.set_training_mode(False)
-        members: dict[str, Any] = {
-            f"teacher_{j}": (lambda obs, j=j: self.q_net(obs)[j]) for j in range(self.n_teachers)
-        }
+        members: dict[str, Any] = {f"teacher_{j}": (lambda obs, j=j: self.q_net(obs)[j]) for j in range(self.n_teachers)}
         members["student"] = self.student
         results = {}
         for name, q_function in members.items():
@@ -354,7 +401,7 @@ class EnsembleDistillDQN(DQN):
                 n_eval_episodes=n_eval_episodes,
                 warn=False,
             )
-            results[name] = (float(mean), float(std))
+            results[name] = (float(mean), float(std))  # type: ignore[arg-type]
         return results
 
     def export_student(self) -> DQN:
@@ -420,7 +467,7 @@ class EnsembleDistillDQN(DQN):
         )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "student"]
+        return [*super()._excluded_save_params(), "student", "_compute_losses"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = ["policy", "policy.optimizer", "policy.student_optimizer"]
