@@ -5,10 +5,11 @@ import torch as th
 from stable_baselines3.common.envs import FakeImageEnv
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureCNN
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sb3_distill import EnsembleDistillDQN
+from sb3_distill.ensemble_distill_dqn import EnsembleDistillDQNPolicy
 from sb3_distill.common.callbacks import EvalMembersCallback
 from sb3_distill.common.torch_layers import CompactNatureCNN
 
@@ -259,3 +260,30 @@ def test_torch_compile_falls_back_to_eager(monkeypatch):
         model.learn(80)
     assert model._compute_losses == model._losses
     assert model._n_updates > 0
+
+
+def test_cnn_student_with_other_extractor():
+    env = FakeImageEnv(screen_height=36, screen_width=36, n_channels=1, discrete=True)
+    # The default student's CompactNatureCNN kwargs must not leak into another extractor class
+    model = EnsembleDistillDQN(
+        "CnnPolicy", env, buffer_size=10, student_policy_kwargs=dict(features_extractor_class=NatureCNN)
+    )
+    assert type(model.student.features_extractor) is NatureCNN
+    assert model.student.net_arch == []
+    model = EnsembleDistillDQN(
+        "CnnPolicy",
+        env,
+        buffer_size=10,
+        student_policy_kwargs=dict(features_extractor_class=NatureCNN, features_extractor_kwargs=dict(features_dim=32)),
+    )
+    assert model.student.features_dim == 32
+
+
+def test_policy_save_load(tmp_path):
+    model = tiny_model(EnsembleDistillDQN, n_teachers=2)
+    model.learn(100)
+    model.policy.save(tmp_path / "policy.pth")
+    policy = EnsembleDistillDQNPolicy.load(tmp_path / "policy.pth")
+    assert policy.n_teachers == 2 and policy.q_net.n_members == 2
+    obs = np.stack([model.observation_space.sample() for _ in range(10)])
+    assert np.array_equal(model.policy.predict(obs, deterministic=True)[0], policy.predict(obs, deterministic=True)[0])

@@ -106,16 +106,21 @@ class EnsembleDistillDQNPolicy(DQNPolicy):
         check_student_policy_kwargs(student_policy_kwargs)
         self.n_teachers = n_teachers
         self.student_policy_kwargs = student_policy_kwargs
-        # The student's full description: defaults, then the teachers' normalization and optimizer, then the user's
+        # The student's full description: the teachers' normalization and optimizer, the default student
+        # (whose extractor kwargs only fit the default extractor), then the user's keys
+        user_kwargs = student_policy_kwargs or {}
+        default_kwargs = default_student_kwargs(features_extractor_class)
+        if "features_extractor_class" in user_kwargs:
+            default_kwargs.pop("features_extractor_kwargs", None)
         self.student_kwargs: dict[str, Any] = {
             "normalize_images": normalize_images,
             "optimizer_class": optimizer_class,
             "optimizer_kwargs": optimizer_kwargs or {},
             "activation_fn": nn.ReLU,
-            "features_extractor_kwargs": {},
             "features_extractor_class": FlattenExtractor,
-            **default_student_kwargs(features_extractor_class),
-            **(student_policy_kwargs or {}),
+            "features_extractor_kwargs": {},
+            **default_kwargs,
+            **user_kwargs,
         }
         if self.student_kwargs.get("net_arch") is None:
             # DQNPolicy's rule: no hidden layer after a CNN, two of 64 units otherwise
