@@ -292,6 +292,7 @@ class EnsembleDistillDQN(DQN):
                 replay_data.dones,
                 discounts,
             )
+            # Each teacher's DQN loss (M,) and the student's distillation loss, on the same batch
             try:
                 teacher_loss, distill_loss = self._compute_losses(*batch)
             except Exception as error:
@@ -305,8 +306,8 @@ class EnsembleDistillDQN(DQN):
             distill_losses.append(distill_loss.detach())
 
             # Optimize teachers and student: their parameters are disjoint, so one backward pass of the
-            # sum gives each teacher the gradient of its own loss and the student that of the distillation
-            # (the same as both optimizers' zero_grad(), without their per-call overhead)
+            # sum gives each teacher the gradient of its own loss and the student that of the distillation.
+            # Clear the gradients first (what both optimizers' zero_grad() do, without their per-call overhead)
             for param in teacher_parameters + student_parameters:
                 param.grad = None
             (teacher_loss.sum() + distill_loss).backward()
