@@ -34,6 +34,10 @@ class EnsembleDistillDQN(DQN):
     replay buffer; every gradient step samples one batch on which every teacher takes its own DQN step
     and a compact student is distilled in real time from the ensemble of teachers (reverse KL by default).
 
+    One difference from Algorithm 1, made for speed: the student distills from the teachers' Q-values of
+    the forward pass that also computes their DQN losses, i.e. before (not after) the teachers' update of
+    the same gradient step; this saves a second forward pass and lags the targets by one gradient step.
+
     The teachers are stacked into a single module (batched matmul / grouped convolutions, one optimizer
     over the stack, per-member gradient clipping), so the ensemble costs no Python loop over members.
     ``predict()`` uses the student; :meth:`export_student` turns it into a plain SB3 ``DQN``.
