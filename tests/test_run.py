@@ -2,6 +2,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from stable_baselines3 import DQN
 from stable_baselines3.common.envs import FakeImageEnv
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.monitor import Monitor
@@ -10,7 +11,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sb3_distill import EnsembleDistillDQN
 from sb3_distill.ensemble_distill_dqn import EnsembleDistillDQNPolicy
-from sb3_distill.common.callbacks import EvalMembersCallback
+from sb3_distill.common.callbacks import EvalMembersCallback, student_to_teachers_ratio
 from sb3_distill.common.torch_layers import CompactNatureCNN
 
 MODEL_LIST = [EnsembleDistillDQN]
@@ -287,3 +288,34 @@ def test_policy_save_load(tmp_path):
     assert policy.n_teachers == 2 and policy.q_net.n_members == 2
     obs = np.stack([model.observation_space.sample() for _ in range(10)])
     assert np.array_equal(model.policy.predict(obs, deterministic=True)[0], policy.predict(obs, deterministic=True)[0])
+
+
+def test_fused_adam_by_default():
+    model = tiny_model(EnsembleDistillDQN)
+    assert model.policy.optimizer.defaults["fused"] and model.policy.student_optimizer.defaults["fused"]
+    # A choice of implementation by the user is kept
+    model = tiny_model(
+        EnsembleDistillDQN,
+        policy_kwargs=dict(net_arch=[16], optimizer_kwargs=dict(foreach=True)),
+        student_policy_kwargs=dict(net_arch=[8], optimizer_class=th.optim.RMSprop),
+    )
+    assert not model.policy.optimizer.defaults["fused"] and model.policy.optimizer.defaults["foreach"]
+    assert isinstance(model.policy.student_optimizer, th.optim.RMSprop)
+    model.learn(60)
+
+
+def test_eval_members_callback_errors():
+    with pytest.raises(ValueError, match="eval_freq"):
+        EvalMembersCallback(gym.make("CartPole-v1"), eval_freq=0)
+    with pytest.raises(ValueError, match="n_eval_episodes"):
+        EvalMembersCallback(gym.make("CartPole-v1"), n_eval_episodes=0)
+    # A model without members cannot be evaluated member by member
+    model = DQN("MlpPolicy", "CartPole-v1", learning_starts=10)
+    with pytest.raises(TypeError, match="evaluate_members"):
+        model.learn(20, callback=EvalMembersCallback(gym.make("CartPole-v1"), eval_freq=5))
+
+
+def test_student_to_teachers_ratio():
+    results = {"teacher_0": (100.0, 1.0), "teacher_1": (300.0, 1.0), "student": (150.0, 0.0)}
+    assert student_to_teachers_ratio(results) == pytest.approx(0.75)
+    assert np.isnan(student_to_teachers_ratio({"teacher_0": (0.0, 0.0), "student": (1.0, 0.0)}))
