@@ -152,3 +152,20 @@ def test_adam_over_stack_is_separate_adams(fused):
         stacked.parameters(), zip(*[m.parameters() for m in members], strict=True), strict=True
     ):
         assert th.allclose(stacked_param, th.stack(member_params), atol=1e-5)
+
+
+@pytest.mark.parametrize("observation_space, extractor_class, extractor_kwargs, net_arch", MEMBER_CONFIGS)
+def test_copy_member_to_round_trip(observation_space, extractor_class, extractor_kwargs, net_arch):
+    members = [make_q_network(observation_space, extractor_class, extractor_kwargs, net_arch) for _ in range(N_MEMBERS)]
+    stacked = StackedQNetwork.from_q_networks(members)
+    obs = th.as_tensor(np.stack([observation_space.sample() for _ in range(4)]))
+    for member in range(N_MEMBERS):
+        copy = stacked.copy_member_to(member, make_q_network(observation_space, extractor_class, extractor_kwargs, net_arch))
+        for key, value in members[member].state_dict().items():
+            assert th.equal(value, copy.state_dict()[key])
+        assert th.allclose(copy(obs), stacked(obs)[member], atol=1e-5)
+    with pytest.raises(ValueError, match="member"):
+        stacked.copy_member_to(N_MEMBERS, members[0])
+    other = make_q_network(observation_space, extractor_class, extractor_kwargs, [*net_arch, 4])
+    with pytest.raises(ValueError, match="architecture"):
+        stacked.copy_member_to(0, other)

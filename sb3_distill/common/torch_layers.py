@@ -6,6 +6,7 @@ convolution instead of a Python loop over members).
 
 import copy
 from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
 import torch as th
@@ -191,6 +192,117 @@ class StackedFlatten(nn.Module):
 _STACKABLE_CNNS = (NatureCNN, CompactNatureCNN)
 
 
+# Keys a student description accepts: the same as DQN's `policy_kwargs`
+STUDENT_KWARGS_KEYS = (
+    "net_arch",
+    "activation_fn",
+    "features_extractor_class",
+    "features_extractor_kwargs",
+    "normalize_images",
+    "optimizer_class",
+    "optimizer_kwargs",
+)
+
+
+def default_student_kwargs(features_extractor_class: type[BaseFeaturesExtractor]) -> dict[str, Any]:
+    """
+    The student used when none is given: for image teachers (``NatureCNN`` / ``CompactNatureCNN``) the
+    paper's student1 ``{16, 16, 16, 64}`` (Sun & Fazli; Rusu et al.), about 3.6 % of the Nature-DQN teacher
+    on Atari; otherwise an MLP with two hidden layers of 16 units.
+
+    :param features_extractor_class: the teachers' features extractor class
+    :return: the student's network description (keys of DQN's ``policy_kwargs``)
+    """
+    if issubclass(features_extractor_class, (NatureCNN, CompactNatureCNN)):
+        return dict(
+            features_extractor_class=CompactNatureCNN,
+            features_extractor_kwargs=dict(filters=(16, 16, 16), features_dim=64),
+            net_arch=[],
+        )
+    return dict(net_arch=[16, 16])
+
+
+def check_student_policy_kwargs(
+    student_policy_kwargs: dict[str, Any] | None,
+    name: str = "student_policy_kwargs",
+    accepted_keys: Sequence[str] = STUDENT_KWARGS_KEYS,
+) -> None:
+    """
+    Raise a ``ValueError``/``TypeError`` for a student description that cannot be built.
+
+    :param student_policy_kwargs: the student's network description, or None for the default
+    :param name: the argument name to report in the error
+    :param accepted_keys: the keys the description may have
+    """
+    if student_policy_kwargs is None:
+        return
+    if not isinstance(student_policy_kwargs, dict):
+        raise TypeError(f"`{name}` must be a dict or None, got {type(student_policy_kwargs).__name__}")
+    unknown = sorted(set(student_policy_kwargs) - set(accepted_keys))
+    if unknown:
+        raise ValueError(f"`{name}` got unknown keys {unknown}; accepted keys: {list(accepted_keys)}")
+
+
+def resolve_student_kwargs(
+    student_policy_kwargs: dict[str, Any] | None,
+    teacher_features_extractor_class: type[BaseFeaturesExtractor],
+    normalize_images: bool,
+    optimizer_class: type[th.optim.Optimizer],
+    optimizer_kwargs: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """
+    A student's full description, every key of :data:`STUDENT_KWARGS_KEYS` set: the teachers' image
+    normalization and optimizer, then :func:`default_student_kwargs` (whose extractor kwargs are dropped
+    when the user picks another extractor class), then the user's keys. A missing or None ``net_arch``
+    follows DQNPolicy's rule: no hidden layer after a CNN, two of 64 units otherwise.
+
+    :param student_policy_kwargs: the user's description (keys of DQN's ``policy_kwargs``), or None
+    :param teacher_features_extractor_class: the teachers' features extractor class
+    :param normalize_images: the teachers' ``normalize_images``
+    :param optimizer_class: the teachers' optimizer class
+    :param optimizer_kwargs: the teachers' optimizer kwargs
+    :return: the student's description
+    """
+    user_kwargs = student_policy_kwargs or {}
+    default_kwargs = default_student_kwargs(teacher_features_extractor_class)
+    if "features_extractor_class" in user_kwargs:
+        default_kwargs.pop("features_extractor_kwargs", None)
+    kwargs: dict[str, Any] = {
+        "normalize_images": normalize_images,
+        "optimizer_class": optimizer_class,
+        "optimizer_kwargs": optimizer_kwargs or {},
+        "activation_fn": nn.ReLU,
+        "features_extractor_class": FlattenExtractor,
+        "features_extractor_kwargs": {},
+        **default_kwargs,
+        **user_kwargs,
+    }
+    if kwargs.get("net_arch") is None:
+        kwargs["net_arch"] = [] if issubclass(kwargs["features_extractor_class"], _STACKABLE_CNNS) else [64, 64]
+    return kwargs
+
+
+def make_q_network(observation_space: spaces.Space, action_space: spaces.Discrete, kwargs: dict[str, Any]) -> QNetwork:
+    """
+    Build an SB3 ``QNetwork`` from a full description (see :func:`resolve_student_kwargs`).
+
+    :param observation_space: Observation space
+    :param action_space: Action space
+    :param kwargs: the network's description
+    :return: the network, with SB3's initialisation
+    """
+    features_extractor = kwargs["features_extractor_class"](observation_space, **kwargs["features_extractor_kwargs"])
+    return QNetwork(
+        observation_space,
+        action_space,
+        features_extractor=features_extractor,
+        features_dim=features_extractor.features_dim,
+        net_arch=kwargs["net_arch"],
+        activation_fn=kwargs["activation_fn"],
+        normalize_images=kwargs["normalize_images"],
+    )
+
+
 def _q_network_layers(q_network: QNetwork) -> list[nn.Module]:
     """The leaf layers of an SB3 ``QNetwork`` in the order its forward pass applies them."""
     features_extractor = q_network.features_extractor
@@ -294,3 +406,26 @@ class StackedQNetwork(nn.Module):
     def set_training_mode(self, mode: bool) -> None:
         """Put the ensemble in training or evaluation mode (as ``BasePolicy.set_training_mode``)."""
         self.train(mode)
+
+    def copy_member_to(self, member: int, q_network: QNetwork) -> QNetwork:
+        """
+        Copy the weights of one member into an SB3 ``QNetwork`` of the same architecture (the inverse of
+        :meth:`from_q_networks` for that member), e.g. to export it as a plain SB3 model.
+
+        :param member: index of the member, in [0, M)
+        :param q_network: a ``QNetwork`` with the members' architecture; its weights are overwritten
+        :return: ``q_network``
+        """
+        if not 0 <= member < self.n_members:
+            raise ValueError(f"`member` must be in [0, {self.n_members}), got {member!r}")
+        stacked_layers = [layer for layer in self.layers if isinstance(layer, (StackedLinear, StackedConv2d))]
+        plain_layers = [layer for layer in _q_network_layers(q_network) if isinstance(layer, (nn.Linear, nn.Conv2d))]
+        if len(stacked_layers) != len(plain_layers) or any(
+            stacked.weight.shape[1:] != plain.weight.shape for stacked, plain in zip(stacked_layers, plain_layers, strict=True)
+        ):
+            raise ValueError("`q_network` does not have the architecture of the stacked members")
+        with th.no_grad():
+            for stacked, plain in zip(stacked_layers, plain_layers, strict=True):
+                plain.weight.copy_(stacked.weight[member])
+                plain.bias.copy_(stacked.bias[member])  # type: ignore[union-attr]
+        return q_network

@@ -15,14 +15,9 @@ from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch.nn import functional as F
 
 from sb3_distill.common.losses import check_loss_name, check_reduction_name, check_temperature, distillation_loss
-from sb3_distill.common.torch_layers import StackedQNetwork, count_parameters
+from sb3_distill.common.torch_layers import StackedQNetwork, check_student_policy_kwargs, count_parameters
 from sb3_distill.common.utils import QValuePredictor, clip_grad_norm_per_member_
-from sb3_distill.ensemble_distill_dqn.policies import (
-    CnnPolicy,
-    EnsembleDistillDQNPolicy,
-    MlpPolicy,
-    check_student_policy_kwargs,
-)
+from sb3_distill.ensemble_distill_dqn.policies import CnnPolicy, EnsembleDistillDQNPolicy, MlpPolicy
 
 SelfEnsembleDistillDQN = TypeVar("SelfEnsembleDistillDQN", bound="EnsembleDistillDQN")
 

@@ -7,52 +7,13 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
 
-from sb3_distill.common.torch_layers import CompactNatureCNN, StackedQNetwork
-from sb3_distill.common.utils import fast_optimizer_kwargs
-
-# Keys a student description accepts: the same as DQN's `policy_kwargs`
-STUDENT_KWARGS_KEYS = (
-    "net_arch",
-    "activation_fn",
-    "features_extractor_class",
-    "features_extractor_kwargs",
-    "normalize_images",
-    "optimizer_class",
-    "optimizer_kwargs",
+from sb3_distill.common.torch_layers import (
+    StackedQNetwork,
+    check_student_policy_kwargs,
+    make_q_network,
+    resolve_student_kwargs,
 )
-
-
-def default_student_kwargs(features_extractor_class: type[BaseFeaturesExtractor]) -> dict[str, Any]:
-    """
-    The student used when none is given: for image teachers (``NatureCNN`` / ``CompactNatureCNN``) the
-    paper's student1 ``{16, 16, 16, 64}`` (Sun & Fazli; Rusu et al.), about 3.6 % of the Nature-DQN teacher
-    on Atari; otherwise an MLP with two hidden layers of 16 units.
-
-    :param features_extractor_class: the teachers' features extractor class
-    :return: the student's network description (keys of DQN's ``policy_kwargs``)
-    """
-    if issubclass(features_extractor_class, (NatureCNN, CompactNatureCNN)):
-        return dict(
-            features_extractor_class=CompactNatureCNN,
-            features_extractor_kwargs=dict(filters=(16, 16, 16), features_dim=64),
-            net_arch=[],
-        )
-    return dict(net_arch=[16, 16])
-
-
-def check_student_policy_kwargs(student_policy_kwargs: dict[str, Any] | None) -> None:
-    """
-    Raise a ``ValueError``/``TypeError`` for a student description that cannot be built.
-
-    :param student_policy_kwargs: the student's network description, or None for the default
-    """
-    if student_policy_kwargs is None:
-        return
-    if not isinstance(student_policy_kwargs, dict):
-        raise TypeError(f"`student_policy_kwargs` must be a dict or None, got {type(student_policy_kwargs).__name__}")
-    unknown = sorted(set(student_policy_kwargs) - set(STUDENT_KWARGS_KEYS))
-    if unknown:
-        raise ValueError(f"`student_policy_kwargs` got unknown keys {unknown}; accepted keys: {list(STUDENT_KWARGS_KEYS)}")
+from sb3_distill.common.utils import fast_optimizer_kwargs
 
 
 class EnsembleDistillDQNPolicy(DQNPolicy):
@@ -106,26 +67,10 @@ class EnsembleDistillDQNPolicy(DQNPolicy):
         check_student_policy_kwargs(student_policy_kwargs)
         self.n_teachers = n_teachers
         self.student_policy_kwargs = student_policy_kwargs
-        # The student's full description: the teachers' normalization and optimizer, the default student
-        # (whose extractor kwargs only fit the default extractor), then the user's keys
-        user_kwargs = student_policy_kwargs or {}
-        default_kwargs = default_student_kwargs(features_extractor_class)
-        if "features_extractor_class" in user_kwargs:
-            default_kwargs.pop("features_extractor_kwargs", None)
-        self.student_kwargs: dict[str, Any] = {
-            "normalize_images": normalize_images,
-            "optimizer_class": optimizer_class,
-            "optimizer_kwargs": optimizer_kwargs or {},
-            "activation_fn": nn.ReLU,
-            "features_extractor_class": FlattenExtractor,
-            "features_extractor_kwargs": {},
-            **default_kwargs,
-            **user_kwargs,
-        }
-        if self.student_kwargs.get("net_arch") is None:
-            # DQNPolicy's rule: no hidden layer after a CNN, two of 64 units otherwise
-            cnn = issubclass(self.student_kwargs["features_extractor_class"], (NatureCNN, CompactNatureCNN))
-            self.student_kwargs["net_arch"] = [] if cnn else [64, 64]
+        # The student's full description: the teachers' normalization and optimizer, the default student, the user's keys
+        self.student_kwargs = resolve_student_kwargs(
+            student_policy_kwargs, features_extractor_class, normalize_images, optimizer_class, optimizer_kwargs
+        )
         super().__init__(
             observation_space,
             action_space,
@@ -168,17 +113,7 @@ class EnsembleDistillDQNPolicy(DQNPolicy):
 
     def make_student(self) -> QNetwork:
         """Build the student, a plain SB3 ``QNetwork`` (what :meth:`EnsembleDistillDQN.export_student` exports)."""
-        kwargs = self.student_kwargs
-        features_extractor = kwargs["features_extractor_class"](self.observation_space, **kwargs["features_extractor_kwargs"])
-        return QNetwork(
-            self.observation_space,
-            self.action_space,  # type: ignore[arg-type]
-            features_extractor=features_extractor,
-            features_dim=features_extractor.features_dim,
-            net_arch=kwargs["net_arch"],
-            activation_fn=kwargs["activation_fn"],
-            normalize_images=kwargs["normalize_images"],
-        ).to(self.device)
+        return make_q_network(self.observation_space, self.action_space, self.student_kwargs).to(self.device)  # type: ignore[arg-type]
 
     def _predict(self, obs: PyTorchObs, deterministic: bool = True) -> th.Tensor:
         # The student is the deployed policy
