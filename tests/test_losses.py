@@ -8,6 +8,7 @@ from sb3_distill.common.losses import (
     forward_kl_loss,
     mse_loss,
     nll_loss,
+    student_td_targets,
     reverse_kl_loss,
 )
 
@@ -150,3 +151,39 @@ def test_mismatched_shapes(q_values):
         distillation_loss(student_q, teacher_q[:, :3])
     with pytest.raises(ValueError, match="student_q"):
         distillation_loss(student_q[0], teacher_q)
+
+
+@pytest.mark.parametrize("loss", DISTILLATION_LOSSES)
+def test_stacked_students_average_their_losses(q_values, loss):
+    _, teacher_q = q_values
+    students_q = th.randn(4, BATCH, N_ACTIONS, dtype=th.float64, requires_grad=True)
+    value = distillation_loss(students_q, teacher_q[0], loss=loss, temperature=0.7)
+    expected = sum(direct_loss(loss, students_q[k], teacher_q[0], 0.7) for k in range(4)) / 4
+    assert th.allclose(value, expected)
+    (grad,) = th.autograd.grad(value, students_q)
+    (expected_grad,) = th.autograd.grad(expected, students_q)
+    assert th.allclose(grad, expected_grad)
+
+
+def test_stacked_students_need_one_teacher(q_values):
+    _, teacher_q = q_values
+    with pytest.raises(ValueError, match="teacher_q"):
+        distillation_loss(th.randn(2, BATCH, N_ACTIONS), teacher_q)
+
+
+def test_student_td_targets_imitation_and_own():
+    rewards = th.tensor([[1.0], [0.5]])
+    dones = th.tensor([[0.0], [1.0]])
+    # Two students, two samples, three actions
+    student_next_q = th.tensor([[[1.0, 5.0, 2.0], [3.0, 0.0, 1.0]], [[4.0, 0.0, 9.0], [1.0, 2.0, 3.0]]])
+    # The teacher prefers action 0 on sample 0 and action 2 on sample 1
+    teacher_next_q = th.tensor([[10.0, 1.0, 2.0], [0.0, 1.0, 7.0]])
+    # Eq. 5: the teacher picks the action (0), the student values it; sample 1 is terminal
+    targets = student_td_targets(rewards, dones, 0.9, student_next_q, teacher_next_q)
+    assert th.allclose(targets, th.tensor([[1.0 + 0.9 * 1.0, 0.5], [1.0 + 0.9 * 4.0, 0.5]]))
+    # Eq. 4: the student's own max
+    targets = student_td_targets(rewards, dones, 0.9, student_next_q)
+    assert th.allclose(targets, th.tensor([[1.0 + 0.9 * 5.0, 0.5], [1.0 + 0.9 * 9.0, 0.5]]))
+    # Per-sample discounts (n-step returns), shape (batch, 1)
+    targets = student_td_targets(rewards, th.zeros(2, 1), th.tensor([[0.5], [0.25]]), student_next_q, teacher_next_q)
+    assert th.allclose(targets, th.tensor([[1.0 + 0.5 * 1.0, 0.5 + 0.25 * 1.0], [1.0 + 0.5 * 4.0, 0.5 + 0.25 * 3.0]]))

@@ -14,7 +14,8 @@ Every loss is a pure function: Q-values (or logits) in, a scalar out. With
 The teacher side never receives gradients: the teacher tensor is detached inside each function.
 A teacher tensor with a leading member dimension, ``(n_teachers, batch, n_actions)``, is broadcast
 against the student's ``(batch, n_actions)`` and the loss is averaged over teachers and batch,
-which is ``(1/M) sum_j loss(S, T_j)``.
+which is ``(1/M) sum_j loss(S, T_j)``. Likewise K stacked students ``(K, batch, n_actions)`` against one
+teacher ``(batch, n_actions)`` give ``(1/K) sum_k loss(S_k, T)``.
 """
 
 import torch as th
@@ -105,8 +106,10 @@ def nll_loss(student_q: th.Tensor, teacher_q: th.Tensor, temperature: float = 1.
     """
     teacher_actions = teacher_q.detach().argmax(dim=-1, keepdim=True)
     student_log_probs = F.log_softmax(student_q / temperature, dim=-1)
-    student_log_probs = student_log_probs.expand(*teacher_q.shape)
-    return -th.gather(student_log_probs, dim=-1, index=teacher_actions).mean()
+    # Broadcast teachers and students against each other: (..., batch, n_actions)
+    shape = th.broadcast_shapes(student_q.shape, teacher_q.shape)
+    teacher_actions = teacher_actions.expand(*shape[:-1], 1)
+    return -th.gather(student_log_probs.expand(shape), dim=-1, index=teacher_actions).mean()
 
 
 def mse_loss(student_q: th.Tensor, teacher_q: th.Tensor, temperature: float = 1.0) -> th.Tensor:
@@ -171,7 +174,9 @@ def distillation_loss(
     - ``reduction="mean_probs"``: the loss against the averaged teacher distribution
       ``(1/M) sum_j softmax(q_j / tau)`` (for ``nll``, its argmax; for ``mse``, the mean Q-values).
 
-    :param student_q: student Q-values (logits), shape (batch, n_actions); receives gradients
+    :param student_q: student Q-values (logits), shape (batch, n_actions), or (n_students, batch, n_actions)
+        for K stacked students distilled from one teacher (the loss is then averaged over students);
+        receives gradients
     :param teacher_q: teacher Q-values, shape (batch, n_actions) or (n_teachers, batch, n_actions);
         never receives gradients
     :param loss: one of ``"forward_kl"``, ``"reverse_kl"``, ``"nll"``, ``"mse"``
@@ -182,13 +187,51 @@ def distillation_loss(
     check_loss_name(loss)
     check_temperature(temperature)
     check_reduction_name(reduction)
-    if student_q.dim() != 2:
-        raise ValueError(f"`student_q` must have shape (batch, n_actions), got {tuple(student_q.shape)}")
-    if teacher_q.dim() not in (2, 3) or teacher_q.shape[-2:] != student_q.shape:
+    if student_q.dim() not in (2, 3):
+        raise ValueError(
+            f"`student_q` must have shape (batch, n_actions) or (n_students, batch, n_actions), got {tuple(student_q.shape)}"
+        )
+    if teacher_q.dim() not in (2, 3) or teacher_q.shape[-2:] != student_q.shape[-2:]:
         raise ValueError(
             "`teacher_q` must have shape (batch, n_actions) or (n_teachers, batch, n_actions) "
             f"matching `student_q` {tuple(student_q.shape)}, got {tuple(teacher_q.shape)}"
         )
+    if student_q.dim() == 3 and teacher_q.dim() == 3:
+        raise ValueError("Several students (3-D `student_q`) are distilled from one teacher: `teacher_q` must be 2-D")
     if teacher_q.dim() == 3 and reduction == "mean_probs":
         teacher_q = ensemble_teacher_q(teacher_q, loss, temperature)
     return _LOSS_FUNCTIONS[loss](student_q, teacher_q, temperature=temperature)
+
+
+def student_td_targets(
+    rewards: th.Tensor,
+    dones: th.Tensor,
+    discounts: th.Tensor | float,
+    student_next_q: th.Tensor,
+    teacher_next_q: th.Tensor | None = None,
+) -> th.Tensor:
+    """
+    TD targets of K students' own DQN loss ("self-learning") in real-time policy distillation
+    (Sun & Fazli, Real-time Policy Distillation):
+
+    - with the teacher ("imitation", Eq. 5): ``y = r + gamma (1 - done) Q_S^-(s', argmax_a Q_T^-(s', a))``,
+      the teacher's target network picks the action and the student's target network values it;
+    - without (``teacher_next_q=None``, Eq. 4): ``y = r + gamma (1 - done) max_a Q_S^-(s', a)``.
+
+    :param rewards: (batch, 1)
+    :param dones: (batch, 1)
+    :param discounts: the discount factor gamma, or per-sample discounts of shape (batch, 1)
+    :param student_next_q: the students' target networks on s', shape (K, batch, n_actions)
+    :param teacher_next_q: the teacher's target network on s', shape (batch, n_actions), or None
+    :return: the targets, shape (K, batch), without gradient
+    """
+    with th.no_grad():
+        if teacher_next_q is None:
+            next_values = student_next_q.max(dim=-1).values
+        else:
+            # The teacher's greedy actions, the same for every student: (batch,) -> (K, batch, 1)
+            teacher_actions = teacher_next_q.argmax(dim=-1).reshape(1, -1, 1).expand(student_next_q.shape[0], -1, 1)
+            next_values = th.gather(student_next_q, dim=-1, index=teacher_actions).squeeze(-1)
+        discounts = discounts.T if isinstance(discounts, th.Tensor) else discounts
+        # (batch, 1) -> (1, batch), broadcast over students: (K, batch)
+        return rewards.T + (1 - dones.T) * discounts * next_values

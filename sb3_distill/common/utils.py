@@ -5,8 +5,11 @@ from typing import Any
 
 import numpy as np
 import torch as th
+from stable_baselines3 import DQN
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import PyTorchObs
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from stable_baselines3.dqn.policies import DQNPolicy
+from torch import nn
 
 
 def clip_grad_norm_per_member_(parameters: Iterable[th.Tensor], max_norm: float, n_members: int) -> th.Tensor:
@@ -86,3 +89,58 @@ def fast_optimizer_kwargs(
     if th.device(device).type == "cuda" or (th.device(device).type == "cpu" and torch_version >= (2, 4)):
         return {**optimizer_kwargs, "fused": True}
     return optimizer_kwargs
+
+
+def set_training_flag(modules: Iterable[nn.Module], mode: bool) -> None:
+    """
+    The same as ``module.train(mode)`` on each module and all its submodules, without ``nn.Module.train()``'s
+    recursive walk through ``nn.Module.__setattr__``: SB3 switches modes twice per rollout, and on small
+    networks that walk costs more than a forward pass.
+
+    :param modules: the modules to switch (their submodules are included)
+    :param mode: True for training mode, False for evaluation mode
+    """
+    for module in modules:
+        for submodule in module.modules():
+            submodule.__dict__["training"] = mode
+
+
+def dqn_for_export(model: DQN, policy_kwargs: dict[str, Any], learning_rate: float | Schedule) -> DQN:
+    """
+    A plain SB3 ``DQN`` with ``model``'s hyperparameters and spaces and a network described by
+    ``policy_kwargs``, to receive a student's weights (``export_student``). No environment is attached.
+
+    :param model: the distillation model whose hyperparameters are copied
+    :param policy_kwargs: the student's network (keys of DQN's ``policy_kwargs``)
+    :param learning_rate: the exported model's learning rate
+    :return: the DQN, its networks freshly initialised
+    """
+    exported = DQN(
+        DQNPolicy,
+        env=None,  # type: ignore[arg-type]
+        learning_rate=learning_rate,
+        buffer_size=model.buffer_size,
+        learning_starts=model.learning_starts,
+        batch_size=model.batch_size,
+        tau=model.tau,
+        gamma=model.gamma,
+        train_freq=model.train_freq,  # type: ignore[arg-type]
+        gradient_steps=model.gradient_steps,
+        optimize_memory_usage=model.optimize_memory_usage,
+        target_update_interval=model.target_update_interval,
+        exploration_fraction=model.exploration_fraction,
+        exploration_initial_eps=model.exploration_initial_eps,
+        exploration_final_eps=model.exploration_final_eps,
+        max_grad_norm=model.max_grad_norm,
+        policy_kwargs=dict(policy_kwargs),
+        seed=model.seed,
+        device=model.device,
+        _init_setup_model=False,
+    )
+    # No env: give the spaces directly, as `load()` does
+    exported.observation_space = model.observation_space
+    exported.action_space = model.action_space
+    exported.n_envs = 1
+    exported._setup_model()
+    exported.exploration_rate = model.exploration_rate
+    return exported

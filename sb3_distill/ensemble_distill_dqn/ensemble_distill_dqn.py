@@ -11,12 +11,12 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
-from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
+from stable_baselines3.dqn.policies import QNetwork
 from torch.nn import functional as F
 
 from sb3_distill.common.losses import check_loss_name, check_reduction_name, check_temperature, distillation_loss
 from sb3_distill.common.torch_layers import StackedQNetwork, check_student_policy_kwargs, count_parameters
-from sb3_distill.common.utils import QValuePredictor, clip_grad_norm_per_member_
+from sb3_distill.common.utils import QValuePredictor, clip_grad_norm_per_member_, dqn_for_export
 from sb3_distill.ensemble_distill_dqn.policies import CnnPolicy, EnsembleDistillDQNPolicy, MlpPolicy
 
 SelfEnsembleDistillDQN = TypeVar("SelfEnsembleDistillDQN", bound="EnsembleDistillDQN")
@@ -414,38 +414,11 @@ class EnsembleDistillDQN(DQN):
 
         :return: the exported ``DQN``
         """
-        student_kwargs = dict(self.policy.student_kwargs)
-        exported = DQN(
-            DQNPolicy,
-            env=None,  # type: ignore[arg-type]
-            learning_rate=self.learning_rate if self.student_learning_rate is None else self.student_learning_rate,
-            buffer_size=self.buffer_size,
-            learning_starts=self.learning_starts,
-            batch_size=self.batch_size,
-            tau=self.tau,
-            gamma=self.gamma,
-            train_freq=self.train_freq,
-            gradient_steps=self.gradient_steps,
-            optimize_memory_usage=self.optimize_memory_usage,
-            target_update_interval=self.target_update_interval,
-            exploration_fraction=self.exploration_fraction,
-            exploration_initial_eps=self.exploration_initial_eps,
-            exploration_final_eps=self.exploration_final_eps,
-            max_grad_norm=self.max_grad_norm,
-            policy_kwargs=student_kwargs,
-            seed=self.seed,
-            device=self.device,
-            _init_setup_model=False,
-        )
-        # No env: give the spaces directly, as `load()` does
-        exported.observation_space = self.observation_space
-        exported.action_space = self.action_space
-        exported.n_envs = 1
-        exported._setup_model()
+        learning_rate = self.learning_rate if self.student_learning_rate is None else self.student_learning_rate
+        exported = dqn_for_export(self, self.policy.student_kwargs, learning_rate)
         exported.policy.q_net.load_state_dict(self.student.state_dict())
         exported.policy.q_net_target.load_state_dict(self.student.state_dict())
         exported.policy.optimizer.load_state_dict(self.policy.student_optimizer.state_dict())
-        exported.exploration_rate = self.exploration_rate
         return exported
 
     def learn(

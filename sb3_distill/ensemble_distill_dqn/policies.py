@@ -13,7 +13,7 @@ from sb3_distill.common.torch_layers import (
     make_q_network,
     resolve_student_kwargs,
 )
-from sb3_distill.common.utils import fast_optimizer_kwargs
+from sb3_distill.common.utils import fast_optimizer_kwargs, set_training_flag
 
 
 class EnsembleDistillDQNPolicy(DQNPolicy):
@@ -125,11 +125,9 @@ class EnsembleDistillDQNPolicy(DQNPolicy):
 
         :param mode: if true, set to training mode, else set to evaluation mode
         """
-        # The same as `self.q_net.train(mode)` and `self.student.train(mode)` (the targets stay in evaluation
-        # mode, as in DQNPolicy), without nn.Module.train()'s recursive walk through nn.Module.__setattr__,
-        # which SB3 calls twice per rollout and costs more than the teachers' forward pass on small networks
-        for module in (self, *self.q_net.modules(), *self.student.modules()):
-            module.__dict__["training"] = mode
+        # The targets stay in evaluation mode, as in DQNPolicy
+        set_training_flag((self.q_net, self.student), mode)
+        self.training = mode
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
