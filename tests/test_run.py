@@ -11,7 +11,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sb3_distill import EnsembleDistillDQN
 from sb3_distill.ensemble_distill_dqn import EnsembleDistillDQNPolicy
-from sb3_distill.common.callbacks import EvalMembersCallback, student_to_teachers_ratio
+from sb3_distill.common.callbacks import EvalMembersCallback, student_to_teachers_ratios
 from sb3_distill.common.torch_layers import CompactNatureCNN
 
 MODEL_LIST = [EnsembleDistillDQN]
@@ -317,5 +317,7 @@ def test_eval_members_callback_errors():
 
 def test_student_to_teachers_ratio():
     results = {"teacher_0": (100.0, 1.0), "teacher_1": (300.0, 1.0), "student": (150.0, 0.0)}
-    assert student_to_teachers_ratio(results) == pytest.approx(0.75)
-    assert np.isnan(student_to_teachers_ratio({"teacher_0": (0.0, 0.0), "student": (1.0, 0.0)}))
+    assert student_to_teachers_ratios(results) == {"student": pytest.approx(0.75)}
+    results = {"teacher": (200.0, 1.0), "student_0": (150.0, 0.0), "student_1": (250.0, 0.0)}
+    assert student_to_teachers_ratios(results) == {"student_0": pytest.approx(0.75), "student_1": pytest.approx(1.25)}
+    assert np.isnan(student_to_teachers_ratios({"teacher_0": (0.0, 0.0), "student": (1.0, 0.0)})["student"])

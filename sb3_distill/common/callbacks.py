@@ -7,9 +7,10 @@ from stable_baselines3.common.type_aliases import GymEnv
 
 class EvalMembersCallback(BaseCallback):
     """
-    Evaluate every member of a distillation model (each teacher and the student) every ``eval_freq``
-    calls and log ``eval/<member>`` (mean return), ``eval/<member>_std`` and
-    ``eval/student_to_teachers`` (the student's mean return divided by the teachers' mean).
+    Evaluate every member of a distillation model (each teacher and each student) every ``eval_freq``
+    calls and log ``eval/<member>`` (mean return), ``eval/<member>_std`` and ``eval/<student>_to_teachers``
+    (each student's mean return divided by the teachers' mean), e.g. ``eval/student_to_teachers`` for
+    EnsembleDistillDQN and ``eval/student_0_to_teachers`` for RealTimeDistillDQN.
 
     The model must provide ``evaluate_members(env, n_eval_episodes)``; each member acts greedily.
 
@@ -50,23 +51,27 @@ class EvalMembersCallback(BaseCallback):
             for name, (mean, std) in results.items():
                 self.logger.record(f"eval/{name}", mean)
                 self.logger.record(f"eval/{name}_std", std)
-            ratio = student_to_teachers_ratio(results)
-            self.logger.record("eval/student_to_teachers", ratio)
+            ratios = student_to_teachers_ratios(results)
+            for name, ratio in ratios.items():
+                self.logger.record(f"eval/{name}_to_teachers", ratio)
             if self.verbose >= 1:
                 summary = ", ".join(f"{name}={mean:.1f}" for name, (mean, _) in results.items())
-                print(f"Eval num_timesteps={self.num_timesteps}: {summary}, student/teachers={ratio:.3f}")
+                ratio_summary = ", ".join(f"{name}/teachers={ratio:.3f}" for name, ratio in ratios.items())
+                print(f"Eval num_timesteps={self.num_timesteps}: {summary}, {ratio_summary}")
         return True
 
 
-def student_to_teachers_ratio(results: dict[str, tuple[float, float]]) -> float:
+def student_to_teachers_ratios(results: dict[str, tuple[float, float]]) -> dict[str, float]:
     """
-    The student's mean return divided by the mean of the teachers' mean returns
-    (the "percentage of the teachers' score" of Sun & Fazli, as a fraction).
+    Each student's mean return divided by the mean of the teachers' mean returns (the "percentage of
+    the teacher's score" of Sun & Fazli, as a fraction).
 
-    :param results: member name -> (mean, std), with a ``"student"`` entry and ``"teacher_j"`` entries
-    :return: the ratio (``nan`` when the teachers' mean is 0)
+    :param results: member name -> (mean, std), with ``"teacher..."`` and ``"student..."`` entries
+    :return: student name -> ratio (``nan`` when the teachers' mean is 0)
     """
     teachers_mean = float(np.mean([mean for name, (mean, _) in results.items() if name.startswith("teacher")]))
-    if teachers_mean == 0:
-        return float("nan")
-    return results["student"][0] / teachers_mean
+    return {
+        name: mean / teachers_mean if teachers_mean != 0 else float("nan")
+        for name, (mean, _) in results.items()
+        if name.startswith("student")
+    }

@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 import torch as th
+from gymnasium import spaces
 from stable_baselines3 import DQN
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
@@ -144,3 +145,19 @@ def dqn_for_export(model: DQN, policy_kwargs: dict[str, Any], learning_rate: flo
     exported._setup_model()
     exported.exploration_rate = model.exploration_rate
     return exported
+
+
+def epsilon_greedy(actions: np.ndarray, exploration_rate: float, action_space: spaces.Discrete) -> np.ndarray:
+    """
+    Replace each env's greedy action by a uniformly random one with probability ``exploration_rate``
+    (one draw per env, unlike ``DQN.predict`` which draws once for the whole batch).
+
+    :param actions: greedy actions, shape (n_envs,); modified in place
+    :param exploration_rate: epsilon
+    :param action_space: the space random actions are drawn from
+    :return: ``actions``
+    """
+    explore = np.random.rand(len(actions)) < exploration_rate
+    for env_idx in np.flatnonzero(explore):
+        actions[env_idx] = action_space.sample()
+    return actions

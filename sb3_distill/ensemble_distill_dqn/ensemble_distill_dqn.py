@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from sb3_distill.common.losses import check_loss_name, check_reduction_name, check_temperature, distillation_loss
 from sb3_distill.common.torch_layers import StackedQNetwork, check_student_policy_kwargs, count_parameters
-from sb3_distill.common.utils import QValuePredictor, clip_grad_norm_per_member_, dqn_for_export
+from sb3_distill.common.utils import QValuePredictor, clip_grad_norm_per_member_, dqn_for_export, epsilon_greedy
 from sb3_distill.ensemble_distill_dqn.policies import CnnPolicy, EnsembleDistillDQNPolicy, MlpPolicy
 
 SelfEnsembleDistillDQN = TypeVar("SelfEnsembleDistillDQN", bound="EnsembleDistillDQN")
@@ -245,12 +245,9 @@ class EnsembleDistillDQN(DQN):
         with th.no_grad():
             # Q-values of every teacher: (M, n_envs, n_actions), one stacked forward pass
             q_values = self.q_net(obs_tensor).cpu().numpy()
-        # Each env's acting teacher, greedy: (n_envs,)
+        # Each env's acting teacher, greedy: (n_envs,), then epsilon-greedy with one draw per env
         actions = q_values[teacher_indices, np.arange(n_envs)].argmax(axis=-1)
-        # Epsilon-greedy, one draw per env
-        explore = np.random.rand(n_envs) < self.exploration_rate
-        for env_idx in np.flatnonzero(explore):
-            actions[env_idx] = self.action_space.sample()
+        actions = epsilon_greedy(actions, self.exploration_rate, self.action_space)  # type: ignore[arg-type]
         return actions, actions
 
     def acting_teachers(self, n_envs: int | None = None) -> np.ndarray:
