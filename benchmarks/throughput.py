@@ -1,5 +1,6 @@
 """
-Throughput of EnsembleDistillDQN (M teachers + a student) against plain SB3 DQN, same settings, one process.
+Throughput of EnsembleDistillDQN (M teachers + a student) and RealTimeDistillDQN (a teacher + 3 students)
+against plain SB3 DQN, same settings, one process.
 
 Both run CartPole-v1 with train_freq=1, gradient_steps=1, batch_size=64 and the same teacher network;
 they train in alternating chunks of steps (DQN, EnsembleDistillDQN, DQN, ...) so that drift in machine
@@ -21,7 +22,7 @@ import numpy as np
 import torch as th
 from stable_baselines3 import DQN
 
-from sb3_distill import EnsembleDistillDQN
+from sb3_distill import EnsembleDistillDQN, RealTimeDistillDQN
 
 
 def make_model(algo: str, args: argparse.Namespace, seed: int) -> DQN:
@@ -44,6 +45,13 @@ def make_model(algo: str, args: argparse.Namespace, seed: int) -> DQN:
         # Reference only: SB3's DQN with the optimizer implementation EnsembleDistillDQN uses by default
         common["policy_kwargs"] = dict(net_arch=args.net_arch, optimizer_kwargs=dict(fused=True))
         model = DQN("MlpPolicy", "CartPole-v1", **common)
+    elif algo.startswith("RealTimeDistillDQN"):
+        model = RealTimeDistillDQN(
+            "MlpPolicy",
+            "CartPole-v1",
+            students=[dict(net_arch=net_arch) for net_arch in args.realtime_students],
+            **common,
+        )
     else:
         model = EnsembleDistillDQN(
             "MlpPolicy",
@@ -73,7 +81,13 @@ def run_repeat(args: argparse.Namespace, seed: int) -> dict[str, float]:
     return {algo: args.steps // args.chunk * args.chunk / elapsed[algo] for algo in ALGOS}
 
 
-ALGOS = ("DQN", "DQN (fused Adam)", "EnsembleDistillDQN", "EnsembleDistillDQN (torch_compile)")
+ALGOS = (
+    "DQN",
+    "DQN (fused Adam)",
+    "EnsembleDistillDQN",
+    "EnsembleDistillDQN (torch_compile)",
+    "RealTimeDistillDQN (teacher + students)",
+)
 
 
 def main() -> None:
@@ -86,6 +100,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--net-arch", type=int, nargs="*", default=[64, 64], help="teachers' (and DQN's) hidden layers")
     parser.add_argument("--student-net-arch", type=int, nargs="*", default=[16, 16])
+    parser.add_argument(
+        "--realtime-students",
+        type=lambda text: [[int(units) for units in student.split(",") if units] for student in text.split(";")],
+        default=[[32, 32], [16, 16], [8, 8]],
+        help="RealTimeDistillDQN students' net_arch, e.g. '32,32;16,16;8,8'",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps CPU timings steady)")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results")
@@ -105,7 +125,8 @@ def main() -> None:
     device = th.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
     lines = [
         f"Throughput, CartPole-v1, train_freq=1, gradient_steps=1, batch_size={args.batch_size}, "
-        f"teacher net_arch={args.net_arch}, student net_arch={args.student_net_arch}, M={args.n_teachers}",
+        f"teacher net_arch={args.net_arch}, student net_arch={args.student_net_arch}, M={args.n_teachers}, "
+        f"real-time students {args.realtime_students}",
         f"device={args.device} ({device}), torch {th.__version__}, threads={args.threads}, "
         f"{args.steps} timed steps x {args.repeats} repeats (medians)",
         "",
@@ -119,6 +140,8 @@ def main() -> None:
         f"EnsembleDistillDQN (M={args.n_teachers} + student) wall time = {relative['EnsembleDistillDQN']:.2f}x plain "
         f"SB3 DQN in eager mode, {relative['EnsembleDistillDQN (torch_compile)']:.2f}x with torch_compile=True "
         "(median over repeats of the per-repeat ratio)",
+        f"RealTimeDistillDQN (teacher + {len(args.realtime_students)} students) wall time = "
+        f"{relative['RealTimeDistillDQN (teacher + students)']:.2f}x plain SB3 DQN",
     ]
     report = "\n".join(lines)
     print("\n" + report)
