@@ -16,8 +16,8 @@ from sb3_distill.common.losses import distillation_loss, student_td_targets
 from sb3_distill.common.torch_layers import CompactNatureCNN
 from sb3_distill.realtime_distill_dqn import RealTimeDistillDQNPolicy
 
-# Two students of one architecture (stacked together) and one of another
-STUDENTS = [dict(net_arch=[8]), dict(net_arch=[4]), dict(net_arch=[8])]
+# Two students with one hidden layer (stacked together, the narrower zero-padded) and one with two
+STUDENTS = [dict(net_arch=[8]), dict(net_arch=[4]), dict(net_arch=[8, 8])]
 
 
 def tiny_model(env="CartPole-v1", **kwargs):
@@ -42,17 +42,31 @@ def assert_same_weights(first: th.nn.Module, second: th.nn.Module) -> None:
         assert th.equal(value, second_state[key]), key
 
 
-def test_students_are_grouped_by_architecture():
+def test_students_are_grouped_by_layer_structure():
     model = tiny_model()
     assert model.n_students == 3
-    assert model.policy.student_members == [(0, 0), (1, 0), (0, 1)]
+    assert model.policy.student_members == [(0, 0), (0, 1), (1, 0)]
     assert [stack.n_members for stack in model.policy.student_stacks] == [2, 1]
-    # teacher 4*16+16 + 16*2+2 = 114; students 4*8+8 + 8*2+2 = 58 and 4*4+4 + 4*2+2 = 30
+    # teacher 4*16+16 + 16*2+2 = 114; students 4*8+8 + 8*2+2 = 58, 4*4+4 + 4*2+2 = 30, 58 + 8*8+8 = 130
     assert model.compression_ratios == {
         "student_0": pytest.approx(58 / 114),
         "student_1": pytest.approx(30 / 114),
-        "student_2": pytest.approx(58 / 114),
+        "student_2": pytest.approx(130 / 114),
     }
+    # A student whose activation does not map 0 to 0 cannot be zero-padded: it gets its own stack
+    model = tiny_model(
+        students=[dict(net_arch=[8], activation_fn=th.nn.Sigmoid), dict(net_arch=[4], activation_fn=th.nn.Sigmoid)]
+    )
+    assert model.policy.student_members == [(0, 0), (1, 0)]
+
+
+def test_padded_students_stay_exact():
+    model = tiny_model()
+    model.learn(200)
+    first_layer = model.policy.student_stacks[0].layers[1]
+    # student_1 has 4 hidden units, padded to 8: its padding is still exactly zero after training
+    assert th.all(first_layer.weight[1, 4:] == 0) and th.all(first_layer.bias[1, 4:] == 0)
+    assert th.all(model.policy.student_stacks[0].layers[3].weight[1, :, 4:] == 0)
 
 
 @pytest.mark.parametrize("distill_loss", ["reverse_kl", "forward_kl", "nll", "mse"])
@@ -151,7 +165,8 @@ def test_cnn_policy():
         students=students,
         policy_kwargs=dict(features_extractor_kwargs=dict(features_dim=16)),
     )
-    assert len(model.policy.student_stacks) == 2
+    # Net-like students with different filters: one zero-padded stack
+    assert [stack.n_members for stack in model.policy.student_stacks] == [2]
     model.learn(40)
     action, _ = model.predict(env.observation_space.sample(), deterministic=True)
     assert env.action_space.contains(int(action))

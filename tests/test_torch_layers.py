@@ -169,3 +169,66 @@ def test_copy_member_to_round_trip(observation_space, extractor_class, extractor
     other = make_q_network(observation_space, extractor_class, extractor_kwargs, [*net_arch, 4])
     with pytest.raises(ValueError, match="architecture"):
         stacked.copy_member_to(0, other)
+
+
+@pytest.mark.parametrize(
+    "observation_space, extractor_class, configs",
+    [
+        (spaces.Box(-1, 1, shape=(6,)), FlattenExtractor, [(None, [32, 16]), (None, [8, 4]), (None, [16, 16])]),
+        (
+            spaces.Box(0, 255, shape=(2, 36, 36), dtype=np.uint8),
+            CompactNatureCNN,
+            [(dict(filters=(4, 8, 8), features_dim=16), [8]), (dict(filters=(2, 4, 8), features_dim=8), [4])],
+        ),
+    ],
+)
+def test_zero_padded_members_train_exactly_as_alone(observation_space, extractor_class, configs):
+    th.manual_seed(0)
+    members = [make_q_network(observation_space, extractor_class, kwargs, net_arch) for kwargs, net_arch in configs]
+    stacked = StackedQNetwork.from_q_networks(members)
+    assert stacked.member_parameter_counts == [count_parameters(member) for member in members]
+    members = [copy.deepcopy(member) for member in members]
+    stacked_optimizer = th.optim.Adam(stacked.parameters(), lr=1e-2)
+    member_optimizers = [th.optim.Adam(member.parameters(), lr=1e-2) for member in members]
+    for _ in range(5):
+        obs = th.as_tensor(np.stack([observation_space.sample() for _ in range(8)]))
+        stacked_q = stacked(obs)
+        assert th.allclose(stacked_q, th.stack([member(obs) for member in members]), atol=1e-4)
+        stacked_optimizer.zero_grad()
+        stacked_q.pow(2).sum().backward()
+        clip_grad_norm_per_member_(stacked.parameters(), 1.0, len(members))
+        stacked_optimizer.step()
+        for member, optimizer in zip(members, member_optimizers, strict=True):
+            optimizer.zero_grad()
+            member(obs).pow(2).sum().backward()
+            nn.utils.clip_grad_norm_(member.parameters(), 1.0)
+            optimizer.step()
+    for index, member in enumerate(members):
+        copy_ = stacked.copy_member_to(
+            index, make_q_network(observation_space, extractor_class, configs[index][0], configs[index][1])
+        )
+        for key, value in member.state_dict().items():
+            assert th.allclose(value, copy_.state_dict()[key], atol=1e-5), key
+
+
+def test_unpaddable_members():
+    observation_space = spaces.Box(-1, 1, shape=(3,))
+    features_extractor = FlattenExtractor(observation_space)
+    sigmoid = [
+        QNetwork(observation_space, spaces.Discrete(2), FlattenExtractor(observation_space), 3, [units], nn.Sigmoid)
+        for units in (4, 8)
+    ]
+    with pytest.raises(ValueError, match="map 0 to 0"):
+        StackedQNetwork.from_q_networks(sigmoid)
+    # the same widths need no padding: any activation
+    StackedQNetwork.from_q_networks([sigmoid[0], copy.deepcopy(sigmoid[0])])
+    with pytest.raises(ValueError, match="numbers of layers"):
+        StackedQNetwork.from_q_networks(
+            [
+                make_q_network(observation_space, FlattenExtractor, None, [4]),
+                make_q_network(observation_space, FlattenExtractor, None, [4, 4]),
+            ]
+        )
+    other = QNetwork(observation_space, spaces.Discrete(2), features_extractor, 3, [4], normalize_images=False)
+    with pytest.raises(ValueError, match="normalize_images"):
+        StackedQNetwork.from_q_networks([make_q_network(observation_space, FlattenExtractor, None, [4], 2), other])

@@ -86,6 +86,19 @@ class CompactNatureCNN(BaseFeaturesExtractor):
         return self.linear(self.cnn(observations))
 
 
+def _stack_padded(tensors: Sequence[th.Tensor]) -> th.Tensor:
+    """
+    Stack tensors with the same number of dimensions into (M, *max_shape), each one in the leading corner
+    of its slice and zeros elsewhere (a copy, without gradient).
+    """
+    shape = [max(tensor.shape[dim] for tensor in tensors) for dim in range(tensors[0].dim())]
+    stacked = th.zeros(len(tensors), *shape, dtype=tensors[0].dtype, device=tensors[0].device)
+    with th.no_grad():
+        for member, tensor in enumerate(tensors):
+            stacked[(member, *[slice(0, size) for size in tensor.shape])] = tensor  # type: ignore[index]
+    return stacked
+
+
 class StackedLinear(nn.Module):
     """
     M independent linear layers held as one weight of shape (M, out_features, in_features) and one
@@ -109,13 +122,16 @@ class StackedLinear(nn.Module):
 
     @classmethod
     def from_modules(cls, layers: Sequence[nn.Linear], shared_input: bool) -> "StackedLinear":
-        """Stack the weights of M ``nn.Linear`` layers of the same shape."""
-        first = layers[0]
-        stacked = cls(len(layers), first.in_features, first.out_features, shared_input)
+        """
+        Stack the weights of M ``nn.Linear`` layers; narrower layers are zero-padded to the widest
+        (see :meth:`StackedQNetwork.from_q_networks`).
+        """
+        weight, bias = _stack_padded([layer.weight for layer in layers]), _stack_padded([layer.bias for layer in layers])
+        stacked = cls(len(layers), weight.shape[2], weight.shape[1], shared_input)
         with th.no_grad():
-            stacked.weight.copy_(th.stack([layer.weight for layer in layers]))
-            stacked.bias.copy_(th.stack([layer.bias for layer in layers]))
-        return stacked.to(first.weight.device)
+            stacked.weight.copy_(weight)
+            stacked.bias.copy_(bias)
+        return stacked.to(layers[0].weight.device)
 
     def forward(self, x: th.Tensor) -> th.Tensor:
         if self.shared_input:
@@ -154,12 +170,25 @@ class StackedConv2d(nn.Module):
 
     @classmethod
     def from_modules(cls, layers: Sequence[nn.Conv2d], shared_input: bool) -> "StackedConv2d":
-        """Stack the weights of M ``nn.Conv2d`` layers of the same shape."""
-        stacked = cls(len(layers), layers[0], shared_input)
-        with th.no_grad():
-            stacked.weight.copy_(th.stack([layer.weight for layer in layers]))
-            stacked.bias.copy_(th.stack([layer.bias for layer in layers]))  # type: ignore[misc]
-        return stacked.to(layers[0].weight.device)
+        """
+        Stack the weights of M ``nn.Conv2d`` layers with the same kernel, stride, padding and dilation;
+        layers with fewer channels are zero-padded to the most (see :meth:`StackedQNetwork.from_q_networks`).
+        """
+        first = layers[0]
+        for layer in layers:
+            if (layer.kernel_size, layer.stride, layer.padding, layer.dilation) != (
+                first.kernel_size,
+                first.stride,
+                first.padding,
+                first.dilation,
+            ):
+                raise ValueError("Convolutions with different kernels, strides, paddings or dilations cannot be stacked")
+        weight = _stack_padded([layer.weight for layer in layers])
+        bias = _stack_padded([layer.bias for layer in layers])  # type: ignore[misc]
+        stacked = cls(len(layers), first, shared_input)
+        stacked.weight = nn.Parameter(weight.to(first.weight.device))
+        stacked.bias = nn.Parameter(bias.to(first.weight.device))
+        return stacked
 
     def forward(self, x: th.Tensor) -> th.Tensor:
         # (M, out, in, kh, kw) -> (M * out, in, kh, kw): member j owns output channels [j * out, (j + 1) * out)
@@ -352,20 +381,36 @@ class StackedQNetwork(nn.Module):
         self.n_members = n_members
         self.n_actions = n_actions
         self.normalize_images = normalize_images
+        self.member_parameter_counts: list[int] = []
 
     @classmethod
     def from_q_networks(cls, q_networks: Sequence[QNetwork]) -> "StackedQNetwork":
         """
-        Stack M SB3 ``QNetwork`` objects of the same architecture.
+        Stack M SB3 ``QNetwork`` objects with the same layer structure.
+
+        Members may differ in width (hidden units, conv channels): narrower layers are zero-padded to the
+        widest. This is exact when every activation maps 0 to 0 (ReLU, tanh, ELU, ...; checked): the padded
+        units output 0, their incoming and outgoing weights get zero gradients, and Adam, SGD or RMSprop
+        leave zero parameters with zero gradients at zero, so each member computes what it would alone.
 
         :param q_networks: the members; their current weights become the stacked weights
         :return: the stacked ensemble
         """
         n_members = len(q_networks)
+        if len({q_network.normalize_images for q_network in q_networks}) > 1:
+            raise ValueError("Networks with different `normalize_images` cannot be stacked")
+        member_layers = [_q_network_layers(q_network) for q_network in q_networks]
+        if len({len(layers) for layers in member_layers}) > 1:
+            raise ValueError("Networks with different numbers of layers cannot be stacked")
+        padded = len({tuple(tuple(p.shape) for p in q_network.parameters()) for q_network in q_networks}) > 1
         stacked_layers: list[nn.Module] = []
         shared_input, conv_layout = True, False
-        for group in zip(*[_q_network_layers(q_network) for q_network in q_networks], strict=True):
+        for group in zip(*member_layers, strict=True):
             layer = group[0]
+            if any(type(other) is not type(layer) for other in group):
+                raise ValueError(
+                    f"Networks with different layers ({[type(other).__name__ for other in group]}) cannot be stacked"
+                )
             if isinstance(layer, nn.Linear):
                 stacked_layers.append(StackedLinear.from_modules(group, shared_input))  # type: ignore[arg-type]
                 shared_input = False
@@ -381,17 +426,19 @@ class StackedQNetwork(nn.Module):
                 stacked_layers.append(copy.deepcopy(layer))
             elif next(layer.parameters(), None) is None and next(layer.buffers(), None) is None:
                 # Parameter-free elementwise layer (activation function): the same for every member
+                if padded and not th.all(layer(th.zeros(3)) == 0):
+                    raise ValueError(
+                        f"Networks of different widths with activation {layer} cannot be zero-padded into one stack "
+                        "(the activation must map 0 to 0)"
+                    )
                 stacked_layers.append(copy.deepcopy(layer))
             else:
-                raise ValueError(f"Layer {layer} of the teachers' network cannot be stacked")
+                raise ValueError(f"Layer {layer} cannot be stacked")
         first = q_networks[0]
-        return cls(
-            first.observation_space,
-            stacked_layers,
-            n_members,
-            int(first.action_space.n),
-            first.normalize_images,
-        )
+        stacked = cls(first.observation_space, stacked_layers, n_members, int(first.action_space.n), first.normalize_images)
+        # The parameter count of each member on its own (the stack holds padding as well)
+        stacked.member_parameter_counts = [count_parameters(q_network) for q_network in q_networks]
+        return stacked
 
     def forward(self, obs: th.Tensor) -> th.Tensor:
         """
@@ -421,11 +468,13 @@ class StackedQNetwork(nn.Module):
         stacked_layers = [layer for layer in self.layers if isinstance(layer, (StackedLinear, StackedConv2d))]
         plain_layers = [layer for layer in _q_network_layers(q_network) if isinstance(layer, (nn.Linear, nn.Conv2d))]
         if len(stacked_layers) != len(plain_layers) or any(
-            stacked.weight.shape[1:] != plain.weight.shape for stacked, plain in zip(stacked_layers, plain_layers, strict=True)
+            any(size > stacked_size for size, stacked_size in zip(plain.weight.shape, stacked.weight.shape[1:], strict=True))
+            for stacked, plain in zip(stacked_layers, plain_layers, strict=True)
         ):
             raise ValueError("`q_network` does not have the architecture of the stacked members")
         with th.no_grad():
             for stacked, plain in zip(stacked_layers, plain_layers, strict=True):
-                plain.weight.copy_(stacked.weight[member])
-                plain.bias.copy_(stacked.bias[member])  # type: ignore[union-attr]
+                # The member's own weights: the leading corner of its (possibly zero-padded) slice
+                plain.weight.copy_(stacked.weight[(member, *[slice(0, size) for size in plain.weight.shape])])  # type: ignore[index]
+                plain.bias.copy_(stacked.bias[member, : plain.bias.shape[0]])  # type: ignore[union-attr]
         return q_network

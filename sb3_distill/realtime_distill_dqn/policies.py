@@ -49,9 +49,10 @@ def member_names(n_students: int) -> list[str]:
 class RealTimeDistillDQNPolicy(DQNPolicy):
     """
     Policy for RealTimeDistillDQN: the teacher's Q-network and target (``q_net``, ``q_net_target``, as in
-    DQN) and one or more students. Students with the same architecture are stacked into one
-    ``StackedQNetwork`` (``student_stacks``, with targets in ``student_stack_targets``) and trained as one
-    batched computation; student i is member ``student_members[i]`` = (stack, index in the stack).
+    DQN) and one or more students. Students with the same layer structure (of any widths: narrower ones are
+    zero-padded, which is exact) are stacked into one ``StackedQNetwork`` (``student_stacks``, with targets
+    in ``student_stack_targets``) and trained as one batched computation; student i is member
+    ``student_members[i]`` = (stack, index in the stack).
 
     :param observation_space: Observation space
     :param action_space: Action space
@@ -133,19 +134,27 @@ class RealTimeDistillDQNPolicy(DQNPolicy):
             lr=lr_schedule(1),
             **fast_optimizer_kwargs(self.optimizer_class, self.optimizer_kwargs, self.device),
         )
-        # Group the students by architecture, in order of first appearance: one stack per group
-        groups: dict[str, list[int]] = {}
-        for index, kwargs in enumerate(self.student_kwargs):
-            architecture = {key: kwargs[key] for key in REALTIME_STUDENT_KEYS}
-            groups.setdefault(repr(architecture), []).append(index)
-        self.student_members: list[tuple[int, int]] = [(0, 0)] * len(self.student_kwargs)
+        # Group the students into stacks, first fit in order: a student joins the first group it can be
+        # stacked with (same layer structure, any widths: narrower ones are zero-padded, which is exact)
+        networks = [make_q_network(self.observation_space, self.action_space, kwargs) for kwargs in self.student_kwargs]  # type: ignore[arg-type]
+        groups: list[list[int]] = []
+        for index, network in enumerate(networks):
+            for group in groups:
+                try:
+                    StackedQNetwork.from_q_networks([networks[i] for i in group] + [network])
+                except ValueError:
+                    continue
+                group.append(index)
+                break
+            else:
+                groups.append([index])
+        self.student_members: list[tuple[int, int]] = [(0, 0)] * len(networks)
         stacks, targets = [], []
-        for stack_index, indices in enumerate(groups.values()):
-            networks = [make_q_network(self.observation_space, self.action_space, self.student_kwargs[i]) for i in indices]  # type: ignore[arg-type]
-            stacks.append(StackedQNetwork.from_q_networks(networks))
-            targets.append(StackedQNetwork.from_q_networks(networks))
+        for stack_index, group in enumerate(groups):
+            stacks.append(StackedQNetwork.from_q_networks([networks[i] for i in group]))
+            targets.append(StackedQNetwork.from_q_networks([networks[i] for i in group]))
             targets[-1].set_training_mode(False)
-            for member, index in enumerate(indices):
+            for member, index in enumerate(group):
                 self.student_members[index] = (stack_index, member)
         self.student_stacks = nn.ModuleList(stacks)
         self.student_stack_targets = nn.ModuleList(targets)

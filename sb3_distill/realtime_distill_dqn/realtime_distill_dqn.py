@@ -38,8 +38,9 @@ class RealTimeDistillDQN(DQN):
 
     where the student's own DQN ("self-learning") loss uses the "imitation" target of Eq. 5,
     ``r + gamma * Q_S^-(s', argmax_a Q_T^-(s', a))``, or its own target (Eq. 4) with ``imitation=False``.
-    Each student has its own target network, updated with the teacher's. Students with the same
-    architecture are stacked and updated as one batched computation.
+    Each student has its own target network, updated with the teacher's. Students with the same layer
+    structure, whatever their widths, are stacked (narrower ones zero-padded, which is exact) and updated as
+    one batched computation.
 
     ``predict()`` uses ``predict_member`` (the first student by default); :meth:`export_student` turns a
     student into a plain SB3 ``DQN``.
@@ -348,8 +349,8 @@ class RealTimeDistillDQN(DQN):
         teacher = count_parameters(self.q_net)
         stacks: list[StackedQNetwork] = list(self.policy.student_stacks)  # type: ignore[arg-type]
         return {
-            f"student_{index}": count_parameters(stacks[stack]) / stacks[stack].n_members / teacher
-            for index, (stack, _) in enumerate(self.policy.student_members)
+            f"student_{index}": stacks[stack].member_parameter_counts[member] / teacher
+            for index, (stack, member) in enumerate(self.policy.student_members)
         }
 
     def evaluate_members(self, env: GymEnv, n_eval_episodes: int = 10) -> dict[str, tuple[float, float]]:
