@@ -188,8 +188,11 @@ def test_zero_padded_members_train_exactly_as_alone(observation_space, extractor
     stacked = StackedQNetwork.from_q_networks(members)
     assert stacked.member_parameter_counts == [count_parameters(member) for member in members]
     members = [copy.deepcopy(member) for member in members]
-    stacked_optimizer = th.optim.Adam(stacked.parameters(), lr=1e-2)
-    member_optimizers = [th.optim.Adam(member.parameters(), lr=1e-2) for member in members]
+    # SGD with momentum: an update linear in the gradient, so float rounding cannot be amplified the way
+    # Adam amplifies it on near-zero gradients (Adam over a stack is tested in test_adam_over_stack_...)
+    stacked_optimizer = th.optim.SGD(stacked.parameters(), lr=1e-3, momentum=0.9)
+    member_optimizers = [th.optim.SGD(member.parameters(), lr=1e-3, momentum=0.9) for member in members]
+    observation_space.seed(0)
     for _ in range(5):
         obs = th.as_tensor(np.stack([observation_space.sample() for _ in range(8)]))
         stacked_q = stacked(obs)

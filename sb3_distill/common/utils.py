@@ -7,6 +7,8 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3 import DQN
+from stable_baselines3.common.base_class import maybe_make_env
+from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.dqn.policies import DQNPolicy
@@ -161,3 +163,52 @@ def epsilon_greedy(actions: np.ndarray, exploration_rate: float, action_space: s
     for env_idx in np.flatnonzero(explore):
         actions[env_idx] = action_space.sample()
     return actions
+
+
+def evaluate_q_functions(
+    policy: BasePolicy,
+    q_functions: dict[str, Callable[[PyTorchObs], th.Tensor]],
+    env: Any,
+    n_eval_episodes: int,
+) -> dict[str, tuple[float, float]]:
+    """
+    Evaluate several greedy Q-value functions (the members of a distillation model) with SB3's
+    ``evaluate_policy``, one after the other.
+
+    :param policy: the policy whose ``obs_to_tensor`` prepares observations (put in evaluation mode)
+    :param q_functions: member name -> function from an observation tensor to Q-values (batch, n_actions)
+    :param env: The evaluation environment (wrap it with ``Monitor`` to count the original rewards)
+    :param n_eval_episodes: Number of episodes per member
+    :return: member name -> (mean return, std of the return)
+    """
+    if n_eval_episodes < 1:
+        raise ValueError(f"`n_eval_episodes` must be a positive integer, got {n_eval_episodes!r}")
+    policy.set_training_mode(False)
+    results = {}
+    for name, q_function in q_functions.items():
+        mean, std = evaluate_policy(
+            QValuePredictor(policy, q_function),  # type: ignore[arg-type]
+            env,
+            n_eval_episodes=n_eval_episodes,
+            warn=False,
+        )
+        results[name] = (float(mean), float(std))  # type: ignore[arg-type]
+    return results
+
+
+def make_discrete_env(env: Any, verbose: int, algorithm: str) -> Any:
+    """
+    Make the env from its id if needed (as SB3's ``maybe_make_env``) and check that its actions are discrete,
+    so that a DQN-based algorithm gives a clear error instead of SB3's assertion.
+
+    :param env: an env, an env id or None
+    :param verbose: verbosity level
+    :param algorithm: the algorithm's name, for the error
+    :return: the env
+    """
+    if env is None:
+        return env
+    env = maybe_make_env(env, verbose)
+    if not isinstance(env.action_space, spaces.Discrete):
+        raise ValueError(f"{algorithm} needs a Discrete action space (its teachers are DQNs), got {env.action_space}")
+    return env

@@ -3,11 +3,8 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch as th
-from gymnasium import spaces
 from stable_baselines3 import DQN
-from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.buffers import ReplayBuffer
-from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
@@ -16,7 +13,13 @@ from torch.nn import functional as F
 
 from sb3_distill.common.losses import check_loss_name, check_reduction_name, check_temperature, distillation_loss
 from sb3_distill.common.torch_layers import StackedQNetwork, check_student_policy_kwargs, count_parameters
-from sb3_distill.common.utils import QValuePredictor, clip_grad_norm_per_member_, dqn_for_export, epsilon_greedy
+from sb3_distill.common.utils import (
+    clip_grad_norm_per_member_,
+    dqn_for_export,
+    epsilon_greedy,
+    evaluate_q_functions,
+    make_discrete_env,
+)
 from sb3_distill.ensemble_distill_dqn.policies import CnnPolicy, EnsembleDistillDQNPolicy, MlpPolicy
 
 SelfEnsembleDistillDQN = TypeVar("SelfEnsembleDistillDQN", bound="EnsembleDistillDQN")
@@ -141,14 +144,8 @@ class EnsembleDistillDQN(DQN):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
-        if env is not None:
-            # Make the env here (as SB3 would) so that a bad action space gets a clear error
-            env = maybe_make_env(env, verbose)
-            if not isinstance(env.action_space, spaces.Discrete):
-                raise ValueError(
-                    f"EnsembleDistillDQN needs a Discrete action space (its teachers are DQNs), got {env.action_space}; "
-                    "for continuous actions see PIEKDSAC"
-                )
+        # Make the env here (as SB3 would) so that a bad action space gets a clear error
+        env = make_discrete_env(env, verbose, "EnsembleDistillDQN")
         super().__init__(
             policy,
             env,
@@ -385,21 +382,9 @@ class EnsembleDistillDQN(DQN):
         :param n_eval_episodes: Number of episodes per member
         :return: member name (``"teacher_0"``, ..., ``"student"``) -> (mean return, std of the return)
         """
-        if n_eval_episodes < 1:
-            raise ValueError(f"`n_eval_episodes` must be a positive integer, got {n_eval_episodes!r}")
-        self.policy.set_training_mode(False)
-        members: dict[str, Any] = {f"teacher_{j}": (lambda obs, j=j: self.q_net(obs)[j]) for j in range(self.n_teachers)}
-        members["student"] = self.student
-        results = {}
-        for name, q_function in members.items():
-            mean, std = evaluate_policy(
-                QValuePredictor(self.policy, q_function),  # type: ignore[arg-type]
-                env,
-                n_eval_episodes=n_eval_episodes,
-                warn=False,
-            )
-            results[name] = (float(mean), float(std))  # type: ignore[arg-type]
-        return results
+        q_functions: dict[str, Any] = {f"teacher_{j}": (lambda obs, j=j: self.q_net(obs)[j]) for j in range(self.n_teachers)}
+        q_functions["student"] = self.student
+        return evaluate_q_functions(self.policy, q_functions, env, n_eval_episodes)
 
     def export_student(self) -> DQN:
         """

@@ -4,11 +4,8 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch as th
-from gymnasium import spaces
 from stable_baselines3 import DQN
-from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.buffers import ReplayBuffer
-from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import FloatSchedule, polyak_update, update_learning_rate
@@ -16,7 +13,13 @@ from torch.nn import functional as F
 
 from sb3_distill.common.losses import check_loss_name, check_temperature, distillation_loss, student_td_targets
 from sb3_distill.common.torch_layers import StackedQNetwork, count_parameters
-from sb3_distill.common.utils import QValuePredictor, clip_grad_norm_per_member_, dqn_for_export, epsilon_greedy
+from sb3_distill.common.utils import (
+    clip_grad_norm_per_member_,
+    dqn_for_export,
+    epsilon_greedy,
+    evaluate_q_functions,
+    make_discrete_env,
+)
 from sb3_distill.realtime_distill_dqn.policies import (
     CnnPolicy,
     MlpPolicy,
@@ -145,13 +148,8 @@ class RealTimeDistillDQN(DQN):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
-        if env is not None:
-            # Make the env here (as SB3 would) so that a bad action space gets a clear error
-            env = maybe_make_env(env, verbose)
-            if not isinstance(env.action_space, spaces.Discrete):
-                raise ValueError(
-                    f"RealTimeDistillDQN needs a Discrete action space (its teacher is a DQN), got {env.action_space}"
-                )
+        # Make the env here (as SB3 would) so that a bad action space gets a clear error
+        env = make_discrete_env(env, verbose, "RealTimeDistillDQN")
         super().__init__(
             policy,
             env,
@@ -361,19 +359,8 @@ class RealTimeDistillDQN(DQN):
         :param n_eval_episodes: Number of episodes per member
         :return: member name (``"teacher"``, ``"student_0"``, ...) -> (mean return, std of the return)
         """
-        if n_eval_episodes < 1:
-            raise ValueError(f"`n_eval_episodes` must be a positive integer, got {n_eval_episodes!r}")
-        self.policy.set_training_mode(False)
-        results = {}
-        for name in member_names(self.n_students):
-            mean, std = evaluate_policy(
-                QValuePredictor(self.policy, partial(self.policy.member_q_values, member=name)),  # type: ignore[arg-type]
-                env,
-                n_eval_episodes=n_eval_episodes,
-                warn=False,
-            )
-            results[name] = (float(mean), float(std))  # type: ignore[arg-type]
-        return results
+        q_functions = {name: partial(self.policy.member_q_values, member=name) for name in member_names(self.n_students)}
+        return evaluate_q_functions(self.policy, q_functions, env, n_eval_episodes)  # type: ignore[arg-type]
 
     def export_student(self, index: int = 0) -> DQN:
         """
