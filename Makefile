@@ -9,13 +9,14 @@ TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 LINT_PATHS = sb3_distill tests benchmarks examples
 
-.PHONY: help venv install test test-slow demo bench lint format check-format type clean
+.PHONY: help venv install test test-slow demo bench bench-realtime lint format check-format type clean
 
 help:
 	@echo "make demo       - set up, train EnsembleDistillDQN on CartPole-v1 and print the scores table"
 	@echo "make test       - set up with test extras and run pytest (what CI runs)"
 	@echo "make test-slow  - the longer learning tests marked @pytest.mark.slow"
-	@echo "make bench      - throughput of EnsembleDistillDQN against plain SB3 DQN (benchmarks/)"
+	@echo "make bench      - throughput of the distillation algorithms against plain SB3 DQN (benchmarks/)"
+	@echo "make bench-realtime - real-time vs sequential distillation, time to a target student return"
 	@echo "make lint / format / check-format / type"
 
 $(PYTHON):
@@ -45,6 +46,10 @@ demo: $(VENV)/.install-tests
 
 bench: $(VENV)/.install-bench
 	$(PYTHON) benchmarks/throughput.py
+
+bench-realtime: $(VENV)/.install-bench
+	$(PYTHON) benchmarks/realtime_vs_sequential.py --env CartPole-v1 --seeds 0 1 2 3 4
+	$(PYTHON) benchmarks/realtime_vs_sequential.py --env Acrobot-v1 --seeds 0 1 2
 
 lint: $(VENV)/.install-tests
 	$(PYTHON) -m ruff check $(LINT_PATHS)
