@@ -59,7 +59,8 @@ def test_realtime_student_reaches_teacher_on_cartpole():
     Measured with these settings on seeds 0-7 (10 evaluation episodes, about 40 s a run): the 4.9 %
     student reached 0.98, 0.90, 0.96, 1.00, 1.05, 1.00, 1.00 and 1.23 times the teacher's return; the
     2.5 % student 1.00, 0.30, 1.01, 0.95, 1.06, 1.00, 1.00 and 1.19 (medians 1.00 and 1.00). The teacher
-    itself scored under 100 on seeds 2 and 7. The CI test runs seed 0.
+    itself scored under 100 on seeds 2 and 7. The CI test runs seed 0; `make test-slow` the median of the
+    4.9 % student over the 8 seeds (re-measured with the students in one zero-padded stack: the same ratios).
     """
     model = RealTimeDistillDQN("MlpPolicy", "CartPole-v1", seed=0, **REALTIME_CARTPOLE_HYPERPARAMS)
     assert model.compression_ratios["student_0"] <= 0.05
@@ -70,3 +71,17 @@ def test_realtime_student_reaches_teacher_on_cartpole():
     print(results)
     assert results["teacher"][0] >= 100
     assert results["student_0"][0] >= 0.9 * results["teacher"][0]
+
+
+@pytest.mark.slow
+def test_realtime_student_reaches_teacher_on_cartpole_median_over_seeds():
+    ratios = []
+    for seed in range(8):
+        model = RealTimeDistillDQN("MlpPolicy", "CartPole-v1", seed=seed, **REALTIME_CARTPOLE_HYPERPARAMS)
+        model.learn(CARTPOLE_TIMESTEPS)
+        eval_env = Monitor(gym.make("CartPole-v1"))
+        eval_env.reset(seed=1000)
+        results = model.evaluate_members(eval_env, n_eval_episodes=10)
+        ratios.append(results["student_0"][0] / results["teacher"][0])
+    print(ratios)
+    assert np.median(ratios) >= 0.9
