@@ -289,3 +289,12 @@ def test_no_learning_warns():
 def test_continuous_actions_rejected():
     with pytest.raises(ValueError, match="Discrete"):
         RealTimeDistillDQN("MlpPolicy", "Pendulum-v1")
+
+
+def test_set_training_mode_switches_every_network_but_the_targets():
+    model = tiny_model()
+    for mode in (False, True):
+        model.policy.set_training_mode(mode)
+        assert model.policy.training is mode
+        assert all(m.training is mode for m in [*model.q_net.modules(), *model.policy.student_stacks.modules()])
+        assert not any(m.training for m in [*model.q_net_target.modules(), *model.policy.student_stack_targets.modules()])

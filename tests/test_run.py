@@ -321,3 +321,12 @@ def test_student_to_teachers_ratio():
     results = {"teacher": (200.0, 1.0), "student_0": (150.0, 0.0), "student_1": (250.0, 0.0)}
     assert student_to_teachers_ratios(results) == {"student_0": pytest.approx(0.75), "student_1": pytest.approx(1.25)}
     assert np.isnan(student_to_teachers_ratios({"teacher_0": (0.0, 0.0), "student": (1.0, 0.0)})["student"])
+
+
+def test_set_training_mode_switches_every_network_but_the_targets():
+    model = tiny_model(EnsembleDistillDQN)
+    for mode in (False, True):
+        model.policy.set_training_mode(mode)
+        assert model.policy.training is mode
+        assert all(m.training is mode for m in [*model.q_net.modules(), *model.student.modules()])
+        assert not any(m.training for m in model.q_net_target.modules())

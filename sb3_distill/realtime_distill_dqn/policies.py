@@ -153,11 +153,12 @@ class RealTimeDistillDQNPolicy(DQNPolicy):
         for stack_index, group in enumerate(groups):
             stacks.append(StackedQNetwork.from_q_networks([networks[i] for i in group]))
             targets.append(StackedQNetwork.from_q_networks([networks[i] for i in group]))
-            targets[-1].set_training_mode(False)
             for member, index in enumerate(group):
                 self.student_members[index] = (stack_index, member)
         self.student_stacks = nn.ModuleList(stacks)
         self.student_stack_targets = nn.ModuleList(targets)
+        # Target networks stay in evaluation mode, as in DQNPolicy
+        self.student_stack_targets.train(False)
         # One optimizer over all students: Adam is elementwise, so each student has its own Adam
         self.student_optimizer = self.optimizer_class(  # type: ignore[call-arg]
             self.student_stacks.parameters(),
