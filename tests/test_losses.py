@@ -1,11 +1,13 @@
 import pytest
 import torch as th
-from torch.distributions import Categorical, kl_divergence
+from torch.distributions import Categorical, Independent, Normal, kl_divergence
 
 from sb3_distill.common.losses import (
     DISTILLATION_LOSSES,
+    diagonal_gaussian_kl,
     distillation_loss,
     forward_kl_loss,
+    gaussian_distillation_loss,
     mse_loss,
     nll_loss,
     student_td_targets,
@@ -187,3 +189,52 @@ def test_student_td_targets_imitation_and_own():
     # Per-sample discounts (n-step returns), shape (batch, 1)
     targets = student_td_targets(rewards, th.zeros(2, 1), th.tensor([[0.5], [0.25]]), student_next_q, teacher_next_q)
     assert th.allclose(targets, th.tensor([[1.0 + 0.5 * 1.0, 0.5 + 0.25 * 1.0], [1.0 + 0.5 * 4.0, 0.5 + 0.25 * 3.0]]))
+
+
+@pytest.mark.parametrize("loss", ["forward_kl", "reverse_kl"])
+def test_gaussian_kl_matches_torch_distributions(loss):
+    generator = th.Generator().manual_seed(1)
+    shape = (BATCH, 3)
+    student_mean = th.randn(shape, generator=generator, dtype=th.float64, requires_grad=True)
+    student_log_std = (0.5 * th.randn(shape, generator=generator, dtype=th.float64)).requires_grad_()
+    teacher_mean = th.randn(shape, generator=generator, dtype=th.float64, requires_grad=True)
+    teacher_log_std = (0.5 * th.randn(shape, generator=generator, dtype=th.float64)).requires_grad_()
+    value = gaussian_distillation_loss(student_mean, student_log_std, teacher_mean, teacher_log_std, loss=loss)
+    student = Independent(Normal(student_mean, student_log_std.exp()), 1)
+    teacher = Independent(Normal(teacher_mean.detach(), teacher_log_std.detach().exp()), 1)
+    expected = (kl_divergence(teacher, student) if loss == "forward_kl" else kl_divergence(student, teacher)).mean()
+    assert value.shape == ()
+    assert th.allclose(value, expected)
+    grads = th.autograd.grad(value, [student_mean, student_log_std], retain_graph=True)
+    expected_grads = th.autograd.grad(expected, [student_mean, student_log_std])
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        assert th.allclose(grad, expected_grad)
+    # The teacher never receives a gradient
+    assert th.autograd.grad(value, [teacher_mean, teacher_log_std], allow_unused=True) == (None, None)
+
+
+def test_gaussian_kl_broadcasts_state_independent_std_and_members():
+    generator = th.Generator().manual_seed(2)
+    # K=2 stacked students (2, batch, 3) against one teacher (batch, 3), log std shared over the batch
+    student_mean = th.randn(2, BATCH, 3, generator=generator, dtype=th.float64)
+    student_log_std = th.randn(2, 1, 3, generator=generator, dtype=th.float64)
+    teacher_mean = th.randn(BATCH, 3, generator=generator, dtype=th.float64)
+    teacher_log_std = th.randn(3, generator=generator, dtype=th.float64)
+    per_sample = diagonal_gaussian_kl(teacher_mean, teacher_log_std, student_mean, student_log_std)
+    assert per_sample.shape == (2, BATCH)
+    teacher = Independent(Normal(teacher_mean, teacher_log_std.exp()), 1)
+    for k in range(2):
+        student = Independent(Normal(student_mean[k], student_log_std[k].exp().expand(BATCH, 3)), 1)
+        assert th.allclose(per_sample[k], kl_divergence(teacher, student))
+    same = diagonal_gaussian_kl(teacher_mean, teacher_log_std, teacher_mean, teacher_log_std)
+    assert th.allclose(same, th.zeros(BATCH, dtype=th.float64))
+
+
+def test_gaussian_mse_and_bad_input():
+    student_mean = th.zeros(BATCH, 2, requires_grad=True)
+    teacher_mean = th.ones(BATCH, 2)
+    assert th.isclose(gaussian_distillation_loss(student_mean, None, teacher_mean, None, loss="mse"), th.tensor(2.0))
+    with pytest.raises(ValueError, match="`loss` must be one of"):
+        gaussian_distillation_loss(student_mean, None, teacher_mean, None, loss="nll")
+    with pytest.raises(ValueError, match="log standard deviations"):
+        gaussian_distillation_loss(student_mean, None, teacher_mean, None, loss="forward_kl")

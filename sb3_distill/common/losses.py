@@ -11,6 +11,9 @@ Every loss is a pure function: Q-values (or logits) in, a scalar out. With
 - ``nll``: mean over the batch of ``-log p_S(argmax_a q_T)`` (Rusu et al. 2015)
 - ``mse``: mean over the batch of ``sum_a (q_T - q_S)^2`` (Rusu et al. 2015)
 
+For continuous policies, :func:`gaussian_distillation_loss` gives the same losses between diagonal
+Gaussians in closed form (and ``mse`` between means or deterministic actions).
+
 The teacher side never receives gradients: the teacher tensor is detached inside each function.
 A teacher tensor with a leading member dimension, ``(n_teachers, batch, n_actions)``, is broadcast
 against the student's ``(batch, n_actions)`` and the loss is averaged over teachers and batch,
@@ -22,6 +25,8 @@ import torch as th
 from torch.nn import functional as F
 
 DISTILLATION_LOSSES = ("forward_kl", "reverse_kl", "nll", "mse")
+#: The losses for continuous (diagonal Gaussian or deterministic) policies
+GAUSSIAN_DISTILLATION_LOSSES = ("forward_kl", "reverse_kl", "mse")
 ENSEMBLE_REDUCTIONS = ("mean_loss", "mean_probs")
 
 
@@ -201,6 +206,80 @@ def distillation_loss(
     if teacher_q.dim() == 3 and reduction == "mean_probs":
         teacher_q = ensemble_teacher_q(teacher_q, loss, temperature)
     return _LOSS_FUNCTIONS[loss](student_q, teacher_q, temperature=temperature)
+
+
+def diagonal_gaussian_kl(
+    mean_p: th.Tensor,
+    log_std_p: th.Tensor,
+    mean_q: th.Tensor,
+    log_std_q: th.Tensor,
+) -> th.Tensor:
+    """
+    KL divergence between two diagonal Gaussians, in closed form, summed over the action dimensions:
+
+    ``KL(p || q) = sum_d [ log(s_q / s_p) + (s_p^2 + (m_p - m_q)^2) / (2 s_q^2) - 1/2 ]``.
+
+    Applied to the Gaussians *before* a tanh squashing (SAC), it equals the KL between the squashed
+    policies, because tanh is a bijection (Hong et al., PIEKD, Eq. 1).
+
+    :param mean_p: means of p, shape (..., action_dim)
+    :param log_std_p: log standard deviations of p, broadcastable to ``mean_p``
+    :param mean_q: means of q, shape (..., action_dim)
+    :param log_std_q: log standard deviations of q, broadcastable to ``mean_q``
+    :return: the KL divergence per sample, shape (...)
+    """
+    log_ratio = log_std_q - log_std_p
+    var_ratio = th.exp(-2.0 * log_ratio)  # s_p^2 / s_q^2
+    mean_term = ((mean_p - mean_q) * th.exp(-log_std_q)).pow(2)  # (m_p - m_q)^2 / s_q^2
+    return (log_ratio + 0.5 * (var_ratio + mean_term - 1.0)).sum(dim=-1)
+
+
+def check_gaussian_loss_name(loss: str, name: str = "loss") -> None:
+    """
+    Raise a ``ValueError`` unless ``loss`` names one of :data:`GAUSSIAN_DISTILLATION_LOSSES`.
+
+    :param loss: the loss name
+    :param name: the argument name to report in the error
+    """
+    if loss not in GAUSSIAN_DISTILLATION_LOSSES:
+        raise ValueError(f"`{name}` must be one of {GAUSSIAN_DISTILLATION_LOSSES} for continuous actions, got {loss!r}")
+
+
+def gaussian_distillation_loss(
+    student_mean: th.Tensor,
+    student_log_std: th.Tensor | None,
+    teacher_mean: th.Tensor,
+    teacher_log_std: th.Tensor | None,
+    loss: str = "forward_kl",
+) -> th.Tensor:
+    """
+    Distillation loss between continuous policies, averaged over the batch (and any leading dims):
+
+    - ``forward_kl``: ``mean_batch KL(N_T || N_S)`` (Hong et al., PIEKD, Eq. 1; Rusu et al.'s KL for
+      Gaussian policies), see :func:`diagonal_gaussian_kl`;
+    - ``reverse_kl``: ``mean_batch KL(N_S || N_T)``;
+    - ``mse``: ``mean_batch sum_d (m_T - m_S)^2``, for deterministic teachers (TD3/DDPG) or to match
+      only the means; the log standard deviations are not used and may be None.
+
+    :param student_mean: student means (or actions), shape (..., batch, action_dim); receives gradients
+    :param student_log_std: student log standard deviations, broadcastable to ``student_mean``
+    :param teacher_mean: teacher means (or actions), broadcastable to ``student_mean``; never receives gradients
+    :param teacher_log_std: teacher log standard deviations, broadcastable to ``teacher_mean``
+    :param loss: one of ``"forward_kl"``, ``"reverse_kl"``, ``"mse"``
+    :return: the loss, a scalar tensor
+    """
+    check_gaussian_loss_name(loss)
+    teacher_mean = teacher_mean.detach()
+    if loss == "mse":
+        return (teacher_mean - student_mean).pow(2).sum(dim=-1).mean()
+    if student_log_std is None or teacher_log_std is None:
+        raise ValueError(
+            f"`loss={loss!r}` needs the log standard deviations of both policies; use `loss='mse'` for a deterministic one"
+        )
+    teacher_log_std = teacher_log_std.detach()
+    if loss == "forward_kl":
+        return diagonal_gaussian_kl(teacher_mean, teacher_log_std, student_mean, student_log_std).mean()
+    return diagonal_gaussian_kl(student_mean, student_log_std, teacher_mean, teacher_log_std).mean()
 
 
 def student_td_targets(
