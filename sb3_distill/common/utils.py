@@ -1,18 +1,20 @@
 """Helpers shared by the sb3_distill algorithms."""
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3 import DQN
-from stable_baselines3.common.base_class import maybe_make_env
+from stable_baselines3.common.base_class import BaseAlgorithm, maybe_make_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
+
+BaseAlgorithmT = TypeVar("BaseAlgorithmT", bound=BaseAlgorithm)
 
 
 def clip_grad_norm_per_member_(parameters: Iterable[th.Tensor], max_norm: float, n_members: int) -> th.Tensor:
@@ -108,6 +110,41 @@ def set_training_flag(modules: Iterable[nn.Module], mode: bool) -> None:
             submodule.__dict__["training"] = mode
 
 
+def model_for_export(
+    algorithm: type[BaseAlgorithmT],
+    policy_class: type[BasePolicy],
+    policy_kwargs: dict[str, Any],
+    observation_space: spaces.Space,
+    action_space: spaces.Space,
+    **algorithm_kwargs: Any,
+) -> BaseAlgorithmT:
+    """
+    A plain SB3 model with no environment attached, built for the given spaces as ``load()`` builds one,
+    to receive a distilled network's weights (``export_student``).
+
+    :param algorithm: the SB3 algorithm class (DQN, PPO, SAC, ...)
+    :param policy_class: its policy class
+    :param policy_kwargs: the network (keys of the algorithm's ``policy_kwargs``)
+    :param observation_space: Observation space
+    :param action_space: Action space
+    :param algorithm_kwargs: other constructor arguments of the algorithm (hyperparameters, device, seed)
+    :return: the model, its networks freshly initialised
+    """
+    exported = algorithm(
+        policy_class,
+        env=None,  # type: ignore[arg-type]
+        policy_kwargs=dict(policy_kwargs),
+        _init_setup_model=False,  # type: ignore[call-arg]
+        **algorithm_kwargs,
+    )
+    # No env: give the spaces directly, as `load()` does
+    exported.observation_space = observation_space
+    exported.action_space = action_space
+    exported.n_envs = 1
+    exported._setup_model()
+    return exported
+
+
 def dqn_for_export(model: DQN, policy_kwargs: dict[str, Any], learning_rate: float | Schedule) -> DQN:
     """
     A plain SB3 ``DQN`` with ``model``'s hyperparameters and spaces and a network described by
@@ -118,16 +155,19 @@ def dqn_for_export(model: DQN, policy_kwargs: dict[str, Any], learning_rate: flo
     :param learning_rate: the exported model's learning rate
     :return: the DQN, its networks freshly initialised
     """
-    exported = DQN(
+    exported = model_for_export(
+        DQN,
         DQNPolicy,
-        env=None,  # type: ignore[arg-type]
+        policy_kwargs,
+        model.observation_space,
+        model.action_space,
         learning_rate=learning_rate,
         buffer_size=model.buffer_size,
         learning_starts=model.learning_starts,
         batch_size=model.batch_size,
         tau=model.tau,
         gamma=model.gamma,
-        train_freq=model.train_freq,  # type: ignore[arg-type]
+        train_freq=model.train_freq,
         gradient_steps=model.gradient_steps,
         optimize_memory_usage=model.optimize_memory_usage,
         target_update_interval=model.target_update_interval,
@@ -135,16 +175,9 @@ def dqn_for_export(model: DQN, policy_kwargs: dict[str, Any], learning_rate: flo
         exploration_initial_eps=model.exploration_initial_eps,
         exploration_final_eps=model.exploration_final_eps,
         max_grad_norm=model.max_grad_norm,
-        policy_kwargs=dict(policy_kwargs),
         seed=model.seed,
         device=model.device,
-        _init_setup_model=False,
     )
-    # No env: give the spaces directly, as `load()` does
-    exported.observation_space = model.observation_space
-    exported.action_space = model.action_space
-    exported.n_envs = 1
-    exported._setup_model()
     exported.exploration_rate = model.exploration_rate
     return exported
 

@@ -1,0 +1,4 @@
+from sb3_distill.policy_distillation.policies import CnnPolicy, DistillationPolicy, MlpPolicy, MultiInputPolicy
+from sb3_distill.policy_distillation.policy_distillation import PolicyDistillation, load_teacher
+
+__all__ = ["CnnPolicy", "DistillationPolicy", "MlpPolicy", "MultiInputPolicy", "PolicyDistillation", "load_teacher"]

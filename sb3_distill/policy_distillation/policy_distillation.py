@@ -1,0 +1,581 @@
+import inspect
+import pathlib
+import warnings
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.save_util import load_from_zip_file
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+
+from sb3_distill.common.losses import (
+    DISTILLATION_LOSSES,
+    GAUSSIAN_DISTILLATION_LOSSES,
+    check_temperature,
+    distillation_loss,
+    gaussian_distillation_loss,
+)
+from sb3_distill.common.torch_layers import check_student_policy_kwargs, default_student_kwargs
+from sb3_distill.common.utils import model_for_export
+from sb3_distill.policy_distillation.policies import (
+    DISCRETE_KINDS,
+    CnnPolicy,
+    DistillationPolicy,
+    MlpPolicy,
+    MultiInputPolicy,
+    acting_parameter_count,
+    check_teacher_policy,
+    policy_outputs,
+    student_kind,
+    value_outputs,
+)
+
+SelfPolicyDistillation = TypeVar("SelfPolicyDistillation", bound="PolicyDistillation")
+
+#: Who acts while data is collected
+CONTROL_POLICIES = ("teacher", "student", "mixture")
+#: The SB3 algorithm of the student (the exported model), by the teacher's algorithm
+STUDENT_ALGORITHMS: dict[str, type[BaseAlgorithm]] = {
+    "DQN": DQN,
+    "QRDQN": DQN,
+    "PPO": PPO,
+    "A2C": A2C,
+    "SAC": SAC,
+    "TD3": TD3,
+    "DDPG": DDPG,
+}
+#: Default temperature by teacher kind: Rusu et al. sharpen Q-values with tau = 0.01; logits are already
+#: the teacher's log-probabilities, which tau = 1 reproduces exactly
+DEFAULT_TEMPERATURES = {"q_values": 0.01, "quantiles": 0.01, "logits": 1.0}
+
+
+def teacher_algorithm_name(teacher: BaseAlgorithm) -> str:
+    """
+    The name of the SB3 algorithm a teacher model is, or a ``ValueError`` naming the supported ones.
+
+    :param teacher: a trained SB3 model
+    :return: one of the keys of :data:`STUDENT_ALGORITHMS`
+    """
+    if type(teacher).__module__.startswith("sb3_distill"):
+        raise ValueError(
+            f"`teacher` is a {type(teacher).__name__}: distill one of its members instead, "
+            "e.g. `teacher=model.export_student()`"
+        )
+    for cls in type(teacher).__mro__:
+        if cls.__name__ in STUDENT_ALGORITHMS:
+            return cls.__name__
+    raise ValueError(
+        f"`teacher` must be one of {list(STUDENT_ALGORITHMS)} (a model or its .zip), got {type(teacher).__name__}"
+    )
+
+
+def load_teacher(path: str | pathlib.Path, device: th.device | str = "auto") -> BaseAlgorithm:
+    """
+    Load a teacher saved by SB3 or rl-zoo3 (``model.save(path)``), finding its algorithm from the policy
+    class stored in the file.
+
+    :param path: the ``.zip`` file
+    :param device: the device to load it on
+    :return: the model
+    """
+    if not pathlib.Path(path).exists() and not pathlib.Path(f"{path}.zip").exists():
+        raise ValueError(f"`teacher` path {str(path)!r} does not exist")
+    data, _, _ = load_from_zip_file(path, device=device, load_data=True)
+    assert data is not None
+    policy_class = data.get("policy_class")
+    module = getattr(policy_class, "__module__", "")
+    name = getattr(policy_class, "__name__", str(policy_class))
+    algorithm: type[BaseAlgorithm]
+    if module.startswith("stable_baselines3.dqn"):
+        algorithm = DQN
+    elif module.startswith("sb3_contrib.qrdqn"):
+        from sb3_contrib import QRDQN
+
+        algorithm = QRDQN
+    elif module.startswith("stable_baselines3.sac"):
+        algorithm = SAC
+    elif module.startswith("stable_baselines3.td3"):
+        # DDPG is TD3 with one critic update per actor update and no target smoothing
+        is_ddpg = data.get("policy_delay") == 1 and data.get("target_noise_clip") == 0.0
+        algorithm = DDPG if is_ddpg else TD3
+    elif isinstance(policy_class, type) and issubclass(policy_class, ActorCriticPolicy) and "Recurrent" not in name:
+        algorithm = PPO if "clip_range" in data else A2C
+    else:
+        raise ValueError(f"`teacher` {str(path)!r} holds a {name} policy; supported teachers: {list(STUDENT_ALGORITHMS)}")
+    return algorithm.load(path, device=device)
+
+
+class PolicyDistillation(OffPolicyAlgorithm):
+    """
+    Policy distillation (Rusu et al. 2015, "Policy Distillation") of a trained SB3 agent, the *teacher*,
+    into a *student* network of the same SB3 kind, with the control-policy choices of Czarnecki et al.
+    2019 ("Distilling Policy Distillation", Sec. 3.1-3.2).
+
+    Every environment step is taken by the control policy (``control``): the teacher (teacher-driven
+    distillation, Rusu), the student (student-driven, on-policy distillation), or a per-step mixture
+    (DAgger-style). Transitions go into a replay buffer; every gradient step samples a batch of states,
+    labels them with the frozen teacher and takes one supervised step of the student on
+    ``loss(student(s), teacher(s))``. ``predict()`` uses the student; :meth:`export_student` returns it as
+    a plain SB3 model (DQN for a DQN/QR-DQN teacher, PPO/A2C for PPO/A2C, SAC, TD3, DDPG).
+
+    Supported teachers: DQN and QR-DQN (Q-values; QR-DQN's mean over quantiles), PPO and A2C with
+    Discrete actions (action logits) or Box actions (diagonal Gaussian), SAC (the Gaussian before the tanh:
+    the KL is exact because tanh is a bijection), TD3 and DDPG (deterministic: MSE on actions).
+
+    :param policy: The student's policy alias (``"MlpPolicy"``, ``"CnnPolicy"``, ``"MultiInputPolicy"``),
+        resolved against the student algorithm's aliases (DQN's ``CnnPolicy`` for a DQN teacher, PPO's for a
+        PPO teacher, ...), or a :class:`DistillationPolicy` subclass
+    :param env: The environment to learn from (if registered in Gym, can be str); its observation and
+        action spaces must be the teacher's
+    :param teacher: The trained teacher: an SB3 model, or the path to its ``.zip`` (what ``model.save`` and
+        rl-zoo3 write). Its weights are copied into this model's policy and saved with it.
+    :param learning_rate: The student's learning rate, it can be a function of the current progress
+        remaining (from 1 to 0)
+    :param buffer_size: size of the replay buffer of control-policy states
+    :param learning_starts: how many steps of the control policy to collect before distillation starts
+        (there is no random warm-up: the control policy acts from the first step)
+    :param batch_size: Minibatch size of each distillation step
+    :param tau: unused (no target network), kept for SB3's signature
+    :param gamma: unused (no TD learning), kept for SB3's signature
+    :param train_freq: Update the student every ``train_freq`` steps. Alternatively pass a tuple of frequency
+        and unit like ``(5, "step")`` or ``(2, "episode")``.
+    :param gradient_steps: How many distillation steps to do after each rollout (see ``train_freq``);
+        ``-1`` means as many as environment steps done in the rollout
+    :param action_noise: Noise added to the control policy's (scaled) Box actions, e.g. for a deterministic
+        TD3 teacher driving the data collection
+    :param replay_buffer_class: Replay buffer class to use. If ``None``, it will be automatically selected.
+    :param replay_buffer_kwargs: Keyword arguments to pass to the replay buffer on creation.
+    :param optimize_memory_usage: Enable a memory efficient variant of the replay buffer
+    :param loss: The distillation loss. Discrete teachers: ``"forward_kl"`` (KL(teacher || student) =
+        H(teacher || student) minus a constant, Rusu's choice and the default), ``"reverse_kl"``, ``"nll"``
+        (of the teacher's greedy action), ``"mse"`` (on Q-values or logits). Continuous teachers:
+        ``"forward_kl"``, ``"reverse_kl"`` (closed-form Gaussian KL) or ``"mse"`` (on the means). ``None``:
+        ``"forward_kl"``, except ``"mse"`` for deterministic TD3/DDPG teachers (the only choice there).
+        See :mod:`sb3_distill.common.losses`.
+    :param temperature: Softmax temperature tau of the discrete losses (Rusu's sharpening; both teacher and
+        student outputs are divided by it). ``None``: 0.01 for Q-value teachers (Rusu et al.: Q-values are
+        close to each other, sharpening makes the teacher's preference visible) and 1 for logit teachers
+        (PPO/A2C logits are the teacher's log-probabilities, which tau = 1 reproduces exactly). Not used by
+        continuous teachers.
+    :param control: Who acts while data is collected: ``"teacher"`` (teacher-driven, Rusu et al.),
+        ``"student"`` (student-driven; Czarnecki et al. report it needs about 3x fewer steps to recover the
+        teacher), or ``"mixture"`` (each env step is the teacher's with probability ``teacher_prob``)
+    :param teacher_prob: beta of the ``"mixture"`` control: the probability that the teacher takes a step,
+        a float in [0, 1] or a schedule of the progress remaining (from 1 to 0), e.g. a DAgger-style decay
+    :param deterministic_control: Whether the acting policy takes its mode instead of sampling (SB3's
+        ``deterministic`` flag of ``predict``); Q-value policies are greedy either way
+    :param value_coef: Weight of an MSE loss between the student's and the teacher's value functions (V of
+        PPO/A2C; each Q head of SAC/TD3/DDPG on the buffer's state-action pairs, head to head), so that the
+        exported student can be trained further with RL. 0 (default) distills the policy only, as Rusu et al.
+        Not used for Q-value teachers, whose Q-values are the policy.
+    :param student_policy_kwargs: The student's network, with the keys of the student algorithm's
+        ``policy_kwargs`` (e.g. ``dict(net_arch=[32, 32])``, or ``CompactNatureCNN`` as features extractor).
+        ``None`` gives ``net_arch=[16, 16]`` for vector observations and the papers' student1
+        ``{16, 16, 16, 64}`` for a Nature-CNN teacher. The teacher's ``normalize_images`` is used unless given.
+    :param max_grad_norm: The maximum value for the gradient clipping of the student (None: no clipping)
+    :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
+        the reported success rate, mean episode length, and mean reward over
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments of the student's optimizer: ``optimizer_class`` and
+        ``optimizer_kwargs`` (the networks are set by ``teacher`` and ``student_policy_kwargs``)
+    :param verbose: Verbosity level: 0 for no output, 1 for info messages (such as device or wrappers used), 2 for
+        debug messages
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run.
+        Setting it to auto, the code will be run on the GPU if possible.
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
+    policy: DistillationPolicy
+    teacher_kind: str
+    teacher_algorithm: str
+
+    def __init__(
+        self,
+        policy: str | type[DistillationPolicy],
+        env: GymEnv | str,
+        teacher: BaseAlgorithm | str | pathlib.Path | None = None,
+        learning_rate: float | Schedule = 1e-3,
+        buffer_size: int = 100_000,
+        learning_starts: int = 1000,
+        batch_size: int = 64,
+        tau: float = 1.0,
+        gamma: float = 0.99,
+        train_freq: int | tuple[int, str] = 1,
+        gradient_steps: int = 1,
+        action_noise: ActionNoise | None = None,
+        replay_buffer_class: type[ReplayBuffer] | None = None,
+        replay_buffer_kwargs: dict[str, Any] | None = None,
+        optimize_memory_usage: bool = False,
+        loss: str | None = None,
+        temperature: float | None = None,
+        control: str = "teacher",
+        teacher_prob: float | Schedule = 0.5,
+        deterministic_control: bool = False,
+        value_coef: float = 0.0,
+        student_policy_kwargs: dict[str, Any] | None = None,
+        max_grad_norm: float | None = 10.0,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        super().__init__(
+            policy,
+            env,
+            learning_rate,
+            buffer_size=buffer_size,
+            learning_starts=learning_starts,
+            batch_size=batch_size,
+            tau=tau,
+            gamma=gamma,
+            train_freq=train_freq,
+            gradient_steps=gradient_steps,
+            action_noise=action_noise,
+            replay_buffer_class=replay_buffer_class,
+            replay_buffer_kwargs=replay_buffer_kwargs,
+            optimize_memory_usage=optimize_memory_usage,
+            policy_kwargs=policy_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            sde_support=False,
+            support_multi_env=True,
+            supported_action_spaces=(spaces.Discrete, spaces.Box),
+        )
+        self.teacher = teacher
+        self.loss = loss
+        self.temperature = temperature
+        self.control = control
+        self.teacher_prob = teacher_prob
+        self.deterministic_control = deterministic_control
+        self.value_coef = value_coef
+        self.student_policy_kwargs = student_policy_kwargs
+        self.max_grad_norm = max_grad_norm
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        self._setup_teacher()
+        self._check_distillation_arguments()
+        # The policy holds the teacher (frozen) and the student; `policy_kwargs` only sets the optimizer
+        optimizer_kwargs: dict[str, Any] = {
+            key: self.policy_kwargs[key] for key in ("optimizer_class", "optimizer_kwargs") if key in self.policy_kwargs
+        }
+        # (after `load()`, `policy_kwargs` also holds what this method derived before saving)
+        derived = {"teacher_policy_class", "teacher_policy_kwargs", "student_policy_class", "student_policy_kwargs"}
+        derived |= {"teacher_kind", "distill_value", "use_sde"}
+        unknown = sorted(set(self.policy_kwargs) - {"optimizer_class", "optimizer_kwargs"} - derived)
+        if unknown:
+            raise ValueError(
+                f"`policy_kwargs` of PolicyDistillation only sets the student's optimizer (`optimizer_class`, "
+                f"`optimizer_kwargs`), got {unknown}; describe the student's network with `student_policy_kwargs`"
+            )
+        self.policy_kwargs = dict(
+            teacher_policy_class=self.teacher_policy_class,
+            teacher_policy_kwargs=self.teacher_policy_kwargs,
+            student_policy_class=self.student_policy_class,
+            student_policy_kwargs=self._student_kwargs,
+            teacher_kind=self.teacher_kind,
+            distill_value=self.value_coef > 0,
+            **optimizer_kwargs,
+        )
+        super()._setup_model()
+        if isinstance(self.teacher, BaseAlgorithm):
+            self.policy.teacher.load_state_dict(self.teacher.policy.state_dict())
+        self.teacher_prob_schedule = self.teacher_prob if callable(self.teacher_prob) else _constant(self.teacher_prob)
+
+    def _setup_teacher(self) -> None:
+        """Load the teacher if given by path, and derive its kind, policy and the student's algorithm."""
+        if isinstance(self.teacher, (str, pathlib.Path)):
+            self.teacher = load_teacher(self.teacher, device=self.device)
+        if isinstance(self.teacher, BaseAlgorithm):
+            self.teacher_algorithm = teacher_algorithm_name(self.teacher)
+            self.teacher_kind = check_teacher_policy(self.teacher.policy)
+            self.teacher_policy_class = type(self.teacher.policy)
+            self.teacher_policy_kwargs = {
+                key: value
+                for key, value in self.teacher.policy._get_constructor_parameters().items()
+                if key not in ("observation_space", "action_space", "lr_schedule")
+            }
+            for space_name in ("observation_space", "action_space"):
+                teacher_space, space = getattr(self.teacher, space_name), getattr(self, space_name)
+                if teacher_space != space:
+                    raise ValueError(
+                        f"The teacher's {space_name} {teacher_space} differs from the env's {space}: the student "
+                        "must see and act in the teacher's spaces (use the teacher's env wrappers)"
+                    )
+        elif self.teacher is not None:
+            raise TypeError(f"`teacher` must be an SB3 model or the path to its .zip, got {type(self.teacher).__name__}")
+        elif not hasattr(self, "teacher_policy_class"):
+            raise ValueError("`teacher` is required: a trained SB3 model or the path to its .zip")
+        student_algorithm = STUDENT_ALGORITHMS[self.teacher_algorithm]
+        alias = self.policy_class.student_policy_alias  # type: ignore[attr-defined]
+        self.student_policy_class = student_algorithm.policy_aliases[alias]
+        # The student's description: any keyword of its policy class but the spaces and schedule
+        accepted_keys = [
+            name
+            for name in inspect.signature(self.student_policy_class.__init__).parameters
+            if name not in ("self", "observation_space", "action_space", "lr_schedule")
+        ]
+        check_student_policy_kwargs(self.student_policy_kwargs, accepted_keys=accepted_keys)
+        features_extractor_class = self.teacher_policy_kwargs.get("features_extractor_class")
+        self._student_kwargs: dict[str, Any] = {
+            **(default_student_kwargs(features_extractor_class) if features_extractor_class is not None else {}),
+            # The teacher's image normalization and number of critics (head-to-head value distillation;
+            # DDPG has one), unless given
+            **{
+                key: self.teacher_policy_kwargs[key]
+                for key in ("normalize_images", "n_critics")
+                if key in self.teacher_policy_kwargs
+            },
+            **(self.student_policy_kwargs or {}),
+        }
+        if self.student_policy_kwargs is not None and "features_extractor_class" in self.student_policy_kwargs:
+            if "features_extractor_kwargs" not in self.student_policy_kwargs:
+                self._student_kwargs.pop("features_extractor_kwargs", None)
+
+    def _check_distillation_arguments(self) -> None:
+        """Validate the distillation arguments (here, not in ``__init__``: ``load()`` and rl-zoo3 bypass it)."""
+        discrete = self.teacher_kind in DISCRETE_KINDS
+        if self.loss is None:
+            self.distill_loss = "mse" if self.teacher_kind == "deterministic" else "forward_kl"
+        else:
+            allowed = (
+                DISTILLATION_LOSSES
+                if discrete
+                else ("mse",) if self.teacher_kind == "deterministic" else GAUSSIAN_DISTILLATION_LOSSES
+            )
+            if self.loss not in allowed:
+                raise ValueError(f"`loss` must be one of {allowed} for a {self.teacher_algorithm} teacher, got {self.loss!r}")
+            self.distill_loss = self.loss
+        if self.temperature is None:
+            self.distill_temperature = DEFAULT_TEMPERATURES.get(self.teacher_kind, 1.0)
+        else:
+            check_temperature(self.temperature)
+            self.distill_temperature = float(self.temperature)
+            if not discrete:
+                warnings.warn(f"`temperature` is not used by continuous ({self.teacher_algorithm}) teachers")
+        if self.control not in CONTROL_POLICIES:
+            raise ValueError(f"`control` must be one of {CONTROL_POLICIES}, got {self.control!r}")
+        for progress in (1.0, 0.0):
+            beta = self.teacher_prob(progress) if callable(self.teacher_prob) else self.teacher_prob
+            if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta <= 1.0:
+                raise ValueError(
+                    f"`teacher_prob` must be a float in [0, 1] or a schedule with values in [0, 1], got {self.teacher_prob!r}"
+                )
+        if isinstance(self.value_coef, bool) or not isinstance(self.value_coef, (int, float)) or self.value_coef < 0:
+            raise ValueError(f"`value_coef` must be a number >= 0, got {self.value_coef!r}")
+        if self.value_coef > 0 and self.teacher_kind in ("q_values", "quantiles"):
+            warnings.warn("`value_coef` is not used for Q-value teachers (DQN, QR-DQN): their Q-values are the policy")
+            self.value_coef = 0.0
+        n_critics = (self.teacher_policy_kwargs.get("n_critics"), self._student_kwargs.get("n_critics"))
+        if self.value_coef > 0 and n_critics[0] != n_critics[1]:
+            raise ValueError(
+                f"`value_coef > 0` distills the teacher's {n_critics[0]} Q heads head to head: the student's "
+                f"`n_critics` must be the same, got {n_critics[1]}"
+            )
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"`max_grad_norm` must be a number > 0 or None, got {self.max_grad_norm!r}")
+
+    def _excluded_save_params(self) -> list[str]:
+        # The teacher model is not pickled: its weights are in `policy.teacher`, its description in `teacher_policy_*`
+        return [*super()._excluded_save_params(), "teacher", "teacher_prob_schedule"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        return ["policy", "policy.optimizer"], []
+
+    def _control_mask(self, n_envs: int) -> np.ndarray:
+        """Which envs the teacher drives at this step (True) and which the student drives (False)."""
+        if self.control == "teacher":
+            return np.ones(n_envs, dtype=bool)
+        if self.control == "student":
+            return np.zeros(n_envs, dtype=bool)
+        return np.random.rand(n_envs) < self.teacher_prob_schedule(self._current_progress_remaining)
+
+    def _sample_action(
+        self,
+        learning_starts: int,
+        action_noise: ActionNoise | None = None,
+        n_envs: int = 1,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """
+        The control policy's actions (no random warm-up: the teacher or student acts from the first step).
+
+        :param learning_starts: unused
+        :param action_noise: noise added to the scaled Box actions
+        :param n_envs: number of envs
+        :return: the actions for the env and the (scaled) actions for the replay buffer
+        """
+        assert self._last_obs is not None, "self._last_obs was not set"
+        by_teacher = self._control_mask(n_envs)
+        actions = None
+        for member, mask in ((self.policy.teacher, by_teacher), (self.policy.student, ~by_teacher)):
+            if mask.any():
+                member_actions, _ = member.predict(self._last_obs, deterministic=self.deterministic_control)  # type: ignore[arg-type]
+                if actions is None:
+                    actions = member_actions
+                else:
+                    actions[mask] = member_actions[mask]
+        assert actions is not None
+        self._teacher_steps += int(by_teacher.sum())
+        self._control_steps += n_envs
+        if isinstance(self.action_space, spaces.Box):
+            scaled_action = self.policy.scale_action(actions)
+            if action_noise is not None:
+                scaled_action = np.clip(scaled_action + action_noise(), -1, 1)
+            return self.policy.unscale_action(scaled_action), scaled_action
+        return actions, actions
+
+    def _setup_learn(self, *args: Any, **kwargs: Any) -> Any:
+        self._teacher_steps = 0
+        self._control_steps = 0
+        return super()._setup_learn(*args, **kwargs)
+
+    def _losses(self, observations: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor | None]:
+        """The distillation loss of the student on a batch, and the value loss (None with ``value_coef=0``)."""
+        with th.no_grad():
+            teacher_out, teacher_log_std = policy_outputs(self.teacher_kind, self.policy.teacher, observations)
+        kind = student_kind(self.teacher_kind)
+        student_out, student_log_std = policy_outputs(kind, self.policy.student, observations)
+        if kind in DISCRETE_KINDS:
+            loss = distillation_loss(student_out, teacher_out, loss=self.distill_loss, temperature=self.distill_temperature)
+        else:
+            loss = gaussian_distillation_loss(
+                student_out, student_log_std, teacher_out, teacher_log_std, loss=self.distill_loss
+            )
+        if self.value_coef == 0:
+            return loss, None
+        with th.no_grad():
+            teacher_values = value_outputs(kind, self.policy.teacher, observations, actions)
+        student_values = value_outputs(kind, self.policy.student, observations, actions)
+        return loss, (student_values - teacher_values).pow(2).mean()
+
+    def train(self, gradient_steps: int, batch_size: int = 64) -> None:
+        # Switch to train mode (this affects batch norm / dropout)
+        self.policy.set_training_mode(True)
+        # Update learning rate according to schedule
+        self._update_learning_rate(self.policy.optimizer)
+
+        distill_losses, value_losses = [], []
+        for _ in range(gradient_steps):
+            # Sample replay buffer: only the states (and, for value distillation, the actions) are used
+            replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            loss, value_loss = self._losses(replay_data.observations, replay_data.actions)  # type: ignore[arg-type]
+            distill_losses.append(loss.item())
+            if value_loss is not None:
+                value_losses.append(value_loss.item())
+                loss = loss + self.value_coef * value_loss
+
+            # Optimize the student
+            self.policy.optimizer.zero_grad()
+            loss.backward()
+            if self.max_grad_norm is not None:
+                th.nn.utils.clip_grad_norm_(self.policy.student_trainable_parameters(), self.max_grad_norm)
+            self.policy.optimizer.step()
+
+        self._n_updates += gradient_steps
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/distill_loss", np.mean(distill_losses))
+        if value_losses:
+            self.logger.record("train/value_loss", np.mean(value_losses))
+        if self._control_steps > 0:
+            self.logger.record("rollout/teacher_fraction", self._teacher_steps / self._control_steps)
+
+    def learn(
+        self: SelfPolicyDistillation,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str = "PolicyDistillation",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfPolicyDistillation:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+    @property
+    def compression_ratio(self) -> float:
+        """The student's parameters that acting needs, as a fraction of the teacher's (see ``acting_parameter_count``)."""
+        student = acting_parameter_count(student_kind(self.teacher_kind), self.policy.student)
+        return student / acting_parameter_count(self.teacher_kind, self.policy.teacher)
+
+    def evaluate_members(self, env: GymEnv, n_eval_episodes: int = 10) -> dict[str, tuple[float, float]]:
+        """
+        Evaluate the teacher and the student, each acting deterministically, with SB3's ``evaluate_policy``.
+
+        :param env: The evaluation environment (wrap it with ``Monitor`` to count the original rewards)
+        :param n_eval_episodes: Number of episodes per member
+        :return: ``{"teacher": (mean, std), "student": (mean, std)}``
+        """
+        if n_eval_episodes < 1:
+            raise ValueError(f"`n_eval_episodes` must be a positive integer, got {n_eval_episodes!r}")
+        self.policy.set_training_mode(False)
+        results = {}
+        for name, member in (("teacher", self.policy.teacher), ("student", self.policy.student)):
+            mean, std = evaluate_policy(member, env, n_eval_episodes=n_eval_episodes, warn=False)  # type: ignore[arg-type]
+            results[name] = (float(mean), float(std))  # type: ignore[arg-type]
+        return results
+
+    def export_student(self, learning_rate: float | Schedule | None = None) -> BaseAlgorithm:
+        """
+        The student as a plain SB3 model of the natural kind: ``DQN`` for a DQN or QR-DQN teacher, ``PPO`` /
+        ``A2C`` for those teachers, ``SAC`` / ``TD3`` / ``DDPG`` for those. It ``save()``s and reloads with the
+        plain SB3 class, predicts what this model predicts, and can be trained further (attach an env with
+        ``set_env``). Its target networks are copies of the student's networks. Networks the distillation
+        did not train (the critics of a SAC/TD3/DDPG student, the value head of a PPO/A2C student, unless
+        ``value_coef > 0``) keep their fresh initialisation.
+
+        :param learning_rate: the exported model's learning rate (default: the algorithm's default)
+        :return: the SB3 model, with no environment attached
+        """
+        algorithm = STUDENT_ALGORITHMS[self.teacher_algorithm]
+        algorithm_kwargs: dict[str, Any] = {} if learning_rate is None else {"learning_rate": learning_rate}
+        if algorithm is SAC:
+            # SAC's "auto" target entropy reads the env, which an exported model does not have
+            algorithm_kwargs["target_entropy"] = -float(np.prod(self.action_space.shape))  # type: ignore[arg-type]
+        exported = model_for_export(
+            algorithm,
+            self.student_policy_class,
+            self._student_kwargs,
+            self.observation_space,
+            self.action_space,
+            device=self.device,
+            seed=self.seed,
+            **algorithm_kwargs,
+        )
+        exported.policy.load_state_dict(self.policy.student.state_dict())
+        # Target networks start as copies of the trained networks
+        for online, target in (("q_net", "q_net_target"), ("critic", "critic_target"), ("actor", "actor_target")):
+            if hasattr(exported.policy, target):
+                getattr(exported.policy, target).load_state_dict(getattr(exported.policy, online).state_dict())
+        return exported
+
+
+def _constant(value: float) -> Callable[[float], float]:
+    return lambda _: float(value)
