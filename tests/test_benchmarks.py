@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from benchmarks import realtime_vs_sequential, throughput
+from benchmarks import control_policy, realtime_vs_sequential, throughput
 
 
 def test_throughput_runs(monkeypatch):
@@ -35,3 +35,24 @@ def test_realtime_vs_sequential_runs(monkeypatch, target, reached):
     sequential = realtime_vs_sequential.sequential("CartPole-v1", 0, args)
     assert realtime["reached"] is reached and sequential["reached"] is reached
     assert realtime["env_steps"] == (200 if reached else 400)
+
+
+def test_control_policy_runs(monkeypatch, tmp_path):
+    settings = dict(control_policy.SETTINGS["CartPole-v1"], teacher_timesteps=300, budget=400)
+    monkeypatch.setitem(control_policy.SETTINGS, "CartPole-v1", settings)
+    teacher_settings = dict(control_policy.TEACHER_SETTINGS["CartPole-v1"])
+    teacher_settings["dqn"] = dict(teacher_settings["dqn"], learning_starts=100, train_freq=50, gradient_steps=5)
+    monkeypatch.setitem(control_policy.TEACHER_SETTINGS, "CartPole-v1", teacher_settings)
+    monkeypatch.setattr(control_policy, "DISTILL", dict(control_policy.DISTILL, learning_starts=100))
+    args = argparse.Namespace(seeds=[0], eval_freq=200, eval_episodes=1, teachers=tmp_path / "teachers", output=tmp_path)
+    result = control_policy.run("CartPole-v1", 0, args)
+    assert (tmp_path / "teachers" / "dqn_CartPole-v1_seed0.zip").exists()
+    assert set(result["variants"]) == {name for name, _ in control_policy.VARIANTS}
+    for variant in result["variants"].values():
+        assert variant["steps"] == [200, 400] and len(variant["returns"]) == 2
+    # The teacher is cached: a second call loads the same weights
+    cached = control_policy.get_teacher("CartPole-v1", 0, tmp_path / "teachers")
+    assert cached.num_timesteps == 300
+    assert "| teacher-driven |" in control_policy.report("CartPole-v1", [result], args)
+    control_policy.plot("CartPole-v1", [result], tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 0
