@@ -46,7 +46,7 @@ VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("teacher-driven, mse", dict(control="teacher", loss="mse")),
 ]
 # The student's learning rate decays linearly to 0 over the budget, which steadies the final policy
-DISTILL = dict(learning_starts=500, batch_size=64, learning_rate=LinearSchedule(1e-3, 0.0, 1.0))
+DISTILL: dict[str, Any] = dict(learning_starts=500, batch_size=64, learning_rate=LinearSchedule(1e-3, 0.0, 1.0))
 
 
 class StudentCurve(BaseCallback):
@@ -62,7 +62,7 @@ class StudentCurve(BaseCallback):
     def _on_step(self) -> bool:
         if self.num_timesteps % self.eval_freq == 0:
             self.env.reset(seed=self.seed)
-            mean, _ = evaluate_policy(self.model.policy.student, self.env, self.n_episodes, warn=False)  # type: ignore[attr-defined]
+            mean, _ = evaluate_policy(self.model.policy.student, self.env, self.n_episodes, warn=False)  # type: ignore[arg-type]
             self.steps.append(self.num_timesteps)
             self.returns.append(float(mean))
         return True
