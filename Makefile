@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 LINT_PATHS = sb3_distill tests benchmarks examples
 
-.PHONY: help venv install test test-slow demo bench bench-realtime lint format check-format type clean
+.PHONY: help venv install test test-slow demo bench bench-realtime bench-control lint format check-format type clean
 
 help:
 	@echo "make demo       - set up, train EnsembleDistillDQN on CartPole-v1 and print the scores table"
@@ -17,6 +17,7 @@ help:
 	@echo "make test-slow  - the longer learning tests marked @pytest.mark.slow"
 	@echo "make bench      - throughput of the distillation algorithms against plain SB3 DQN (benchmarks/)"
 	@echo "make bench-realtime - real-time vs sequential distillation, time to a target student return"
+	@echo "make bench-control - PolicyDistillation: teacher- vs student- vs mixture-driven, Rusu's losses"
 	@echo "make lint / format / check-format / type"
 
 $(PYTHON):
@@ -50,6 +51,10 @@ bench: $(VENV)/.install-bench
 bench-realtime: $(VENV)/.install-bench
 	$(PYTHON) benchmarks/realtime_vs_sequential.py --env CartPole-v1 --seeds 0 1 2 3 4
 	$(PYTHON) benchmarks/realtime_vs_sequential.py --env Acrobot-v1 --seeds 0 1 2
+
+bench-control: $(VENV)/.install-bench
+	$(PYTHON) -m benchmarks.control_policy --env CartPole-v1 --seeds 0 1 2 3 4
+	$(PYTHON) -m benchmarks.control_policy --env Acrobot-v1 --seeds 0 1 2 3 4
 
 lint: $(VENV)/.install-tests
 	$(PYTHON) -m ruff check $(LINT_PATHS)

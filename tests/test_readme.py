@@ -9,13 +9,15 @@ README = Path(__file__).parent.parent / "README.md"
 def test_readme_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
-    assert len(blocks) >= 2
-    for index, code in enumerate(blocks[:2]):
+    assert len(blocks) >= 3
+    for index, code in enumerate(blocks):
         # Fewer training steps and evaluation episodes than the README shows
         code = (
             code.replace("40_000", "300")
+            .replace("10_000", "300")
             .replace("eval_freq=5_000", "eval_freq=100")
             .replace("n_eval_episodes=10", "n_eval_episodes=1")
         )
         exec(compile("import gymnasium as gym\n" + code, f"README.md[{index}]", "exec"), {})
-    assert (tmp_path / "student.zip").exists() and (tmp_path / "student_16.zip").exists()
+    for name in ("student", "student_16", "student_pd"):
+        assert (tmp_path / f"{name}.zip").exists(), name
