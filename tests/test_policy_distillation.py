@@ -342,3 +342,17 @@ def test_default_temperatures():
     assert tiny_distillation(tiny_teacher(DQN, "CartPole-v1"), "CartPole-v1").distill_temperature == 0.01
     assert tiny_distillation(tiny_teacher(PPO, "CartPole-v1"), "CartPole-v1").distill_temperature == 1.0
     assert tiny_distillation(tiny_teacher(TD3, "Pendulum-v1"), "Pendulum-v1").distill_loss == "mse"
+
+
+@pytest.mark.parametrize("algo", [DQN, PPO])
+def test_dict_observations(algo):
+    from stable_baselines3.common.envs import SimpleMultiObsEnv
+
+    env = SimpleMultiObsEnv(random_start=False)
+    kwargs = dict(learning_starts=10, buffer_size=200, batch_size=8) if algo is DQN else dict(n_steps=16, batch_size=16)
+    teacher = algo("MultiInputPolicy", env, seed=0, **kwargs).learn(32)
+    model = PolicyDistillation("MultiInputPolicy", env, teacher=teacher, learning_starts=10, batch_size=8, buffer_size=200)
+    model.learn(60)
+    assert model._n_updates > 0
+    obs = env.reset()[0]
+    assert model.export_student().predict(obs, deterministic=True)[0] == model.predict(obs, deterministic=True)[0]
