@@ -33,9 +33,11 @@ from benchmarks.realtime_vs_sequential import SETTINGS as TEACHER_SETTINGS
 from sb3_distill import PolicyDistillation
 
 # Per env: the teacher's training budget, the student and the distillation budget
+# and the return below which a teacher counts as failed (its seed is reported but left out of the medians:
+# recovering a teacher that did not learn says nothing about distillation)
 SETTINGS: dict[str, dict[str, Any]] = {
-    "CartPole-v1": dict(teacher_timesteps=40_000, student=dict(net_arch=[32]), budget=10_000),
-    "Acrobot-v1": dict(teacher_timesteps=60_000, student=dict(net_arch=[16]), budget=10_000),
+    "CartPole-v1": dict(teacher_timesteps=40_000, student=dict(net_arch=[32]), budget=10_000, min_teacher=200.0),
+    "Acrobot-v1": dict(teacher_timesteps=60_000, student=dict(net_arch=[16]), budget=10_000, min_teacher=-200.0),
 }
 # The variants compared: (name, PolicyDistillation arguments)
 VARIANTS: list[tuple[str, dict[str, Any]]] = [
@@ -114,34 +116,47 @@ def run(env_id: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def report(env_id: str, runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
-    ratio = runs[0]["variants"][VARIANTS[0][0]]["compression_ratio"]
+def report(env_id: str, all_runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    ratio = all_runs[0]["variants"][VARIANTS[0][0]]["compression_ratio"]
+    runs = [run for run in all_runs if run["teacher"] >= SETTINGS[env_id]["min_teacher"]]
+    failed = [run["seed"] for run in all_runs if run["teacher"] < SETTINGS[env_id]["min_teacher"]]
     lines = [
         f"{env_id}: DQN teacher -> student {SETTINGS[env_id]['student']} ({100 * ratio:.1f} % of the teacher's parameters), "
         f"budget {SETTINGS[env_id]['budget']} env steps, greedy evaluation every {args.eval_freq} steps on "
         f"{args.eval_episodes} episodes, seeds {args.seeds}, teacher returns "
-        f"{[round(run['teacher'], 1) for run in runs]}, CPU, torch {th.__version__}",
+        f"{[round(run['teacher'], 1) for run in all_runs]}, CPU, torch {th.__version__}. "
+        + (
+            f"Seeds {failed} are left out of the medians: their teacher scored below {SETTINGS[env_id]['min_teacher']}."
+            if failed
+            else ""
+        ),
         "",
         "| variant | reached 95 % of the teacher | median env steps to 95 % (runs that reached it) | "
         "median final return | median final / teacher |",
         "|---|---|---|---|---|",
     ]
+    if not runs:
+        return "\n".join([*lines[:1], "", "No teacher learned: nothing to report."])
     for name, _ in VARIANTS:
         results = [run["variants"][name] for run in runs]
         reached = [r["steps_to_95"] for r in results if r["steps_to_95"] is not None]
         steps = f"{np.median(reached):.0f}" if reached else "-"
         final = np.median([r["final"] for r in results])
-        relative = np.median([r["final"] / run["teacher"] for r, run in zip(results, runs, strict=True)])
+        # final / teacher, inverted for negative returns so that > 1 means better than the teacher
+        relative = np.median(
+            [(r["final"] / run["teacher"]) ** (1 if run["teacher"] > 0 else -1) for r, run in zip(results, runs, strict=True)]
+        )
         lines.append(f"| {name} | {len(reached)}/{len(results)} | {steps} | {final:.1f} | {relative:.2f} |")
     return "\n".join(lines)
 
 
-def plot(env_id: str, runs: list[dict[str, Any]], path: Path) -> None:
+def plot(env_id: str, all_runs: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    runs = [run for run in all_runs if run["teacher"] >= SETTINGS[env_id]["min_teacher"]] or all_runs
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, _ in VARIANTS:
         steps = runs[0]["variants"][name]["steps"]
@@ -164,14 +179,19 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--teachers", type=Path, default=Path(__file__).parent / "results" / "teachers")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the table and plot from the saved JSON")
     args = parser.parse_args()
     th.set_num_threads(1)
 
-    runs = [run(args.env, seed, args) for seed in args.seeds]
+    stem = f"control_policy_{args.env}"
+    if args.report_only:
+        saved = json.loads((args.output / f"{stem}.json").read_text())
+        args.seeds, runs = saved["seeds"], saved["runs"]
+    else:
+        runs = [run(args.env, seed, args) for seed in args.seeds]
     text = report(args.env, runs, args)
     print("\n" + text)
     args.output.mkdir(parents=True, exist_ok=True)
-    stem = f"control_policy_{args.env}"
     (args.output / f"{stem}.md").write_text(text + "\n")
     (args.output / f"{stem}.json").write_text(json.dumps({"seeds": args.seeds, "runs": runs}, indent=2))
     plot(args.env, runs, args.output / f"{stem}.png")

@@ -38,7 +38,7 @@ def test_realtime_vs_sequential_runs(monkeypatch, target, reached):
 
 
 def test_control_policy_runs(monkeypatch, tmp_path):
-    settings = dict(control_policy.SETTINGS["CartPole-v1"], teacher_timesteps=300, budget=400)
+    settings = dict(control_policy.SETTINGS["CartPole-v1"], teacher_timesteps=300, budget=400, min_teacher=-1e9)
     monkeypatch.setitem(control_policy.SETTINGS, "CartPole-v1", settings)
     teacher_settings = dict(control_policy.TEACHER_SETTINGS["CartPole-v1"])
     teacher_settings["dqn"] = dict(teacher_settings["dqn"], learning_starts=100, train_freq=50, gradient_steps=5)
