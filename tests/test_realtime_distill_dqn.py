@@ -42,11 +42,19 @@ def assert_same_weights(first: th.nn.Module, second: th.nn.Module) -> None:
         assert th.equal(value, second_state[key]), key
 
 
-def test_students_are_grouped_by_layer_structure():
-    model = tiny_model()
+@pytest.mark.parametrize("stack_teacher", [True, False])
+def test_students_are_grouped_by_layer_structure(stack_teacher):
+    model = tiny_model(stack_teacher=stack_teacher)
     assert model.n_students == 3
-    assert model.policy.student_members == [(0, 0), (0, 1), (1, 0)]
-    assert [stack.n_members for stack in model.policy.student_stacks] == [2, 1]
+    assert model.policy.teacher_in_stack is stack_teacher
+    if stack_teacher:
+        # The teacher is member 0 of the first stack, with the students of its layer structure
+        assert model.policy.student_members == [(0, 1), (0, 2), (1, 0)]
+        assert [stack.n_members for stack in model.policy.student_stacks] == [3, 1]
+        assert len(list(model.q_net.parameters())) == 0
+    else:
+        assert model.policy.student_members == [(0, 0), (0, 1), (1, 0)]
+        assert [stack.n_members for stack in model.policy.student_stacks] == [2, 1]
     # teacher 4*16+16 + 16*2+2 = 114; students 4*8+8 + 8*2+2 = 58, 4*4+4 + 4*2+2 = 30, 58 + 8*8+8 = 130
     assert model.compression_ratios == {
         "student_0": pytest.approx(58 / 114),
@@ -54,19 +62,26 @@ def test_students_are_grouped_by_layer_structure():
         "student_2": pytest.approx(130 / 114),
     }
     # A student whose activation does not map 0 to 0 cannot be zero-padded: it gets its own stack
+    # (nor with the ReLU teacher)
     model = tiny_model(
-        students=[dict(net_arch=[8], activation_fn=th.nn.Sigmoid), dict(net_arch=[4], activation_fn=th.nn.Sigmoid)]
+        students=[dict(net_arch=[8], activation_fn=th.nn.Sigmoid), dict(net_arch=[4], activation_fn=th.nn.Sigmoid)],
+        stack_teacher=stack_teacher,
     )
     assert model.policy.student_members == [(0, 0), (1, 0)]
+    assert not model.policy.teacher_in_stack
+    # A student learning rate of its own keeps the teacher out of the stack (one optimizer per learning rate)
+    assert not tiny_model(stack_teacher=stack_teacher, student_learning_rate=1e-3).policy.teacher_in_stack
 
 
-def test_padded_students_stay_exact():
-    model = tiny_model()
+@pytest.mark.parametrize("stack_teacher", [True, False])
+def test_padded_students_stay_exact(stack_teacher):
+    model = tiny_model(stack_teacher=stack_teacher)
     model.learn(200)
     first_layer = model.policy.student_stacks[0].layers[1]
-    # student_1 has 4 hidden units, padded to 8: its padding is still exactly zero after training
-    assert th.all(first_layer.weight[1, 4:] == 0) and th.all(first_layer.bias[1, 4:] == 0)
-    assert th.all(model.policy.student_stacks[0].layers[3].weight[1, :, 4:] == 0)
+    # student_1 has 4 hidden units, padded to 8 (16 with the teacher): its padding is still exactly zero
+    _, member = model.policy.student_members[1]
+    assert th.all(first_layer.weight[member, 4:] == 0) and th.all(first_layer.bias[member, 4:] == 0)
+    assert th.all(model.policy.student_stacks[0].layers[3].weight[member, :, 4:] == 0)
 
 
 @pytest.mark.parametrize("distill_loss", ["reverse_kl", "forward_kl", "nll", "mse"])
@@ -78,12 +93,14 @@ def test_run(distill_loss, imitation, self_learning_coef):
     assert model._n_updates > 0
 
 
-def test_training_changes_every_member_and_target():
-    model = tiny_model()
+@pytest.mark.parametrize("stack_teacher", [True, False])
+def test_training_changes_every_member_and_target(stack_teacher):
+    model = tiny_model(stack_teacher=stack_teacher)
     before = {key: value.clone() for key, value in model.policy.state_dict().items()}
     model.learn(160)
     after = model.policy.state_dict()
-    for prefix in ["q_net.", "q_net_target.", "student_stacks.0.", "student_stacks.1.", "student_stack_targets.0."]:
+    teacher_prefixes = [] if stack_teacher else ["q_net.", "q_net_target."]
+    for prefix in [*teacher_prefixes, "student_stacks.0.", "student_stacks.1.", "student_stack_targets.0."]:
         assert any(not th.equal(before[key], after[key]) for key in before if key.startswith(prefix)), prefix
     # every student of a stack moved
     for key in before:
@@ -101,41 +118,53 @@ def test_teacher_acts():
     assert np.array_equal(actions, expected) and np.array_equal(actions, buffer_actions)
 
 
-def test_student_gradients():
+@pytest.mark.parametrize("stack_teacher", [True, False])
+def test_student_gradients(stack_teacher):
     """The teacher gets no gradient from the students' losses; self_learning_coef=0 drops the TD loss."""
-    model = tiny_model(self_learning_coef=0.0)
+    model = tiny_model(self_learning_coef=0.0, stack_teacher=stack_teacher)
     model.learn(60)
     data = model.replay_buffer.sample(16)
     stack = model.policy.student_stacks[0]
     for param in model.policy.parameters():
         param.grad = None
-    teacher_q = model.q_net(data.observations)
-    student_q = stack(data.observations)
-    distillation_loss(student_q, teacher_q, loss="reverse_kl", temperature=0.1).backward()
-    assert all(p.grad is None for p in model.q_net.parameters())
-    assert all(p.grad is not None for p in stack.parameters())
+    if stack_teacher:
+        all_q = stack(data.observations)
+        distillation_loss(all_q[1:], all_q[0], loss="reverse_kl", temperature=0.1).backward()
+        # The teacher's slice of the stack (member 0) gets exactly zero gradient, the students' do not
+        assert all(th.all(p.grad[0] == 0) for p in stack.parameters())
+        assert all(p.grad[1:].abs().sum() > 0 for p in stack.parameters())
+    else:
+        teacher_q = model.q_net(data.observations)
+        student_q = stack(data.observations)
+        distillation_loss(student_q, teacher_q, loss="reverse_kl", temperature=0.1).backward()
+        assert all(p.grad is None for p in model.q_net.parameters())
+        assert all(p.grad is not None for p in stack.parameters())
     # One gradient step with self_learning_coef=0 equals a step on the distillation loss alone
     for coef in [0.0, 1.0]:
         with warnings.catch_warnings():
             # distill_coef=0 and self_learning_coef=0 is legal but warned about
             warnings.simplefilter("ignore", UserWarning)
-            model = tiny_model(self_learning_coef=coef, distill_coef=0.0, learning_rate=1e-2)
+            model = tiny_model(self_learning_coef=coef, distill_coef=0.0, learning_rate=1e-2, stack_teacher=stack_teacher)
         model.learn(60)
-        before = [p.clone() for p in model.policy.student_stacks.parameters()]
+        # The students' parameters (without the teacher's slice, member 0 of stack 0, when it is stacked)
+        first = 1 if stack_teacher else 0
+        before = [p[first:].clone() for p in model.policy.student_stacks[0].parameters()]
         model.train(gradient_steps=1, batch_size=16)
-        moved = any(not th.equal(b, p) for b, p in zip(before, model.policy.student_stacks.parameters(), strict=True))
+        after = [p[first:] for p in model.policy.student_stacks[0].parameters()]
+        moved = any(not th.equal(b, p) for b, p in zip(before, after, strict=True))
         # distill_coef=0 and self_learning_coef=0: the students get no gradient at all
         assert moved == (coef > 0)
 
 
-def test_imitation_target_through_the_model():
-    model = tiny_model(imitation=True)
+@pytest.mark.parametrize("stack_teacher", [True, False])
+def test_imitation_target_through_the_model(stack_teacher):
+    model = tiny_model(imitation=True, stack_teacher=stack_teacher)
     model.learn(60)
     data = model.replay_buffer.sample(16)
     target_stack = model.policy.student_stack_targets[0]
     with th.no_grad():
         teacher_next = model.q_net_target(data.next_observations)
-        student_next = target_stack(data.next_observations)
+        student_next = target_stack(data.next_observations)[1 if stack_teacher else 0 :]
     targets = student_td_targets(data.rewards, data.dones, model.gamma, student_next, teacher_next)
     # Eq. 5 written out for the first student of the stack
     actions = teacher_next.argmax(dim=1)
@@ -165,8 +194,9 @@ def test_cnn_policy():
         students=students,
         policy_kwargs=dict(features_extractor_kwargs=dict(features_dim=16)),
     )
-    # Net-like students with different filters: one zero-padded stack
-    assert [stack.n_members for stack in model.policy.student_stacks] == [2]
+    # Net-like students with different filters and the Nature-CNN teacher: one zero-padded stack
+    assert [stack.n_members for stack in model.policy.student_stacks] == [3]
+    assert model.policy.teacher_in_stack
     model.learn(40)
     action, _ = model.predict(env.observation_space.sample(), deterministic=True)
     assert env.action_space.contains(int(action))
@@ -298,3 +328,44 @@ def test_set_training_mode_switches_every_network_but_the_targets():
         assert model.policy.training is mode
         assert all(m.training is mode for m in [*model.q_net.modules(), *model.policy.student_stacks.modules()])
         assert not any(m.training for m in [*model.q_net_target.modules(), *model.policy.student_stack_targets.modules()])
+
+
+def test_stacked_teacher_computes_what_separate_networks_compute():
+    """
+    With the same weights and the same batches, the teacher in the students' stack (one forward, backward
+    and Adam step) takes exactly the gradient steps of the separate teacher and student stacks.
+    """
+    from sb3_distill.common.torch_layers import StackedQNetwork, make_q_network
+
+    # Fill the buffer without training, so that both optimizers start fresh
+    # (a small max_grad_norm, so that the per-member gradient clipping acts)
+    separate = tiny_model(stack_teacher=False, learning_rate=1e-2, learning_starts=1000, max_grad_norm=0.1)
+    stacked = tiny_model(stack_teacher=True, learning_rate=1e-2, learning_starts=1000, max_grad_norm=0.1)
+    separate.learn(100)
+    stacked.replay_buffer = separate.replay_buffer
+    stacked.set_logger(separate.logger)
+    policy = separate.policy
+    # Copy the separate networks' weights into the stacked model: stack 0 = [teacher, student_0, student_1]
+    for online, stacks, teacher in (
+        ("online", policy.student_stacks, policy.q_net),
+        ("target", policy.student_stack_targets, policy.q_net_target),
+    ):
+        students = []
+        for index, (stack, member) in enumerate(policy.student_members[:2]):
+            network = make_q_network(separate.observation_space, separate.action_space, policy.student_kwargs[index])
+            students.append(stacks[stack].copy_member_to(member, network))
+        merged = StackedQNetwork.from_q_networks([teacher, *students])
+        destination = stacked.policy.student_stacks if online == "online" else stacked.policy.student_stack_targets
+        destination[0].load_state_dict(merged.state_dict())
+        destination[1].load_state_dict(stacks[1].state_dict())
+    obs = separate.replay_buffer.sample(32).observations
+    assert th.equal(stacked.q_net(obs), separate.q_net(obs))
+    for _ in range(2):
+        for model in (separate, stacked):
+            np.random.seed(7)
+            model.train(gradient_steps=3, batch_size=16)
+        assert th.allclose(stacked.q_net(obs), separate.q_net(obs), atol=1e-5)
+        for member in ["student_0", "student_1", "student_2"]:
+            assert th.allclose(
+                stacked.policy.member_q_values(obs, member), separate.policy.member_q_values(obs, member), atol=1e-5
+            )

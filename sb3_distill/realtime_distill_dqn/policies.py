@@ -9,6 +9,7 @@ from torch import nn
 
 from sb3_distill.common.torch_layers import (
     StackedQNetwork,
+    count_parameters,
     check_student_policy_kwargs,
     make_q_network,
     resolve_student_kwargs,
@@ -46,6 +47,31 @@ def member_names(n_students: int) -> list[str]:
     return ["teacher"] + [f"student_{index}" for index in range(n_students)]
 
 
+class StackMember(nn.Module):
+    """
+    One member of a :class:`StackedQNetwork` seen as an ordinary Q-network: ``forward(obs)`` gives its
+    Q-values, shape (batch, n_actions). It holds no parameters of its own: the stack belongs to (and is saved,
+    moved and optimized by) the module that registers it.
+
+    :param stack: the stack
+    :param member: the member's index in the stack
+    """
+
+    def __init__(self, stack: StackedQNetwork, member: int) -> None:
+        super().__init__()
+        # Not registered as a submodule: the stack's parameters are not this module's
+        self.__dict__["stack"] = stack
+        self.member = member
+
+    stack: StackedQNetwork
+
+    def forward(self, obs: PyTorchObs) -> th.Tensor:
+        return self.stack(obs)[self.member]
+
+    def set_training_mode(self, mode: bool) -> None:
+        self.train(mode)
+
+
 class RealTimeDistillDQNPolicy(DQNPolicy):
     """
     Policy for RealTimeDistillDQN: the teacher's Q-network and target (``q_net``, ``q_net_target``, as in
@@ -72,6 +98,10 @@ class RealTimeDistillDQNPolicy(DQNPolicy):
         stacked), ``features_extractor_kwargs``, ``normalize_images``. None: one default student
         (the paper's Net3 ``{16, 16, 16, 64}`` for images, ``net_arch=[16, 16]`` otherwise).
     :param predict_member: The member ``predict()`` uses: ``"teacher"`` or ``"student_<i>"``
+    :param stack_teacher: Put the teacher into the first students' stack it can join (member 0; same layer
+        structure, zero-padding where widths differ): teacher and students then run as one batched forward,
+        backward and optimizer step, and ``q_net`` / ``q_net_target`` are views of that member. The algorithm
+        sets it only when the students use the teacher's learning rate (one optimizer covers the stack).
     """
 
     student_stacks: nn.ModuleList
@@ -92,8 +122,10 @@ class RealTimeDistillDQNPolicy(DQNPolicy):
         optimizer_kwargs: dict[str, Any] | None = None,
         students: list[dict[str, Any]] | None = None,
         predict_member: str = "student_0",
+        stack_teacher: bool = False,
     ) -> None:
         check_students(students)
+        self.stack_teacher = stack_teacher
         self.students = students
         self.student_kwargs = [
             resolve_student_kwargs(student, features_extractor_class, normalize_images, optimizer_class, optimizer_kwargs)
@@ -124,19 +156,13 @@ class RealTimeDistillDQNPolicy(DQNPolicy):
         :param lr_schedule: Learning rate schedule; lr_schedule(1) is the initial learning rate
             (the algorithm sets the students' own schedule at every update)
         """
-        # The teacher, as in DQNPolicy._build (with the fused optimizer)
-        self.q_net = self.make_q_net()
-        self.q_net_target = self.make_q_net()
-        self.q_net_target.load_state_dict(self.q_net.state_dict())
-        self.q_net_target.set_training_mode(False)
-        self.optimizer = self.optimizer_class(  # type: ignore[call-arg]
-            self.q_net.parameters(),
-            lr=lr_schedule(1),
-            **fast_optimizer_kwargs(self.optimizer_class, self.optimizer_kwargs, self.device),
-        )
+        teacher = self.make_q_net()
+        self.teacher_parameter_count = count_parameters(teacher)
         # Group the students into stacks, first fit in order: a student joins the first group it can be
-        # stacked with (same layer structure, any widths: narrower ones are zero-padded, which is exact)
-        networks = [make_q_network(self.observation_space, self.action_space, kwargs) for kwargs in self.student_kwargs]  # type: ignore[arg-type]
+        # stacked with (same layer structure, any widths: narrower ones are zero-padded, which is exact).
+        # With `stack_teacher`, the teacher is tried first, as member 0 of the first group
+        students = [make_q_network(self.observation_space, self.action_space, kwargs) for kwargs in self.student_kwargs]  # type: ignore[arg-type]
+        networks = [teacher, *students] if self.stack_teacher else students
         groups: list[list[int]] = []
         for index, network in enumerate(networks):
             for group in groups:
@@ -148,17 +174,47 @@ class RealTimeDistillDQNPolicy(DQNPolicy):
                 break
             else:
                 groups.append([index])
-        self.student_members: list[tuple[int, int]] = [(0, 0)] * len(networks)
+        # A teacher that no student can join stays on its own
+        self.teacher_in_stack = self.stack_teacher and len(groups[0]) > 1
+        if self.stack_teacher and not self.teacher_in_stack:
+            groups = [[index - 1 for index in group] for group in groups[1:]]
+            networks = students
+        offset = 1 if self.teacher_in_stack else 0
+        self.student_members: list[tuple[int, int]] = [(0, 0)] * len(students)
         stacks, targets = [], []
         for stack_index, group in enumerate(groups):
             stacks.append(StackedQNetwork.from_q_networks([networks[i] for i in group]))
             targets.append(StackedQNetwork.from_q_networks([networks[i] for i in group]))
             for member, index in enumerate(group):
-                self.student_members[index] = (stack_index, member)
+                if index >= offset:
+                    self.student_members[index - offset] = (stack_index, member)
         self.student_stacks = nn.ModuleList(stacks)
         self.student_stack_targets = nn.ModuleList(targets)
         # Target networks stay in evaluation mode, as in DQNPolicy
         self.student_stack_targets.train(False)
+        if self.teacher_in_stack:
+            # The teacher is member 0 of stack 0; one optimizer covers teacher and students (Adam is
+            # elementwise: each member still has its own Adam)
+            self.q_net = StackMember(stacks[0], 0)  # type: ignore[assignment]
+            self.q_net_target = StackMember(targets[0], 0)  # type: ignore[assignment]
+            self.q_net_target.set_training_mode(False)
+            self.optimizer = self.optimizer_class(  # type: ignore[call-arg]
+                self.student_stacks.parameters(),
+                lr=lr_schedule(1),
+                **fast_optimizer_kwargs(self.optimizer_class, self.optimizer_kwargs, self.device),
+            )
+            self.student_optimizer = self.optimizer
+            return
+        # The teacher, as in DQNPolicy._build (with the fused optimizer)
+        self.q_net = teacher
+        self.q_net_target = self.make_q_net()
+        self.q_net_target.load_state_dict(self.q_net.state_dict())
+        self.q_net_target.set_training_mode(False)
+        self.optimizer = self.optimizer_class(  # type: ignore[call-arg]
+            self.q_net.parameters(),
+            lr=lr_schedule(1),
+            **fast_optimizer_kwargs(self.optimizer_class, self.optimizer_kwargs, self.device),
+        )
         # One optimizer over all students: Adam is elementwise, so each student has its own Adam
         self.student_optimizer = self.optimizer_class(  # type: ignore[call-arg]
             self.student_stacks.parameters(),
@@ -195,7 +251,7 @@ class RealTimeDistillDQNPolicy(DQNPolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(dict(students=self.students, predict_member=self.predict_member))
+        data.update(dict(students=self.students, predict_member=self.predict_member, stack_teacher=self.stack_teacher))
         return data
 
 
@@ -220,6 +276,7 @@ class CnnPolicy(RealTimeDistillDQNPolicy):
     :param optimizer_kwargs: Additional keyword arguments, excluding the learning rate, to pass to the optimizers
     :param students: One description per student (see ``RealTimeDistillDQNPolicy``)
     :param predict_member: The member ``predict()`` uses: ``"teacher"`` or ``"student_<i>"``
+    :param stack_teacher: Put the teacher into the students' stack (see ``RealTimeDistillDQNPolicy``)
     """
 
     def __init__(
@@ -236,6 +293,7 @@ class CnnPolicy(RealTimeDistillDQNPolicy):
         optimizer_kwargs: dict[str, Any] | None = None,
         students: list[dict[str, Any]] | None = None,
         predict_member: str = "student_0",
+        stack_teacher: bool = False,
     ) -> None:
         super().__init__(
             observation_space,
@@ -250,4 +308,5 @@ class CnnPolicy(RealTimeDistillDQNPolicy):
             optimizer_kwargs,
             students,
             predict_member,
+            stack_teacher,
         )

@@ -12,7 +12,7 @@ from stable_baselines3.common.utils import FloatSchedule, polyak_update, update_
 from torch.nn import functional as F
 
 from sb3_distill.common.losses import check_loss_name, check_temperature, distillation_loss, student_td_targets
-from sb3_distill.common.torch_layers import StackedQNetwork, count_parameters
+from sb3_distill.common.torch_layers import StackedQNetwork
 from sb3_distill.common.utils import (
     clip_grad_norm_per_member_,
     dqn_for_export,
@@ -92,6 +92,11 @@ class RealTimeDistillDQN(DQN):
         action) for the students' DQN loss; ``False`` uses each student's own target (Eq. 4)
     :param student_learning_rate: The students' learning rate (float or schedule); ``None`` uses ``learning_rate``
     :param predict_member: The member ``predict()`` uses: ``"teacher"`` or ``"student_<i>"``
+    :param stack_teacher: Put the teacher into the first students' stack it can join (same layer structure;
+        zero-padding where widths differ, exact for activations with f(0)=0), so that teacher and students
+        run as one batched forward, backward and optimizer step. It applies only when the students use the
+        teacher's learning rate (``student_learning_rate`` None or equal to ``learning_rate``): one optimizer
+        then covers the stack. ``policy.teacher_in_stack`` tells whether it happened.
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -140,6 +145,7 @@ class RealTimeDistillDQN(DQN):
         imitation: bool = True,
         student_learning_rate: float | Schedule | None = None,
         predict_member: str = "student_0",
+        stack_teacher: bool = True,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -186,6 +192,7 @@ class RealTimeDistillDQN(DQN):
         self.imitation = imitation
         self.student_learning_rate = student_learning_rate
         self.predict_member = predict_member
+        self.stack_teacher = stack_teacher
 
         if _init_setup_model:
             self._setup_model()
@@ -207,7 +214,16 @@ class RealTimeDistillDQN(DQN):
                 f"got {self.policy_class.__name__}"
             )
         # The policy builds the teacher and the students (and checks `predict_member`)
-        self.policy_kwargs = {**self.policy_kwargs, "students": self.students, "predict_member": self.predict_member}
+        if not isinstance(self.stack_teacher, bool):
+            raise ValueError(f"`stack_teacher` must be True or False, got {self.stack_teacher!r}")
+        # The teacher joins the students' stack only if one optimizer (one learning rate) can serve them all
+        same_learning_rate = self.student_learning_rate is None or self.student_learning_rate == self.learning_rate
+        self.policy_kwargs = {
+            **self.policy_kwargs,
+            "students": self.students,
+            "predict_member": self.predict_member,
+            "stack_teacher": self.stack_teacher and same_learning_rate,
+        }
         super()._setup_model()
         # The students' learning rate schedule (the teacher's is `lr_schedule`)
         student_learning_rate = self.learning_rate if self.student_learning_rate is None else self.student_learning_rate
@@ -263,7 +279,9 @@ class RealTimeDistillDQN(DQN):
 
         stacks: list[StackedQNetwork] = list(self.policy.student_stacks)  # type: ignore[arg-type]
         targets: list[StackedQNetwork] = list(self.policy.student_stack_targets)  # type: ignore[arg-type]
-        teacher_parameters = list(self.q_net.parameters())
+        # With the teacher in the students' stack it is member 0 of stack 0, and has no parameters of its own
+        teacher_in_stack = self.policy.teacher_in_stack
+        teacher_parameters = [] if teacher_in_stack else list(self.q_net.parameters())
         stack_parameters = [list(stack.parameters()) for stack in stacks]
         all_parameters = teacher_parameters + [param for parameters in stack_parameters for param in parameters]
         losses, distill_losses, student_td_losses = [], [], []
@@ -274,8 +292,14 @@ class RealTimeDistillDQN(DQN):
             discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
 
             with th.no_grad():
-                # Compute the next Q-values using the teacher's target network
-                teacher_next_q_values = self.q_net_target(replay_data.next_observations)
+                # Target networks on s': (K_i, batch, n_actions) per stack, computed when needed
+                next_stack_q: dict[int, th.Tensor] = {}
+                if teacher_in_stack:
+                    next_stack_q[0] = targets[0](replay_data.next_observations)
+                    teacher_next_q_values = next_stack_q[0][0]
+                else:
+                    # Compute the next Q-values using the teacher's target network
+                    teacher_next_q_values = self.q_net_target(replay_data.next_observations)
                 # Follow greedy policy: use the one with the highest value
                 next_q_values, _ = teacher_next_q_values.max(dim=1)
                 # Avoid potential broadcast issue
@@ -283,19 +307,20 @@ class RealTimeDistillDQN(DQN):
                 # 1-step TD target (Eq. 4)
                 target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
 
-            # Get current Q-values estimates of the teacher
-            all_q_values = self.q_net(replay_data.observations)
+            # Current Q-values of every stack, (K_i, batch, n_actions), and of the teacher
+            stack_q_values = [stack(replay_data.observations) for stack in stacks]
+            all_q_values = stack_q_values[0][0] if teacher_in_stack else self.q_net(replay_data.observations)
             # Retrieve the q-values for the actions from the replay buffer
             current_q_values = th.gather(all_q_values, dim=1, index=replay_data.actions.long())
             # Compute Huber loss (less sensitive to outliers): the teacher's DQN loss (Eq. 2)
             loss = F.smooth_l1_loss(current_q_values, target_q_values)
             total_loss = loss
 
-            # Students, one stack of same-architecture students at a time
-            for stack, target in zip(stacks, targets, strict=True):
-                # (K, batch, n_actions)
-                student_q_values = stack(replay_data.observations)
-                n_members = stack.n_members
+            # Students, one stack of same-architecture students at a time (without the teacher, member 0 of stack 0)
+            for index, target in enumerate(targets):
+                first = 1 if teacher_in_stack and index == 0 else 0
+                student_q_values = stack_q_values[index][first:]
+                n_members = student_q_values.shape[0]
                 # Distillation from the teacher's Q-values of this step (detached inside the loss);
                 # the loss averages over the K students, so K times it is the sum of their losses
                 distill = distillation_loss(
@@ -304,12 +329,15 @@ class RealTimeDistillDQN(DQN):
                 total_loss = total_loss + self.distill_coef * n_members * distill
                 distill_losses.append(distill.detach())
                 if self.self_learning_coef > 0:
+                    if index not in next_stack_q:
+                        with th.no_grad():
+                            next_stack_q[index] = target(replay_data.next_observations)
                     # Self-learning: each student's own DQN loss, with the imitation target (Eq. 5) or its own (Eq. 4)
                     student_targets = student_td_targets(
                         replay_data.rewards,
                         replay_data.dones,
                         discounts,
-                        target(replay_data.next_observations),
+                        next_stack_q[index][first:],
                         teacher_next_q_values if self.imitation else None,
                     )
                     actions = replay_data.actions.long().unsqueeze(0).expand(n_members, -1, -1)
@@ -320,18 +348,20 @@ class RealTimeDistillDQN(DQN):
                     student_td_losses.append(td.detach().mean())
             losses.append(loss.detach())
 
-            # Optimize teacher and students: their parameters are disjoint, so one backward pass of the sum
-            # gives each network the gradient of its own loss. Clear the gradients first (what the
-            # optimizers' zero_grad() do, without their per-call overhead)
+            # Optimize teacher and students: their parameters are disjoint (or disjoint slices of one stack),
+            # so one backward pass of the sum gives each network the gradient of its own loss. Clear the
+            # gradients first (what the optimizers' zero_grad() do, without their per-call overhead)
             for param in all_parameters:
                 param.grad = None
             total_loss.backward()
-            # Clip gradient norm of the teacher, and of each student
-            clip_grad_norm_per_member_(teacher_parameters, self.max_grad_norm, n_members=1)
+            # Clip gradient norm of the teacher, and of each student (per member of each stack, the teacher included)
+            if not teacher_in_stack:
+                clip_grad_norm_per_member_(teacher_parameters, self.max_grad_norm, n_members=1)
             for stack, parameters in zip(stacks, stack_parameters, strict=True):
                 clip_grad_norm_per_member_(parameters, self.max_grad_norm, stack.n_members)
             self.policy.optimizer.step()
-            self.policy.student_optimizer.step()
+            if self.policy.student_optimizer is not self.policy.optimizer:
+                self.policy.student_optimizer.step()
 
         # Increase update counter
         self._n_updates += gradient_steps
@@ -344,7 +374,7 @@ class RealTimeDistillDQN(DQN):
     @property
     def compression_ratios(self) -> dict[str, float]:
         """Each student's parameter count divided by the teacher's: ``{"student_0": ..., ...}``."""
-        teacher = count_parameters(self.q_net)
+        teacher = self.policy.teacher_parameter_count
         stacks: list[StackedQNetwork] = list(self.policy.student_stacks)  # type: ignore[arg-type]
         return {
             f"student_{index}": stacks[stack].member_parameter_counts[member] / teacher
