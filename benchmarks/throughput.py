@@ -50,6 +50,7 @@ def make_model(algo: str, args: argparse.Namespace, seed: int) -> DQN:
             "MlpPolicy",
             "CartPole-v1",
             students=[dict(net_arch=net_arch) for net_arch in args.realtime_students],
+            stack_teacher="not stacked" not in algo,
             **common,
         )
     else:
@@ -87,6 +88,7 @@ ALGOS = (
     "EnsembleDistillDQN",
     "EnsembleDistillDQN (torch_compile)",
     "RealTimeDistillDQN (teacher + students)",
+    "RealTimeDistillDQN (teacher not stacked)",
 )
 
 
