@@ -180,6 +180,7 @@ def main() -> None:
     parser.add_argument("--teachers", type=Path, default=Path(__file__).parent / "results" / "teachers")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--report-only", action="store_true", help="rewrite the table and plot from the saved JSON")
+    parser.add_argument("--append", action="store_true", help="add these seeds to the runs saved in the JSON")
     args = parser.parse_args()
     th.set_num_threads(1)
 
@@ -188,7 +189,12 @@ def main() -> None:
         saved = json.loads((args.output / f"{stem}.json").read_text())
         args.seeds, runs = saved["seeds"], saved["runs"]
     else:
-        runs = [run(args.env, seed, args) for seed in args.seeds]
+        runs = []
+        if args.append and (args.output / f"{stem}.json").exists():
+            runs = json.loads((args.output / f"{stem}.json").read_text())["runs"]
+        done = {saved["seed"] for saved in runs}
+        runs += [run(args.env, seed, args) for seed in args.seeds if seed not in done]
+        args.seeds = [saved["seed"] for saved in runs]
     text = report(args.env, runs, args)
     print("\n" + text)
     args.output.mkdir(parents=True, exist_ok=True)
