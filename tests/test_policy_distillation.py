@@ -356,3 +356,9 @@ def test_dict_observations(algo):
     assert model._n_updates > 0
     obs = env.reset()[0]
     assert model.export_student().predict(obs, deterministic=True)[0] == model.predict(obs, deterministic=True)[0]
+
+
+def test_default_control_is_student_driven():
+    model = tiny_distillation(tiny_teacher(DQN, "CartPole-v1"), "CartPole-v1")
+    assert model.control == "student"
+    assert not model._control_mask(4).any()
