@@ -53,8 +53,8 @@ bench-realtime: $(VENV)/.install-bench
 	$(PYTHON) benchmarks/realtime_vs_sequential.py --env Acrobot-v1 --seeds 0 1 2
 
 bench-control: $(VENV)/.install-bench
-	$(PYTHON) -m benchmarks.control_policy --env CartPole-v1 --seeds 0 1 2 3 4
-	$(PYTHON) -m benchmarks.control_policy --env Acrobot-v1 --seeds 0 1 2 3 4
+	$(PYTHON) -m benchmarks.control_policy --env CartPole-v1 --seeds 0 1 2 3 4 5 6 7 8 9
+	$(PYTHON) -m benchmarks.control_policy --env Acrobot-v1 --seeds 0 1 2 3 4 --eval-freq 250
 
 lint: $(VENV)/.install-tests
 	$(PYTHON) -m ruff check $(LINT_PATHS)

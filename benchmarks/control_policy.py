@@ -10,8 +10,8 @@ same evaluation seeds as the teacher's). Reported: the environment steps until t
 95 % of the teacher's evaluation return, and the student's final return, as medians over seeds; plus a
 PNG of the learning curves and a markdown table.
 
-    python -m benchmarks.control_policy --env CartPole-v1 --seeds 0 1 2 3 4
-    python -m benchmarks.control_policy --env Acrobot-v1 --seeds 0 1 2 3 4
+    python -m benchmarks.control_policy --env CartPole-v1 --seeds 0 1 2 3 4 5 6 7 8 9
+    python -m benchmarks.control_policy --env Acrobot-v1 --seeds 0 1 2 3 4 --eval-freq 250
 """
 
 import argparse
