@@ -188,6 +188,21 @@ def test_sampler_adds_distillation_parameters():
     assert {"temperature", "distill_loss", "student_learning_rate", "self_learning_coef", "imitation"} <= set(sampled)
 
 
+def test_piekd_sampler_values():
+    """The PIEKDSAC sampler runs without the class (its model-building test needs sb3_distill.piekd_sac)."""
+    sampler = ZOO_ALGORITHMS["piekd_sac"].sampler
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(30):
+        trial = study.ask()
+        sampled = sampler(trial, 6, 1, {"using_her_replay_buffer": False, "her_kwargs": {}})
+        # rl-zoo3's SAC part, decoded, and the PIEKD parameters with the constructor's names
+        assert {"gamma", "batch_size", "learning_rate", "train_freq", "gradient_steps", "tau", "policy_kwargs"} <= set(sampled)
+        assert sampled["ensemble_size"] in (2, 3, 5) and sampled["distill_interval"] >= 1000
+        assert sampled["distill_batch_size"] in (64, 128, 256, 512) and 1e-5 <= sampled["distill_learning_rate"] <= 2e-3
+        assert ZOO_ALGORITHMS["piekd_sac"].converter(trial.params) == sampled
+        study.tell(trial, 0.0)
+
+
 def test_hyperparameter_strings():
     students = eval_hyperparameter(
         "[dict(features_extractor_class=CompactNatureCNN, features_extractor_kwargs=dict(filters=f), net_arch=[]) "
