@@ -12,14 +12,16 @@ from sb3_distill.zoo.registry import ZOO_ALGORITHMS, default_config_path, regist
 
 
 def _optional_int(value: str) -> int | None:
+    """An integer, or None written as 'none'."""
     return None if value.lower() == "none" else int(value)
 
 
 def heartbeat_parser() -> argparse.ArgumentParser:
     """The options this command adds to rl-zoo3's ``train``."""
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = argparse.ArgumentParser(prog="python -m sb3_distill.train", add_help=False)
     parser.add_argument(
         "--heartbeat-interval",
+        metavar="N",
         type=int,
         default=None,
         help="With -optimize and an RDB --storage (sqlite:///..., postgresql://...): turn on Optuna's heartbeat, "
@@ -27,12 +29,14 @@ def heartbeat_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--heartbeat-grace-period",
+        metavar="S",
         type=int,
         default=None,
         help="Seconds without heartbeat after which a trial is marked FAIL (default: twice the interval)",
     )
     parser.add_argument(
         "--heartbeat-max-retry",
+        metavar="R",
         type=_optional_int,
         default=3,
         help="How many times a failed trial is retried ('none': without limit; default: 3)",
@@ -50,6 +54,10 @@ def train(argv: list[str] | None = None) -> None:
     register_algorithms()
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = heartbeat_parser()
+    if {"-h", "--help"} & set(argv):
+        print("Options of sb3_distill.train in addition to rl-zoo3's (listed after these):")
+        parser.print_help()
+        print()
     # Read (without removing) --algo and --conf-file, as rl-zoo3's parser will
     peek = argparse.ArgumentParser(add_help=False)
     peek.add_argument("--algo", default="ppo")
