@@ -216,6 +216,10 @@ def test_hyperparameter_strings():
     hyperparams, _, _, _ = manager._preprocess_hyperparams(config)
     assert hyperparams["student_learning_rate"](0.5) == pytest.approx(2.5e-3)
     assert hyperparams["student_policy_kwargs"] == {"net_arch": [4]}
+    # numbers stay numbers (PIEKDSAC's distill_learning_rate, for one, takes a number only)
+    config = {"n_timesteps": 10, "student_learning_rate": 1e-3, "distill_learning_rate": 1e-3}
+    hyperparams, _, _, _ = manager._preprocess_hyperparams(config)
+    assert hyperparams["student_learning_rate"] == 1e-3 and hyperparams["distill_learning_rate"] == 1e-3
     with pytest.raises(ValueError, match="`student_learning_rate`"):
         manager._preprocess_hyperparams({"n_timesteps": 10, "student_learning_rate": "exp_5e-3"})
 

@@ -3,7 +3,8 @@ rl-zoo3's ``ExperimentManager`` with what the sb3_distill algorithms need and rl
 
 - the student descriptions of the YAML files (``student_policy_kwargs``, ``students``, ...) are strings
   evaluated like ``policy_kwargs``, in rl-zoo3's namespace plus :class:`CompactNatureCNN`;
-- the students' learning rates accept rl-zoo3's schedule strings (``lin_5e-3``) like ``learning_rate``;
+- ``student_learning_rate`` and ``teacher_prob`` accept rl-zoo3's schedule strings (``lin_5e-3``) like
+  ``learning_rate``;
 - ``-optimize`` on an RDB storage can turn on Optuna's heartbeat, so that the trial of a killed worker is
   marked failed and retried instead of staying RUNNING forever.
 """
@@ -17,7 +18,6 @@ from optuna.storages import RDBStorage
 from rl_zoo3.exp_manager import ExperimentManager
 from rl_zoo3.utils import SimpleLinearSchedule
 from stable_baselines3.common.torch_layers import FlattenExtractor, NatureCNN
-from stable_baselines3.common.utils import ConstantSchedule
 
 from sb3_distill.common.torch_layers import CompactNatureCNN
 
@@ -31,9 +31,10 @@ except ImportError:  # Optuna < 4.9: the same callback and argument under their 
     _CALLBACK_ARGUMENT = "failed_trial_callback"
 
 #: Hyperparameters given as Python expressions in the YAML files (rl-zoo3 evaluates ``policy_kwargs`` itself)
-EVAL_KEYS = ("policy_kwargs", "student_policy_kwargs", "students", "teacher_policy_kwargs")
-#: Learning rates that accept rl-zoo3's schedule strings (rl-zoo3 converts ``learning_rate`` itself)
-SCHEDULE_KEYS = ("student_learning_rate", "distill_learning_rate")
+EVAL_KEYS = ("policy_kwargs", "student_policy_kwargs", "students")
+#: Learning rates that accept rl-zoo3's schedule strings (rl-zoo3 converts ``learning_rate`` itself); numbers are
+#: left as they are (PIEKDSAC's ``distill_learning_rate`` takes a number only, so it is not listed)
+SCHEDULE_KEYS = ("student_learning_rate", "teacher_prob")
 #: Added to rl-zoo3's evaluation namespace (which has ``nn``, ``th``, SB3's classes)
 EXTRA_NAMESPACE = {"CompactNatureCNN": CompactNatureCNN, "NatureCNN": NatureCNN, "FlattenExtractor": FlattenExtractor}
 
@@ -131,16 +132,14 @@ class DistillExperimentManager(ExperimentManager):
         for key in EVAL_KEYS:
             if isinstance(hyperparams.get(key), str):
                 hyperparams[key] = eval_hyperparameter(hyperparams[key])
-        # Schedules of the extra learning rates, as rl-zoo3 does for `learning_rate`
+        # Linear schedules of the extra learning rates, written as for `learning_rate` ("lin_5e-3")
         for key in SCHEDULE_KEYS:
             value = hyperparams.get(key)
             if isinstance(value, str):
-                schedule, initial_value = value.split("_")
+                schedule, _, initial_value = value.partition("_")
                 if schedule != "lin":
                     raise ValueError(f"`{key}` must be a number or 'lin_<initial value>', got {value!r}")
                 hyperparams[key] = SimpleLinearSchedule(float(initial_value))
-            elif isinstance(value, (int, float)) and not isinstance(value, bool):
-                hyperparams[key] = ConstantSchedule(float(value))
         return super()._preprocess_hyperparams(hyperparams)
 
     def hyperparameters_optimization(self) -> None:
