@@ -124,6 +124,8 @@ def test_zoo_config_builds_its_model(algo, env_id, tmp_path):
         pytest.skip(f"{algo} is not available on this branch")
     config = yaml.safe_load(default_config_path(algo).read_text())[env_id]
     assert "n_timesteps" in config
+    if "teacher" in config and not Path(config["teacher"]).is_file():
+        pytest.skip(f"the teacher {config['teacher']} of {algo} / {env_id} is not here (train it first)")
     is_atari = env_id == "atari" or "NoFrameskip" in env_id
     if is_atari and env_id not in gym.envs.registry:
         # Without ale-py: the same hyperparameters, processed by rl-zoo3, on an 84x84x4 image env
@@ -141,26 +143,45 @@ def test_zoo_config_builds_its_model(algo, env_id, tmp_path):
         model, saved_hyperparams = manager.setup_experiment()  # type: ignore[misc]
         assert dict(saved_hyperparams) == config
     # the student descriptions of the YAML (strings) were evaluated, schedules built
-    assert not any(isinstance(value, str) for key, value in vars(model).items() if "student" in key)
+    for key in ("student_policy_kwargs", "students", "student_learning_rate", "teacher_prob"):
+        if isinstance(config.get(key), str):
+            assert not isinstance(getattr(model, key), str), key
     model.predict(model.observation_space.sample())
 
 
-@pytest.mark.parametrize("algo", ZOO_ALGORITHMS)
-def test_sampler_draws_always_build(algo, tmp_path):
+SAMPLER_CASES = [(algo, "CartPole-v1") for algo in DQN_ALGOS] + [
+    ("piekd_sac", "Pendulum-v1"),
+    ("policy_distillation", "CartPole-v1"),
+    ("policy_distillation", "Pendulum-v1"),
+]
+
+
+def teacher_for(env_id: str, path: Path) -> str:
+    """An (untrained) SB3 teacher saved to ``path``, for PolicyDistillation: DQN for a discrete env, SAC otherwise."""
+    from stable_baselines3 import DQN, SAC
+
+    algorithm = DQN if isinstance(gym.make(env_id).action_space, gym.spaces.Discrete) else SAC
+    algorithm("MlpPolicy", env_id, policy_kwargs=dict(net_arch=[16]), buffer_size=10).save(path)
+    return str(path.with_suffix(".zip"))
+
+
+@pytest.mark.parametrize("algo, env_id", SAMPLER_CASES)
+def test_sampler_draws_always_build(algo, env_id, tmp_path):
     """Every draw of the sampler (Optuna's RandomSampler) builds its model: a constructor error would end a worker."""
+    assert {algo for algo, _ in SAMPLER_CASES} == set(ZOO_ALGORITHMS)
     if algo not in REGISTERED:
         pytest.skip(f"{algo} is not available on this branch (its module does not import), so its sampler is not tested")
-    env_id = "CartPole-v1" if algo in DQN_ALGOS else "Pendulum-v1"
-    if env_id in yaml.safe_load(default_config_path(algo).read_text()):
+    if algo == "policy_distillation":
+        base: dict = {"policy": "MlpPolicy", "teacher": teacher_for(env_id, tmp_path / "teacher")}
+    elif env_id in yaml.safe_load(default_config_path(algo).read_text()):
         manager = make_manager(algo, env_id, optimize=True, log_folder=tmp_path)
         assert manager.setup_experiment() is None
         base = manager._hyperparams
     else:
-        base = {"policy": "MlpPolicy", "buffer_size": 1000}
+        base = {"policy": "MlpPolicy"}
     env = gym.make(env_id)
     n_actions = env.action_space.shape[0] if isinstance(env.action_space, gym.spaces.Box) else 0
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    seen = {}
     for _ in range(60):
         trial = study.ask()
         sampled = HYPERPARAMS_SAMPLER[algo](trial, n_actions, 1, {"using_her_replay_buffer": False, "her_kwargs": {}})
@@ -169,13 +190,12 @@ def test_sampler_draws_always_build(algo, tmp_path):
         # `--trial-id` rebuilds the same hyperparameters from the stored params
         assert HYPERPARAMS_CONVERTER[algo](trial.params) == sampled
         study.tell(trial, 0.0)
-        for key, value in trial.params.items():
-            seen.setdefault(key, set()).add(str(value))
-    # the draws covered every choice of the distillation parameters
-    for key in ("distill_loss", "n_teachers", "ensemble_reduction", "imitation", "ensemble_size", "distill_interval"):
-        if key in seen:
-            choices = trial.distributions[key].choices  # type: ignore[attr-defined]
-            assert seen[key] == {str(choice) for choice in choices}, key
+    # the draws covered every choice of the categorical parameters
+    for key in {key for trial in study.trials for key in trial.params}:
+        distribution = next(trial.distributions[key] for trial in study.trials if key in trial.distributions)
+        if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+            seen = {trial.params[key] for trial in study.trials if key in trial.params}
+            assert seen == set(distribution.choices), key
 
 
 def test_sampler_adds_distillation_parameters():
@@ -202,6 +222,23 @@ def test_piekd_sampler_values():
         assert sampled["ensemble_size"] in (2, 3, 5) and sampled["distill_interval"] >= 1000
         assert sampled["distill_batch_size"] in (64, 128, 256, 512) and 1e-5 <= sampled["distill_learning_rate"] <= 2e-3
         assert ZOO_ALGORITHMS["piekd_sac"].converter(trial.params) == sampled
+        study.tell(trial, 0.0)
+
+
+@pytest.mark.parametrize("n_actions", [0, 2])
+def test_policy_distillation_sampler_values(n_actions):
+    """The PolicyDistillation sampler runs without the class (building its models needs sb3_distill.policy_distillation)."""
+    entry = ZOO_ALGORITHMS["policy_distillation"]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(30):
+        trial = study.ask()
+        sampled = entry.sampler(trial, n_actions, 1, {"using_her_replay_buffer": False, "her_kwargs": {}})
+        assert {"learning_rate", "batch_size", "train_freq", "gradient_steps", "control"} <= set(sampled)
+        assert "policy_kwargs" not in sampled  # PolicyDistillation's policy_kwargs only sets the optimizer
+        assert ("teacher_prob" in sampled) == (sampled["control"] == "mixture")
+        # the loss and temperature only for a discrete action space (a continuous teacher's kind decides its loss)
+        assert ("loss" in sampled) == ("temperature" in sampled) == (n_actions == 0)
+        assert entry.converter(trial.params) == sampled
         study.tell(trial, 0.0)
 
 

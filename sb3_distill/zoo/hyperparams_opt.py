@@ -99,6 +99,58 @@ def sample_piekd_sac_params(trial: optuna.Trial, n_actions: int, n_envs: int, ad
     return hyperparams
 
 
+#: PolicyDistillation's ``control`` values (``sb3_distill.policy_distillation.policy_distillation.CONTROL_POLICIES``)
+CONTROL_POLICIES = ("teacher", "student", "mixture")
+
+
+def sample_policy_distillation_params(
+    trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict
+) -> dict[str, Any]:
+    """
+    Sampler for PolicyDistillation (a fixed teacher, named in the config, and a student trained to imitate it):
+    the student's optimisation (learning rate, batch size, updates per step as rl-zoo3's ratio of 1), who acts
+    (``control``; ``teacher_prob`` only with ``"mixture"``), and, for a discrete action space, the loss and the
+    temperature. With a continuous action space the loss keeps its default for the teacher's kind (MSE for
+    TD3/DDPG, forward KL for SAC/PPO): the sampler cannot tell these teachers apart, and a loss the teacher does
+    not allow is a constructor error. The student's network comes from the config.
+
+    :param trial: the Optuna trial
+    :param n_actions: dimension of a Box action space, 0 for a discrete one (rl-zoo3 sets it)
+    :param n_envs: number of environments (unused, rl-zoo3's signature)
+    :param additional_args: rl-zoo3's extra arguments (unused)
+    :return: the hyperparameters, ready for the constructor
+    """
+    sampled: dict[str, Any] = {
+        "learning_rate": trial.suggest_float("learning_rate", 1e-5, 0.005, log=True),
+        # From 2**5=32 to 2**9=512
+        "batch_size_pow": trial.suggest_int("batch_size_pow", 5, 9),
+        "train_freq": trial.suggest_int("train_freq", 1, 10),
+        "control": trial.suggest_categorical("control", list(CONTROL_POLICIES)),
+    }
+    if sampled["control"] == "mixture":
+        sampled["teacher_prob"] = trial.suggest_float("teacher_prob", 0.0, 1.0)
+    if n_actions == 0:
+        sampled["loss"] = trial.suggest_categorical("loss", list(DISTILLATION_LOSSES))
+        # around the papers' 0.01 for Q-value teachers and 1 for policy logits
+        sampled["temperature"] = trial.suggest_float("temperature", 0.001, 2.0, log=True)
+    trial.set_user_attr("batch_size", 2 ** sampled["batch_size_pow"])
+    return convert_policy_distillation_params(sampled)
+
+
+def convert_policy_distillation_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
+    """
+    Turn a PolicyDistillation trial's ``params`` back into hyperparameters: ``batch_size_pow`` to
+    ``batch_size``, and one gradient step per environment step (``gradient_steps = train_freq``).
+
+    :param sampled_params: the trial's ``params``
+    :return: the hyperparameters, ready for the constructor
+    """
+    hyperparams = dict(sampled_params)
+    hyperparams["batch_size"] = 2 ** hyperparams.pop("batch_size_pow")
+    hyperparams["gradient_steps"] = hyperparams["train_freq"]
+    return hyperparams
+
+
 def convert_distill_offpolicy_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
     """
     Turn a trial's ``params`` back into hyperparameters (used by ``--trial-id``): rl-zoo3's off-policy

@@ -18,8 +18,10 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sb3_distill.zoo.hyperparams_opt import (
     convert_distill_offpolicy_params,
+    convert_policy_distillation_params,
     sample_ensemble_distill_dqn_params,
     sample_piekd_sac_params,
+    sample_policy_distillation_params,
     sample_realtime_distill_dqn_params,
 )
 
@@ -47,6 +49,11 @@ ZOO_ALGORITHMS: dict[str, ZooAlgorithm] = {
         "sb3_distill.realtime_distill_dqn:RealTimeDistillDQN", sample_realtime_distill_dqn_params
     ),
     "piekd_sac": ZooAlgorithm("sb3_distill.piekd_sac:PIEKDSAC", sample_piekd_sac_params),
+    "policy_distillation": ZooAlgorithm(
+        "sb3_distill.policy_distillation:PolicyDistillation",
+        sample_policy_distillation_params,
+        convert_policy_distillation_params,
+    ),
 }
 
 
