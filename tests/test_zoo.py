@@ -185,10 +185,11 @@ def test_sampler_draws_always_build(algo, env_id, tmp_path):
     for _ in range(60):
         trial = study.ask()
         sampled = HYPERPARAMS_SAMPLER[algo](trial, n_actions, 1, {"using_her_replay_buffer": False, "her_kwargs": {}})
+        # `--trial-id` rebuilds the same hyperparameters from the stored params (checked before the constructor,
+        # which may add keys to the `policy_kwargs` dict it is given, as SAC adds `use_sde`)
+        assert HYPERPARAMS_CONVERTER[algo](trial.params) == sampled
         model = ALGOS[algo](env=env, **{**base, **sampled, "buffer_size": 1000})
         assert model.policy is not None
-        # `--trial-id` rebuilds the same hyperparameters from the stored params
-        assert HYPERPARAMS_CONVERTER[algo](trial.params) == sampled
         study.tell(trial, 0.0)
     # the draws covered every choice of the categorical parameters
     for key in {key for trial in study.trials for key in trial.params}:
