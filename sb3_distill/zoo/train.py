@@ -8,7 +8,7 @@ from unittest import mock
 import rl_zoo3.train
 
 from sb3_distill.zoo.exp_manager import DistillExperimentManager
-from sb3_distill.zoo.registry import ZOO_ALGORITHMS, default_config_path, register_algorithms
+from sb3_distill.zoo.registry import default_config_path, register_algorithms
 
 
 def _optional_int(value: str) -> int | None:
@@ -51,7 +51,7 @@ def train(argv: list[str] | None = None) -> None:
 
     :param argv: the command-line arguments (default: ``sys.argv[1:]``)
     """
-    register_algorithms()
+    registered = register_algorithms()
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = heartbeat_parser()
     if {"-h", "--help"} & set(argv):
@@ -64,7 +64,7 @@ def train(argv: list[str] | None = None) -> None:
     peek.add_argument("-conf", "--conf-file", default=None)
     options, rest = parser.parse_known_args(argv)
     peeked, _ = peek.parse_known_args(rest)
-    if peeked.conf_file is None and peeked.algo in ZOO_ALGORITHMS:
+    if peeked.conf_file is None and peeked.algo in registered:
         rest += ["--conf-file", str(default_config_path(peeked.algo))]
     experiment_manager = functools.partial(
         DistillExperimentManager,
