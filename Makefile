@@ -37,7 +37,7 @@ venv: $(VENV)/.torch
 install: $(VENV)/.install-tests
 
 test: $(VENV)/.install-tests
-	$(PYTHON) -m pytest -m "not slow" -n 2 $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -m "not slow" -n 2 -rs $(PYTEST_ARGS)
 
 test-slow: $(VENV)/.install-tests
 	$(PYTHON) -m pytest -m slow $(PYTEST_ARGS)
