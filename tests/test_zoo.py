@@ -31,6 +31,7 @@ DQN_ALGOS = ["ensemble_distill_dqn", "realtime_distill_dqn"]
 TINY = {
     "ensemble_distill_dqn": ["student_policy_kwargs:dict(net_arch=[8])", "n_teachers:2"],
     "realtime_distill_dqn": ["students:[dict(net_arch=[8]), dict(net_arch=[4])]"],
+    "policy_distillation": ["student_policy_kwargs:dict(net_arch=[8])"],
 }
 COMMON_PARAMS = [
     "learning_starts:100",
@@ -54,7 +55,9 @@ def run_zoo(command: str, *args: str, cwd: Path, timeout: float = 300) -> str:
 
 def train_args(algo: str, log_folder: Path, n_timesteps: int = 300) -> list[str]:
     run = ["--algo", algo, "--env", "CartPole-v1", "-n", str(n_timesteps), "-f", str(log_folder), "--seed", "0"]
-    return [*run, "--num-threads", "1", "-params", *COMMON_PARAMS, *TINY[algo]]
+    # PolicyDistillation's networks are the teacher's and `student_policy_kwargs`: no `policy_kwargs` net_arch
+    common = [param for param in COMMON_PARAMS if not (algo == "policy_distillation" and param.startswith("policy_kwargs"))]
+    return [*run, "--num-threads", "1", "-params", *common, *TINY[algo]]
 
 
 def make_manager(
@@ -118,27 +121,42 @@ def test_every_config_file_is_registered():
     assert set(DQN_ALGOS) <= {algo for algo, _ in zoo_config_entries()}
 
 
+def make_teacher_at(path: str, env) -> None:
+    """An untrained SB3 agent saved where a PolicyDistillation config expects it (``logs/<algo>/...``)."""
+    from stable_baselines3 import DQN, SAC
+
+    algorithm = {"dqn": DQN, "sac": SAC}[Path(path).parts[1]]
+    policy = "CnnPolicy" if isinstance(env, FakeImageEnv) else "MlpPolicy"
+    algorithm(policy, env, buffer_size=10).save(path)
+
+
 @pytest.mark.parametrize("algo, env_id", zoo_config_entries())
-def test_zoo_config_builds_its_model(algo, env_id, tmp_path):
+def test_zoo_config_builds_its_model(algo, env_id, tmp_path, monkeypatch):
     if algo not in REGISTERED:
         pytest.skip(f"{algo} is not available on this branch")
     config = yaml.safe_load(default_config_path(algo).read_text())[env_id]
     assert "n_timesteps" in config
-    if "teacher" in config and not Path(config["teacher"]).is_file():
-        pytest.skip(f"the teacher {config['teacher']} of {algo} / {env_id} is not here (train it first)")
     is_atari = env_id == "atari" or "NoFrameskip" in env_id
+    if "teacher" in config:
+        # The config names where rl-zoo3 writes a trained agent (relative to the working directory): put an
+        # untrained one of that algorithm there
+        monkeypatch.chdir(tmp_path)
     if is_atari and env_id not in gym.envs.registry:
         # Without ale-py: the same hyperparameters, processed by rl-zoo3, on an 84x84x4 image env
         manager = make_manager(algo)
         hyperparams, _, _, _ = manager._preprocess_hyperparams(dict(config, buffer_size=100))
         assert manager.frame_stack == 4
         env = FakeImageEnv(screen_height=84, screen_width=84, n_channels=4, discrete=True)
+        if "teacher" in config:
+            make_teacher_at(config["teacher"], env)
         model = ALGOS[algo](env=env, **hyperparams)
     else:
         try:
             gym.make(env_id).close()
         except gym.error.DependencyNotInstalled as error:
             pytest.skip(f"{env_id} cannot be made here: {error}")
+        if "teacher" in config:
+            make_teacher_at(config["teacher"], env_id)
         manager = make_manager(algo, env_id, log_folder=tmp_path)
         model, saved_hyperparams = manager.setup_experiment()  # type: ignore[misc]
         assert dict(saved_hyperparams) == config
@@ -280,9 +298,16 @@ def test_heartbeat_arguments(tmp_path):
         make_manager("ensemble_distill_dqn", storage=url, heartbeat_interval=2)
 
 
-@pytest.mark.parametrize("algo", DQN_ALGOS)
+@pytest.mark.parametrize("algo", [*DQN_ALGOS, "policy_distillation"])
 def test_train_continue_enjoy(algo, tmp_path):
     logs = tmp_path / "logs"
+    if algo == "policy_distillation":
+        # zoo_configs/policy_distillation.yml names the DQN teacher where rl-zoo3 writes it
+        from stable_baselines3 import DQN
+
+        DQN("MlpPolicy", "CartPole-v1", policy_kwargs=dict(net_arch=[16]), buffer_size=10).save(
+            tmp_path / "logs" / "dqn" / "CartPole-v1_1" / "CartPole-v1.zip"
+        )
     # train, without --conf-file: this project's zoo_configs/<algo>.yml
     output = run_zoo(
         "train",
