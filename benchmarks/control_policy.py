@@ -158,13 +158,13 @@ def plot(env_id: str, all_runs: list[dict[str, Any]], path: Path) -> None:
 
     runs = [run for run in all_runs if run["teacher"] >= SETTINGS[env_id]["min_teacher"]] or all_runs
     fig, ax = plt.subplots(figsize=(7, 4))
-    for name, _ in VARIANTS:
+    for (name, _), marker in zip(VARIANTS, "os^vx", strict=False):
         steps = runs[0]["variants"][name]["steps"]
         returns = np.array([run["variants"][name]["returns"] for run in runs])
-        ax.plot(steps, np.median(returns, axis=0), label=name)
-    ax.axhline(float(np.median([run["teacher"] for run in runs])), color="black", linestyle="--", label="teacher (median)")
+        ax.plot(steps, returns.mean(axis=0), marker=marker, markersize=4, label=name)
+    ax.axhline(float(np.mean([run["teacher"] for run in runs])), color="black", linestyle="--", label="teacher (mean)")
     ax.set_xlabel("environment steps of distillation")
-    ax.set_ylabel("student's greedy return (median over seeds)")
+    ax.set_ylabel(f"student's greedy return (mean over {len(runs)} seeds)")
     ax.set_title(f"PolicyDistillation on {env_id}")
     ax.legend(fontsize=8)
     fig.tight_layout()
