@@ -17,6 +17,7 @@ from sb3_distill.common.callbacks import EvalMembersCallback
 from sb3_distill.common.torch_layers import CompactNatureCNN
 from sb3_distill.policy_distillation import load_teacher
 from sb3_distill.policy_distillation.policies import check_teacher_policy
+from tests.helpers import assert_optimizer_states_equal
 
 # (teacher algorithm, env, the exported student's class)
 TEACHERS = [
@@ -234,16 +235,6 @@ def test_eval_callback_and_evaluate_members(tmp_path):
         assert key in header, key
     with pytest.raises(ValueError, match="n_eval_episodes"):
         model.evaluate_members(Monitor(gym.make("CartPole-v1")), n_eval_episodes=0)
-
-
-def assert_optimizer_states_equal(first: th.optim.Optimizer, second: th.optim.Optimizer) -> None:
-    first_state, second_state = first.state_dict(), second.state_dict()
-    assert first_state["param_groups"] == second_state["param_groups"]
-    assert first_state["state"].keys() == second_state["state"].keys()
-    assert len(first_state["state"]) > 0
-    for key, state in first_state["state"].items():
-        for name, value in state.items():
-            assert th.equal(th.as_tensor(value), th.as_tensor(second_state["state"][key][name]))
 
 
 @pytest.mark.parametrize("algo,env_id", [(DQN, "CartPole-v1"), (PPO, "CartPole-v1"), (SAC, "Pendulum-v1")])

@@ -6,6 +6,7 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.envs import FakeImageEnv
 
 from sb3_distill import EnsembleDistillDQN
+from tests.helpers import assert_optimizer_states_equal
 
 MODEL_LIST = [EnsembleDistillDQN]
 
@@ -24,16 +25,6 @@ def tiny_model(model_class, policy="MlpPolicy", env="CartPole-v1", **kwargs):
     )
     config.update(kwargs)
     return model_class(policy, env, **config)
-
-
-def assert_optimizer_states_equal(first: th.optim.Optimizer, second: th.optim.Optimizer) -> None:
-    first_state, second_state = first.state_dict(), second.state_dict()
-    assert first_state["param_groups"] == second_state["param_groups"]
-    assert first_state["state"].keys() == second_state["state"].keys()
-    assert len(first_state["state"]) > 0
-    for key, state in first_state["state"].items():
-        for name, value in state.items():
-            assert th.equal(th.as_tensor(value), th.as_tensor(second_state["state"][key][name]))
 
 
 @pytest.mark.parametrize("model_class", MODEL_LIST)
