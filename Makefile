@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 LINT_PATHS = sb3_distill tests benchmarks examples
 
-.PHONY: help venv install test test-slow demo bench bench-realtime lint format check-format type clean
+.PHONY: help venv install test test-slow demo bench bench-realtime bench-piekd lint format check-format type clean
 
 help:
 	@echo "make demo       - set up, train EnsembleDistillDQN on CartPole-v1 and print the scores table"
@@ -17,6 +17,7 @@ help:
 	@echo "make test-slow  - the longer learning tests marked @pytest.mark.slow"
 	@echo "make bench      - throughput of the distillation algorithms against plain SB3 DQN (benchmarks/)"
 	@echo "make bench-realtime - real-time vs sequential distillation, time to a target student return"
+	@echo "make bench-piekd - PIEKDSAC vs SAC vs Ensemble-SAC sample efficiency, and PIEKDSAC vs SAC throughput"
 	@echo "make lint / format / check-format / type"
 
 $(PYTHON):
@@ -50,6 +51,12 @@ bench: $(VENV)/.install-bench
 bench-realtime: $(VENV)/.install-bench
 	$(PYTHON) benchmarks/realtime_vs_sequential.py --env CartPole-v1 --seeds 0 1 2 3 4
 	$(PYTHON) benchmarks/realtime_vs_sequential.py --env Acrobot-v1 --seeds 0 1 2
+
+bench-piekd: $(VENV)/.install-bench $(VENV)/.install-mujoco
+	$(PYTHON) benchmarks/piekd_sample_efficiency.py --env Pendulum-v1 --seeds 0 1 2
+	$(PYTHON) benchmarks/piekd_sample_efficiency.py --env Hopper-v5 --seeds 0 1
+	$(PYTHON) benchmarks/throughput.py --suite sac --steps 5000 --repeats 3 --sac-net-arch 64 64 --sac-batch-size 64
+	$(PYTHON) benchmarks/throughput.py --suite sac --steps 5000 --repeats 2
 
 lint: $(VENV)/.install-tests
 	$(PYTHON) -m ruff check $(LINT_PATHS)
