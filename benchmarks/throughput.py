@@ -133,6 +133,7 @@ def make_sac_model(algo: str, args: argparse.Namespace, seed: int) -> SAC:
             ensemble_size=args.ensemble_size,
             knowledge_sharing=knowledge_sharing,
             distill_interval=args.distill_interval,
+            distill_gradient_steps=args.distill_gradient_steps,
             **common,
         )
     # Warm-up, excluded from the timing: the random-action phase, then a few updates
@@ -167,7 +168,8 @@ def sac_main(args: argparse.Namespace) -> None:
     device = th.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
     lines = [
         f"Throughput, Pendulum-v1, train_freq=1, gradient_steps=1, batch_size={args.sac_batch_size}, "
-        f"net_arch={args.sac_net_arch}, K={args.ensemble_size}, distill_interval={args.distill_interval}",
+        f"net_arch={args.sac_net_arch}, K={args.ensemble_size}, distill_interval={args.distill_interval}, "
+        f"distill_gradient_steps={args.distill_gradient_steps} (x 5 epochs)",
         f"device={args.device} ({device}), torch {th.__version__}, threads={args.threads}, "
         f"{args.steps} timed steps x {args.repeats} repeats (medians)",
         "",
@@ -198,6 +200,7 @@ def main() -> None:
     parser.add_argument("--sac-batch-size", type=int, default=256, help="SAC suite: batch size")
     parser.add_argument("--ensemble-size", type=int, default=3, help="SAC suite: K")
     parser.add_argument("--distill-interval", type=int, default=5000, help="SAC suite: I")
+    parser.add_argument("--distill-gradient-steps", type=int, default=200, help="SAC suite: batches per distillation epoch")
     parser.add_argument("--steps", type=int, default=3000, help="timed environment steps per run")
     parser.add_argument("--chunk", type=int, default=250, help="steps per alternating chunk")
     parser.add_argument("--learning-starts", type=int, default=500)

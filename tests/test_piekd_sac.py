@@ -349,6 +349,8 @@ def test_evaluate_members_and_callback(tmp_path):
     header = log.splitlines()[0]
     for key in ["eval/member_0", "eval/best_member", "eval/worst_member", "train/teacher", "train/recent_return_member_2"]:
         assert key in header
+    for key in ["rollout/recent_return_member_0", "train/n_sharing_phases"]:
+        assert key in header
     for key in ["policy_kl", "critic_mse"]:
         assert f"train/distill_{key}_before" in header and f"train/distill_{key}_after" in header
     results = model.evaluate_members(eval_env, n_eval_episodes=2)
@@ -405,6 +407,16 @@ def test_save_load_fixed_ent_coef_and_replay_buffer(tmp_path):
     assert loaded.replay_buffer.size() == model.replay_buffer.size() == 200
     assert th.equal(loaded.ent_coef_tensor, model.ent_coef_tensor)
     loaded.learn(50, reset_num_timesteps=False)
+
+
+def test_policy_save_load(tmp_path):
+    model = tiny_model(short_episodes_env())
+    model.learn(150)
+    model.policy.save(tmp_path / "policy.pkl")
+    loaded = PIEKDSACPolicy.load(tmp_path / "policy.pkl")
+    assert loaded.n_members == 3 and int(loaded.predict_member) == int(model.policy.predict_member)
+    obs = np.stack([model.observation_space.sample() for _ in range(4)])
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], model.predict(obs)[0])
 
 
 def test_load_validates_overrides(tmp_path):
@@ -524,6 +536,7 @@ def test_throughput_sac_suite_runs():
         sac_net_arch=[16],
         ensemble_size=2,
         distill_interval=40,
+        distill_gradient_steps=2,
         device="cpu",
     )
     steps_per_s = throughput.run_sac_repeat(args, seed=0)
@@ -533,7 +546,7 @@ def test_throughput_sac_suite_runs():
 def test_sample_efficiency_benchmark_runs(tmp_path, monkeypatch):
     settings = dict(piekd_sample_efficiency.SETTINGS["Pendulum-v1"])
     settings["sac"] = dict(settings["sac"], learning_starts=20, batch_size=16)
-    settings["piekd"] = dict(distill_interval=50)
+    settings["piekd"] = dict(distill_interval=50, distill_gradient_steps=2)
     monkeypatch.setitem(piekd_sample_efficiency.SETTINGS, "Pendulum-v1", settings)
     # 20-step episodes
     make = gym.make

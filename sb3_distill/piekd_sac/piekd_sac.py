@@ -360,6 +360,12 @@ class PIEKDSAC(SAC):
         if np.any(dones):
             self._update_predict_member()
 
+    def dump_logs(self) -> None:
+        # Each member's statistic R_k with the rollout logs
+        for member, statistic in enumerate(self.recent_return_statistics()):
+            self.logger.record(f"rollout/recent_return_member_{member}", float(statistic))
+        super().dump_logs()
+
     def recent_return_statistics(self) -> np.ndarray:
         """
         Each member's performance statistic R_k: its mean return over its last M training episodes.
@@ -553,7 +559,8 @@ class PIEKDSAC(SAC):
         :param teacher: the teacher's index
         :return: the policy loss and the critic loss, scalars
         """
-        students = th.arange(self.ensemble_size, device=self.device) != teacher
+        # The students' indices, built on the host (a boolean mask would make CUDA wait for its nonzero count)
+        students = th.tensor([member for member in range(self.ensemble_size) if member != teacher], device=self.device)
         n_students = self.ensemble_size - 1
         # Every member's Gaussian: (K, batch, action_dim); students (K - 1, batch, action_dim) against the teacher's
         mean, log_std = self.actor.get_action_dist_params(observations)
