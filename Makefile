@@ -54,9 +54,9 @@ bench-realtime: $(VENV)/.install-bench
 
 bench-piekd: $(VENV)/.install-bench $(VENV)/.install-mujoco
 	$(PYTHON) benchmarks/piekd_sample_efficiency.py --env Pendulum-v1 --seeds 0 1 2
-	$(PYTHON) benchmarks/piekd_sample_efficiency.py --env Hopper-v5 --seeds 0 1
+	$(PYTHON) benchmarks/piekd_sample_efficiency.py --env Hopper-v5 --seeds 0 1 --timesteps 20000
 	$(PYTHON) benchmarks/throughput.py --suite sac --steps 5000 --repeats 3 --sac-net-arch 64 64 --sac-batch-size 64
-	$(PYTHON) benchmarks/throughput.py --suite sac --steps 5000 --repeats 2
+	$(PYTHON) benchmarks/throughput.py --suite sac --steps 2000 --repeats 2 --distill-interval 2000
 
 lint: $(VENV)/.install-tests
 	$(PYTHON) -m ruff check $(LINT_PATHS)
