@@ -1,6 +1,7 @@
 """
 Throughput of EnsembleDistillDQN (M teachers + a student) and RealTimeDistillDQN (a teacher + 3 students)
-against plain SB3 DQN, same settings, one process.
+against plain SB3 DQN, same settings, one process; with ``--suite sac``, of PIEKDSAC (K SAC agents)
+against plain SB3 SAC.
 
 Both run CartPole-v1 with train_freq=1, gradient_steps=1, batch_size=64 and the same teacher network;
 they train in alternating chunks of steps (DQN, EnsembleDistillDQN, DQN, ...) so that drift in machine
@@ -10,6 +11,14 @@ The figure of merit is the ratio of wall times per environment step (median over
 
     python benchmarks/throughput.py                      # the defaults used in the README
     python benchmarks/throughput.py --device cuda --repeats 7
+    python benchmarks/throughput.py --suite sac          # PIEKDSAC K=3 vs SAC, SAC's default networks
+    python benchmarks/throughput.py --suite sac --sac-net-arch 64 64 --sac-batch-size 64
+
+The SAC suite runs Pendulum-v1 with train_freq=1, gradient_steps=1 and SB3's SAC defaults (net_arch
+[256, 256], batch_size 256) unless told otherwise. PIEKDSAC is timed twice: joint training alone
+(``knowledge_sharing="none"``, the per-step hot path) and with its default distillation phases
+(``distill_interval`` I, 5 epochs x 200 batches); the timed steps must span at least one interval for the
+second figure to include a phase (the default: 5000 timed steps, I=5000, one phase per repeat).
 """
 
 import argparse
@@ -20,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import torch as th
-from stable_baselines3 import DQN
+from stable_baselines3 import DQN, SAC
 
-from sb3_distill import EnsembleDistillDQN, RealTimeDistillDQN
+from sb3_distill import PIEKDSAC, EnsembleDistillDQN, RealTimeDistillDQN
 
 
 def make_model(algo: str, args: argparse.Namespace, seed: int) -> DQN:
@@ -92,8 +101,108 @@ ALGOS = (
 )
 
 
+SAC_ALGOS = (
+    "SAC",
+    "SAC (fused Adam)",
+    "PIEKDSAC (joint training)",
+    "PIEKDSAC (with distillation)",
+)
+
+
+def make_sac_model(algo: str, args: argparse.Namespace, seed: int) -> SAC:
+    """A SAC or PIEKDSAC model with the shared settings, its warm-up phase (random actions) done."""
+    common: dict = dict(
+        batch_size=args.sac_batch_size,
+        buffer_size=100_000,
+        learning_starts=args.learning_starts,
+        train_freq=1,
+        gradient_steps=1,
+        policy_kwargs=dict(net_arch=args.sac_net_arch),
+        device=args.device,
+        seed=seed,
+    )
+    if algo == "SAC":
+        model = SAC("MlpPolicy", "Pendulum-v1", **common)
+    elif algo == "SAC (fused Adam)":
+        # Reference only: SB3's SAC with the optimizer implementation PIEKDSAC uses by default
+        common["policy_kwargs"] = dict(net_arch=args.sac_net_arch, optimizer_kwargs=dict(fused=True))
+        model = SAC("MlpPolicy", "Pendulum-v1", **common)
+    else:
+        knowledge_sharing = "none" if algo == "PIEKDSAC (joint training)" else "distill"
+        model = PIEKDSAC(
+            "MlpPolicy",
+            "Pendulum-v1",
+            ensemble_size=args.ensemble_size,
+            knowledge_sharing=knowledge_sharing,
+            distill_interval=args.distill_interval,
+            distill_gradient_steps=args.distill_gradient_steps,
+            **common,
+        )
+    # Warm-up, excluded from the timing: the random-action phase, then a few updates
+    model.learn(args.learning_starts + args.chunk)
+    return model
+
+
+def run_sac_repeat(args: argparse.Namespace, seed: int) -> dict[str, float]:
+    """The SAC suite's :func:`run_repeat`: environment steps per second of each of :data:`SAC_ALGOS`."""
+    models = {algo: make_sac_model(algo, args, seed) for algo in SAC_ALGOS}
+    elapsed = dict.fromkeys(SAC_ALGOS, 0.0)
+    for _ in range(args.steps // args.chunk):
+        for algo, model in models.items():
+            start = time.perf_counter()
+            model.learn(args.chunk, reset_num_timesteps=False)
+            elapsed[algo] += time.perf_counter() - start
+    phases = models["PIEKDSAC (with distillation)"].n_sharing_phases  # type: ignore[attr-defined]
+    print(f"  distillation phases in the timed steps: {phases}", flush=True)
+    return {algo: args.steps // args.chunk * args.chunk / elapsed[algo] for algo in SAC_ALGOS}
+
+
+def sac_main(args: argparse.Namespace) -> None:
+    """Time PIEKDSAC against SAC and write ``throughput_sac_<device>_<net>.{md,json}``."""
+    results: dict[str, list[float]] = {algo: [] for algo in SAC_ALGOS}
+    for repeat in range(args.repeats):
+        steps_per_s = run_sac_repeat(args, seed=repeat)
+        for algo in SAC_ALGOS:
+            results[algo].append(steps_per_s[algo])
+        print(f"repeat {repeat}: " + ", ".join(f"{algo} {steps_per_s[algo]:.1f} steps/s" for algo in SAC_ALGOS), flush=True)
+    medians = {algo: float(np.median(values)) for algo, values in results.items()}
+    relative = {algo: float(np.median(np.array(results["SAC"]) / np.array(results[algo]))) for algo in SAC_ALGOS}
+    device = th.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
+    lines = [
+        f"Throughput, Pendulum-v1, train_freq=1, gradient_steps=1, batch_size={args.sac_batch_size}, "
+        f"net_arch={args.sac_net_arch}, K={args.ensemble_size}, distill_interval={args.distill_interval}, "
+        f"distill_gradient_steps={args.distill_gradient_steps} (x 5 epochs)",
+        f"device={args.device} ({device}), torch {th.__version__}, threads={args.threads}, "
+        f"{args.steps} timed steps x {args.repeats} repeats (medians)",
+        "",
+        "| algorithm | env steps/s (median) | min | max | wall time vs SAC |",
+        "|---|---|---|---|---|",
+    ]
+    for algo, values in results.items():
+        lines.append(f"| {algo} | {medians[algo]:.1f} | {min(values):.1f} | {max(values):.1f} | {relative[algo]:.2f}x |")
+    lines += [
+        "",
+        f"PIEKDSAC (K={args.ensemble_size}) wall time = {relative['PIEKDSAC (joint training)']:.2f}x plain SB3 SAC "
+        f"for joint training, {relative['PIEKDSAC (with distillation)']:.2f}x with its distillation phases "
+        "(median over repeats of the per-repeat ratio)",
+    ]
+    report = "\n".join(lines)
+    print("\n" + report)
+    args.output.mkdir(parents=True, exist_ok=True)
+    stem = f"throughput_sac_{args.device.replace(':', '')}_{'x'.join(str(units) for units in args.sac_net_arch)}"
+    (args.output / f"{stem}.md").write_text(report + "\n")
+    summary = {"args": vars(args) | {"output": str(args.output)}, "steps_per_s": results, "medians": medians}
+    (args.output / f"{stem}.json").write_text(json.dumps(summary | {"wall_time_vs_sac": relative}, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", choices=["dqn", "sac"], default="dqn", help="DQN-based algorithms, or PIEKDSAC vs SAC")
+    parser.add_argument("--sac-net-arch", type=int, nargs="*", default=[256, 256], help="SAC suite: each member's networks")
+    parser.add_argument("--sac-batch-size", type=int, default=256, help="SAC suite: batch size")
+    parser.add_argument("--ensemble-size", type=int, default=3, help="SAC suite: K")
+    parser.add_argument("--distill-interval", type=int, default=5000, help="SAC suite: I")
+    parser.add_argument("--distill-gradient-steps", type=int, default=200, help="SAC suite: batches per distillation epoch")
     parser.add_argument("--steps", type=int, default=3000, help="timed environment steps per run")
     parser.add_argument("--chunk", type=int, default=250, help="steps per alternating chunk")
     parser.add_argument("--learning-starts", type=int, default=500)
@@ -113,6 +222,9 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     th.set_num_threads(args.threads)
+    if args.suite == "sac":
+        sac_main(args)
+        return
 
     results: dict[str, list[float]] = {algo: [] for algo in ALGOS}
     for repeat in range(args.repeats):

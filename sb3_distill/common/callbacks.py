@@ -75,3 +75,36 @@ def student_to_teachers_ratios(results: dict[str, tuple[float, float]]) -> dict[
         for name, (mean, _) in results.items()
         if name.startswith("student")
     }
+
+
+class EvalEnsembleCallback(EvalMembersCallback):
+    """
+    Evaluate every member of an ensemble whose members are peers (PIEKDSAC's ``member_0``, ``member_1``, ...)
+    every ``eval_freq`` calls and log ``eval/<member>`` (mean return), ``eval/<member>_std``, and the best and
+    the worst member's mean return, ``eval/best_member`` and ``eval/worst_member`` (what Hong et al. plot).
+
+    The model must provide ``evaluate_members(env, n_eval_episodes)``.
+
+    :param eval_env: The environment used for evaluation
+    :param eval_freq: Evaluate every ``eval_freq`` calls of the callback (as ``EvalCallback``, one call is
+        one ``env.step()`` of the training VecEnv, that is ``n_envs`` timesteps)
+    :param n_eval_episodes: The number of episodes per member and evaluation
+    :param verbose: Verbosity level: 0 no output, 1 a line per evaluation
+    """
+
+    def _on_step(self) -> bool:
+        if self.n_calls % self.eval_freq == 0:
+            results = self.model.evaluate_members(  # type: ignore[attr-defined]
+                self.eval_env, n_eval_episodes=self.n_eval_episodes
+            )
+            self.last_results = results
+            for name, (mean, std) in results.items():
+                self.logger.record(f"eval/{name}", mean)
+                self.logger.record(f"eval/{name}_std", std)
+            means = [mean for mean, _ in results.values()]
+            self.logger.record("eval/best_member", max(means))
+            self.logger.record("eval/worst_member", min(means))
+            if self.verbose >= 1:
+                summary = ", ".join(f"{name}={mean:.1f}" for name, (mean, _) in results.items())
+                print(f"Eval num_timesteps={self.num_timesteps}: {summary}, best={max(means):.1f}, worst={min(means):.1f}")
+        return True

@@ -1,0 +1,461 @@
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.policies import ContinuousCritic
+from stable_baselines3.common.preprocessing import preprocess_obs
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor, SACPolicy
+from torch import nn
+from torch.nn import functional as F
+
+from sb3_distill.common.torch_layers import StackedLinear
+from sb3_distill.common.utils import fast_optimizer_kwargs, set_training_flag
+
+
+class StackedMlp(nn.Module):
+    """
+    M independent MLPs with one architecture, held as stacked linear layers (weights (M, out, in)) and run
+    with one batched matmul per layer. The activation follows every layer but the last.
+
+    The first layer takes either one input (batch, in) shared by every member, or one input per member
+    (M, batch, in); with ``group_size`` G > 1 it also takes (M / G, batch, in), one input per group of G
+    consecutive members (the G critics of one SAC agent see the same actions).
+
+    :param layers: the stacked linear layers, in forward order (the first one with ``shared_input=True``)
+    :param activation_fn: the activation function class
+    """
+
+    def __init__(self, layers: Sequence[StackedLinear], activation_fn: type[nn.Module]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        # The same layers with their type, for the forward pass
+        self.stacked_layers: list[StackedLinear] = list(layers)
+        self.activation = activation_fn()
+        self.n_members = layers[0].n_members
+
+    @classmethod
+    def from_sequentials(cls, mlps: Sequence[Iterable[nn.Module]], activation_fn: type[nn.Module]) -> "StackedMlp":
+        """
+        Stack M MLPs given as sequences of ``nn.Linear`` and activation layers (e.g. SB3's ``create_mlp``),
+        each member keeping its own initial weights.
+
+        :param mlps: the members' layers
+        :param activation_fn: their activation function class
+        :return: the stacked MLP
+        """
+        linears = [[layer for layer in mlp if isinstance(layer, nn.Linear)] for mlp in mlps]
+        layers = [
+            StackedLinear.from_modules(group, shared_input=depth == 0)  # type: ignore[arg-type]
+            for depth, group in enumerate(zip(*linears, strict=True))
+        ]
+        return cls(layers, activation_fn)
+
+    def forward(self, x: th.Tensor, group_size: int = 1, detach_weights: bool = False) -> th.Tensor:
+        """
+        :param x: (batch, in) shared by every member, or (M / group_size, batch, in)
+        :param group_size: number of consecutive members that share each per-group input
+        :param detach_weights: use detached weights, so that gradients flow to the input but not to the weights
+            (the SAC actor loss through the critics)
+        :return: (M, batch, out)
+        """
+        for depth, layer in enumerate(self.stacked_layers):
+            weight, bias = (layer.weight.detach(), layer.bias.detach()) if detach_weights else (layer.weight, layer.bias)
+            if x.dim() == 2:
+                # (batch, in) -> (batch, M * out) in one matmul -> (M, batch, out)
+                x = F.linear(x, weight.reshape(-1, layer.in_features), bias.reshape(-1))
+                x = x.reshape(x.shape[0], layer.n_members, layer.out_features).transpose(0, 1)
+            elif x.shape[0] != layer.n_members:
+                # One input per group of G members: (M / G, batch, in) @ (M / G, in, G * out) -> (M, batch, out)
+                n_groups = x.shape[0]
+                grouped_weight = weight.reshape(n_groups, group_size * layer.out_features, layer.in_features)
+                x = th.baddbmm(bias.reshape(n_groups, 1, -1), x, grouped_weight.transpose(1, 2))
+                x = x.reshape(n_groups, -1, group_size, layer.out_features).transpose(1, 2).flatten(0, 1)
+            else:
+                # (M, batch, in) @ (M, in, out) + (M, 1, out) -> (M, batch, out)
+                x = th.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+            if depth < len(self.stacked_layers) - 1:
+                x = self.activation(x)
+        return x
+
+    def copy_member_to(self, member: int, mlp: Iterable[nn.Module]) -> None:
+        """
+        Copy one member's weights into an MLP of the same architecture (a sequence of ``nn.Linear`` and
+        activations), the inverse of :meth:`from_sequentials` for that member.
+
+        :param member: index of the member, in [0, M)
+        :param mlp: the target layers; their weights are overwritten
+        """
+        linears = [layer for layer in mlp if isinstance(layer, nn.Linear)]
+        with th.no_grad():
+            for stacked, plain in zip(self.stacked_layers, linears, strict=True):
+                plain.weight.copy_(stacked.weight[member])
+                plain.bias.copy_(stacked.bias[member])
+
+
+class StackedActor(nn.Module):
+    """
+    The actors of K SAC agents (squashed diagonal Gaussian policies, SB3's ``Actor`` without gSDE) as one
+    module: a stacked MLP trunk and stacked mean and log-std heads, shape (K, batch, action_dim).
+
+    Build it with :meth:`from_actors` from K SB3 ``Actor`` objects, which gives each member SB3's own
+    initialisation; :meth:`copy_member_to` writes one member back into an SB3 ``Actor``.
+
+    :param observation_space: Observation space
+    :param action_space: Action space
+    :param latent_pi: the stacked hidden layers (None when ``net_arch`` is empty)
+    :param mu: the stacked mean head
+    :param log_std: the stacked log-std head
+    :param normalize_images: Whether to divide image observations by 255
+    """
+
+    optimizer: th.optim.Optimizer
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Box,
+        latent_pi: StackedMlp | None,
+        mu: StackedLinear,
+        log_std: StackedLinear,
+        normalize_images: bool = True,
+    ) -> None:
+        super().__init__()
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.latent_pi = latent_pi
+        self.mu = mu
+        self.log_std = log_std
+        self.normalize_images = normalize_images
+        self.n_members = mu.n_members
+
+    @classmethod
+    def from_actors(cls, actors: Sequence[Actor]) -> "StackedActor":
+        """
+        Stack K SB3 SAC ``Actor`` objects with one architecture (``FlattenExtractor``, no gSDE).
+
+        :param actors: the members; their current weights become the stacked weights
+        :return: the stacked actors
+        """
+        first = actors[0]
+        latent_pi = None
+        if len(first.latent_pi) > 0:
+            latent_pi = StackedMlp.from_sequentials([actor.latent_pi for actor in actors], first.activation_fn)
+        # The heads read the last hidden layer of their own member, or the observation when there is none
+        shared = latent_pi is None
+        mu = StackedLinear.from_modules([actor.mu for actor in actors], shared_input=shared)  # type: ignore[misc]
+        log_std = StackedLinear.from_modules([actor.log_std for actor in actors], shared_input=shared)  # type: ignore[misc]
+        return cls(first.observation_space, first.action_space, latent_pi, mu, log_std, first.normalize_images)
+
+    def copy_member_to(self, member: int, actor: Actor) -> Actor:
+        """
+        Copy one member's weights into an SB3 ``Actor`` of the same architecture.
+
+        :param member: index of the member, in [0, K)
+        :param actor: the SB3 actor; its weights are overwritten
+        :return: ``actor``
+        """
+        if self.latent_pi is not None:
+            self.latent_pi.copy_member_to(member, actor.latent_pi)
+        with th.no_grad():
+            for stacked, plain in ((self.mu, actor.mu), (self.log_std, actor.log_std)):
+                plain.weight.copy_(stacked.weight[member])  # type: ignore[union-attr, operator]
+                plain.bias.copy_(stacked.bias[member])  # type: ignore[union-attr, operator]
+        return actor
+
+    def get_action_dist_params(self, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """
+        Mean and log standard deviation of every member's Gaussian, before the tanh squashing.
+
+        :param obs: observations, shape (batch, *obs_shape)
+        :return: means and clamped log standard deviations, each of shape (K, batch, action_dim)
+        """
+        features = cast(th.Tensor, preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images)).float()
+        # (batch, obs_dim) -> (K, batch, hidden)
+        latent = features.flatten(1) if self.latent_pi is None else self.activation(self.latent_pi(features.flatten(1)))
+        log_std = th.clamp(self.log_std(latent), LOG_STD_MIN, LOG_STD_MAX)
+        return self.mu(latent), log_std
+
+    @property
+    def activation(self) -> nn.Module:
+        assert self.latent_pi is not None
+        return self.latent_pi.activation
+
+    def action_log_prob(self, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """
+        Sample a squashed action of every member (reparametrised) with its log-probability,
+        as ``SquashedDiagGaussianDistribution.log_prob_from_params``.
+
+        :param obs: observations, shape (batch, *obs_shape)
+        :return: actions in [-1, 1], shape (K, batch, action_dim), and log-probabilities, shape (K, batch)
+        """
+        mean, log_std = self.get_action_dist_params(obs)
+        std = log_std.exp()
+        gaussian_actions = mean + std * th.randn_like(mean)
+        actions = th.tanh(gaussian_actions)
+        # Gaussian log-density, summed over action dimensions: (K, batch)
+        log_prob = (-0.5 * ((gaussian_actions - mean) / std).pow(2) - log_std - 0.5 * np.log(2 * np.pi)).sum(dim=-1)
+        # Change of variables of the tanh squashing (SB3's TanhBijector.log_prob_correction, epsilon 1e-6)
+        log_prob = log_prob - th.log(1 - actions.pow(2) + 1e-6).sum(dim=-1)
+        return actions, log_prob
+
+    def forward(self, obs: th.Tensor, members: th.Tensor, deterministic: bool = False) -> th.Tensor:
+        """
+        One squashed action per observation, each from its own member.
+
+        :param obs: observations, shape (batch, *obs_shape)
+        :param members: the member acting for each observation, shape (batch,) (long) or a 0-d tensor for all
+        :param deterministic: the tanh of the mean instead of a sample
+        :return: actions in [-1, 1], shape (batch, action_dim)
+        """
+        mean, log_std = self.get_action_dist_params(obs)
+        rows = th.arange(mean.shape[1], device=mean.device)
+        # (K, batch, action_dim) -> (batch, action_dim): each observation's own member
+        mean, log_std = mean[members, rows], log_std[members, rows]
+        if deterministic:
+            return th.tanh(mean)
+        return th.tanh(mean + log_std.exp() * th.randn_like(mean))
+
+    def set_training_mode(self, mode: bool) -> None:
+        """Put the actors in training or evaluation mode (as ``BasePolicy.set_training_mode``)."""
+        set_training_flag((self,), mode)
+
+
+class StackedCritic(nn.Module):
+    """
+    The critics of K SAC agents, ``n_critics`` Q-networks each (twin critics: 2K), as one stacked MLP.
+    Stacked Q-network ``k * n_critics + j`` is critic j of member k.
+
+    :param observation_space: Observation space
+    :param q_net: the stacked Q-networks (K * n_critics members)
+    :param n_members: number of SAC agents K
+    :param n_critics: number of Q-networks of each agent
+    :param normalize_images: Whether to divide image observations by 255
+    """
+
+    optimizer: th.optim.Optimizer
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        q_net: StackedMlp,
+        n_members: int,
+        n_critics: int,
+        normalize_images: bool = True,
+    ) -> None:
+        super().__init__()
+        self.observation_space = observation_space
+        self.q_net = q_net
+        self.n_members = n_members
+        self.n_critics = n_critics
+        self.normalize_images = normalize_images
+
+    @classmethod
+    def from_critics(cls, critics: Sequence[ContinuousCritic]) -> "StackedCritic":
+        """
+        Stack K SB3 ``ContinuousCritic`` objects (each with ``n_critics`` Q-networks, ``FlattenExtractor``).
+
+        :param critics: the members; their current weights become the stacked weights
+        :return: the stacked critics
+        """
+        q_networks = [q_net for critic in critics for q_net in critic.q_networks]
+        activations = [layer for layer in q_networks[0] if not isinstance(layer, nn.Linear)]  # type: ignore[attr-defined]
+        activation_fn = type(activations[0]) if activations else nn.ReLU
+        q_net = StackedMlp.from_sequentials(q_networks, activation_fn)  # type: ignore[arg-type]
+        first = critics[0]
+        return cls(first.observation_space, q_net, len(critics), first.n_critics, first.normalize_images)
+
+    def copy_member_to(self, member: int, critic: ContinuousCritic) -> ContinuousCritic:
+        """
+        Copy one member's Q-networks into an SB3 ``ContinuousCritic`` of the same architecture.
+
+        :param member: index of the member, in [0, K)
+        :param critic: the SB3 critic; its weights are overwritten
+        :return: ``critic``
+        """
+        for j, q_net in enumerate(critic.q_networks):
+            self.q_net.copy_member_to(member * self.n_critics + j, q_net)  # type: ignore[arg-type]
+        return critic
+
+    def forward(self, obs: th.Tensor, actions: th.Tensor, detach_weights: bool = False) -> th.Tensor:
+        """
+        Q-values of every critic of every member.
+
+        :param obs: observations, shape (batch, *obs_shape)
+        :param actions: actions in [-1, 1], shape (batch, action_dim) (the same for every member, e.g. from the
+            replay buffer) or (K, batch, action_dim) (each member's own, e.g. from its actor)
+        :param detach_weights: no gradient to the critics' weights (the actor loss), only to the actions
+        :return: Q-values, shape (K, n_critics, batch)
+        """
+        features = cast(th.Tensor, preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images))
+        features = features.float().flatten(1)
+        if actions.dim() == 3:
+            # Each member's actions, seen by its n_critics Q-networks: (K, batch, obs_dim + action_dim)
+            features = features.unsqueeze(0).expand(actions.shape[0], -1, -1)
+        q_values = self.q_net(th.cat([features, actions], dim=-1), group_size=self.n_critics, detach_weights=detach_weights)
+        # (K * n_critics, batch, 1) -> (K, n_critics, batch)
+        return q_values.reshape(self.n_members, self.n_critics, -1)
+
+    def set_training_mode(self, mode: bool) -> None:
+        """Put the critics in training or evaluation mode (as ``BasePolicy.set_training_mode``)."""
+        set_training_flag((self,), mode)
+
+
+class PIEKDSACPolicy(SACPolicy):
+    """
+    Policy for PIEKDSAC: the actors, critics and target critics of K SAC agents, each set stacked into one
+    module (weights (K, ...), critics (K * n_critics, ...)), with one optimizer per set (Adam is elementwise,
+    so one Adam over a stack is K independent Adams). ``predict()`` uses the member ``predict_member``
+    (the algorithm keeps it on the member with the best recent return).
+
+    Only vector observations (``FlattenExtractor``) and no gSDE are supported.
+
+    :param observation_space: Observation space
+    :param action_space: Action space
+    :param lr_schedule: Learning rate schedule (could be constant)
+    :param net_arch: The specification of the policy and value networks (as SAC's).
+    :param activation_fn: Activation function
+    :param use_sde: Must be False (gSDE is not supported)
+    :param log_std_init: Initial value for the log standard deviation (unused without gSDE)
+    :param use_expln: Unused without gSDE
+    :param clip_mean: Unused without gSDE
+    :param features_extractor_class: Features extractor to use; must be ``FlattenExtractor``
+    :param features_extractor_kwargs: Keyword arguments to pass to the features extractor.
+    :param normalize_images: Whether to normalize images or not,
+         dividing by 255.0 (True by default)
+    :param optimizer_class: The optimizer to use, ``th.optim.Adam`` by default
+    :param optimizer_kwargs: Additional keyword arguments, excluding the learning rate, to pass to the optimizer.
+        Adam and AdamW use PyTorch's fused implementation unless ``fused`` or ``foreach`` is given here.
+    :param n_critics: Number of critic networks of each member.
+    :param share_features_extractor: Must be False (a flatten layer has nothing to share)
+    :param n_members: Number of SAC agents in the ensemble (K in Hong et al.)
+    """
+
+    actor: StackedActor  # type: ignore[assignment]
+    critic: StackedCritic  # type: ignore[assignment]
+    critic_target: StackedCritic  # type: ignore[assignment]
+    predict_member: th.Tensor
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Box,
+        lr_schedule: Schedule,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        use_sde: bool = False,
+        log_std_init: float = -3,
+        use_expln: bool = False,
+        clip_mean: float = 2.0,
+        features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = True,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        n_critics: int = 2,
+        share_features_extractor: bool = False,
+        n_members: int = 3,
+    ) -> None:
+        if isinstance(n_members, bool) or not isinstance(n_members, int) or n_members < 1:
+            raise ValueError(f"`n_members` must be an integer >= 1 (K, the ensemble size), got {n_members!r}")
+        if use_sde:
+            raise ValueError("`use_sde=True` is not supported by PIEKDSAC: its members are squashed Gaussian policies")
+        if features_extractor_class is not FlattenExtractor:
+            raise ValueError(
+                f"PIEKDSAC's members are stacked MLPs on flat observations: `features_extractor_class` must be "
+                f"FlattenExtractor (MlpPolicy), got {features_extractor_class.__name__}"
+            )
+        if share_features_extractor:
+            raise ValueError("`share_features_extractor=True` is not supported by PIEKDSAC (a flatten layer has no weights)")
+        self.n_members = n_members
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            net_arch=net_arch,
+            activation_fn=activation_fn,
+            use_sde=use_sde,
+            log_std_init=log_std_init,
+            use_expln=use_expln,
+            clip_mean=clip_mean,
+            features_extractor_class=features_extractor_class,
+            features_extractor_kwargs=features_extractor_kwargs,
+            normalize_images=normalize_images,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+            n_critics=n_critics,
+            share_features_extractor=share_features_extractor,
+        )
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        """
+        Create K SB3 actors and critics (each with SB3's initialisation), stack them, copy the critics into the
+        stacked targets and create one optimizer for the actors and one for the critics.
+
+        :param lr_schedule: Learning rate schedule; lr_schedule(1) is the initial learning rate
+        """
+        self.actor = StackedActor.from_actors([self.make_actor() for _ in range(self.n_members)]).to(self.device)
+        critics = [self.make_critic() for _ in range(self.n_members)]
+        self.critic = StackedCritic.from_critics(critics).to(self.device)
+        self.critic_target = StackedCritic.from_critics(critics).to(self.device)
+        # Target networks should always be in eval mode
+        self.critic_target.set_training_mode(False)
+        # The member predict() uses, a buffer so that it is saved and follows the device
+        self.register_buffer("predict_member", th.zeros((), dtype=th.long, device=self.device))
+        optimizer_kwargs = fast_optimizer_kwargs(self.optimizer_class, self.optimizer_kwargs, self.device)
+        self.actor.optimizer = self.optimizer_class(self.actor.parameters(), lr=lr_schedule(1), **optimizer_kwargs)  # type: ignore[call-arg]
+        self.critic.optimizer = self.optimizer_class(self.critic.parameters(), lr=lr_schedule(1), **optimizer_kwargs)  # type: ignore[call-arg]
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        # The member with the best recent return acts
+        return self.actor(observation, self.predict_member, deterministic=deterministic)
+
+    def set_training_mode(self, mode: bool) -> None:
+        """
+        Put the actors and critics in either training or evaluation mode (the targets stay in evaluation mode).
+
+        :param mode: if true, set to training mode, else set to evaluation mode
+        """
+        set_training_flag((self.actor, self.critic), mode)
+        self.training = mode
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(dict(n_members=self.n_members))
+        return data
+
+
+MlpPolicy = PIEKDSACPolicy
+
+
+class MemberPredictor:
+    """
+    A minimal object with SB3's ``predict()`` signature that acts with one member of a PIEKDSAC ensemble,
+    so that ``evaluate_policy`` can score it.
+
+    :param policy: the ensemble's policy
+    :param member: index of the member, in [0, K)
+    """
+
+    def __init__(self, policy: PIEKDSACPolicy, member: int) -> None:
+        self.policy = policy
+        self.member = member
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        obs_tensor, vectorized_env = self.policy.obs_to_tensor(observation)
+        with th.no_grad():
+            member = th.tensor(self.member, device=self.policy.device)
+            actions = self.policy.actor(obs_tensor, member, deterministic=deterministic).cpu().numpy()
+        actions = self.policy.unscale_action(actions.reshape((-1, *self.policy.action_space.shape)))  # type: ignore[misc]
+        if not vectorized_env:
+            actions = actions.squeeze(axis=0)
+        return actions, state
