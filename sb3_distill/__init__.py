@@ -10,4 +10,4 @@ version_file = os.path.join(os.path.dirname(__file__), "version.txt")
 with open(version_file) as file_handler:
     __version__ = file_handler.read().strip()
 
-__all__ = ["EnsembleDistillDQN", "PIEKDSAC", "PolicyDistillation", "RealTimeDistillDQN"]
+__all__ = ["PIEKDSAC", "EnsembleDistillDQN", "PolicyDistillation", "RealTimeDistillDQN"]
