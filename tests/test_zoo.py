@@ -32,7 +32,10 @@ TINY = {
     "ensemble_distill_dqn": ["student_policy_kwargs:dict(net_arch=[8])", "n_teachers:2"],
     "realtime_distill_dqn": ["students:[dict(net_arch=[8]), dict(net_arch=[4])]"],
     "policy_distillation": ["student_policy_kwargs:dict(net_arch=[8])"],
+    "piekd_sac": ["ensemble_size:2", "distill_interval:200", "distill_gradient_steps:2", "distill_epochs:1"],
 }
+# The env of each algorithm's subprocess tests (PIEKDSAC needs continuous actions)
+ENVS = {"piekd_sac": "Pendulum-v1"}
 COMMON_PARAMS = [
     "learning_starts:100",
     "buffer_size:1000",
@@ -54,7 +57,8 @@ def run_zoo(command: str, *args: str, cwd: Path, timeout: float = 300) -> str:
 
 
 def train_args(algo: str, log_folder: Path, n_timesteps: int = 300) -> list[str]:
-    run = ["--algo", algo, "--env", "CartPole-v1", "-n", str(n_timesteps), "-f", str(log_folder), "--seed", "0"]
+    env_id = ENVS.get(algo, "CartPole-v1")
+    run = ["--algo", algo, "--env", env_id, "-n", str(n_timesteps), "-f", str(log_folder), "--seed", "0"]
     # PolicyDistillation's networks are the teacher's and `student_policy_kwargs`: no `policy_kwargs` net_arch
     common = [param for param in COMMON_PARAMS if not (algo == "policy_distillation" and param.startswith("policy_kwargs"))]
     return [*run, "--num-threads", "1", "-params", *common, *TINY[algo]]
@@ -298,9 +302,10 @@ def test_heartbeat_arguments(tmp_path):
         make_manager("ensemble_distill_dqn", storage=url, heartbeat_interval=2)
 
 
-@pytest.mark.parametrize("algo", [*DQN_ALGOS, "policy_distillation"])
+@pytest.mark.parametrize("algo", [*DQN_ALGOS, "policy_distillation", "piekd_sac"])
 def test_train_continue_enjoy(algo, tmp_path):
     logs = tmp_path / "logs"
+    env_id = ENVS.get(algo, "CartPole-v1")
     if algo == "policy_distillation":
         # zoo_configs/policy_distillation.yml names the DQN teacher where rl-zoo3 writes it
         from stable_baselines3 import DQN
@@ -325,24 +330,24 @@ def test_train_continue_enjoy(algo, tmp_path):
         cwd=tmp_path,
     )
     assert f"Loading hyperparameters from: {CONFIG_DIR / f'{algo}.yml'}" in output
-    run = logs / algo / "CartPole-v1_1"
-    model = ALGOS[algo].load(run / "CartPole-v1.zip")
+    run = logs / algo / f"{env_id}_1"
+    model = ALGOS[algo].load(run / f"{env_id}.zip")
     assert model.num_timesteps == 300
     assert (run / "replay_buffer.pkl").is_file() and (run / "best_model.zip").is_file()
     assert np.load(run / "evaluations.npz")["results"].shape == (3, 2)  # 3 evaluations of 2 episodes
-    assert list((tmp_path / "tb" / "CartPole-v1").rglob("events.out.tfevents.*"))
+    assert list((tmp_path / "tb" / env_id).rglob("events.out.tfevents.*"))
 
     # --trained-agent: continue training from the saved model and its replay buffer
-    output = run_zoo("train", *train_args(algo, logs, 200), "--trained-agent", str(run / "CartPole-v1.zip"), cwd=tmp_path)
+    output = run_zoo("train", *train_args(algo, logs, 200), "--trained-agent", str(run / f"{env_id}.zip"), cwd=tmp_path)
     assert "Loading pretrained agent" in output and "Loading replay buffer" in output
-    continued = ALGOS[algo].load(logs / algo / "CartPole-v1_2" / "CartPole-v1.zip")
+    continued = ALGOS[algo].load(logs / algo / f"{env_id}_2" / f"{env_id}.zip")
     # same networks, trained further
     before, after = model.policy.state_dict(), continued.policy.state_dict()
     assert before.keys() == after.keys() and all(before[key].shape == after[key].shape for key in before)
     assert any(not np.allclose(before[key].numpy(), after[key].numpy()) for key in before)
 
     # enjoy the latest run
-    enjoy_args = ["--algo", algo, "--env", "CartPole-v1", "-f", str(logs), "--no-render", "-n", "300"]
+    enjoy_args = ["--algo", algo, "--env", env_id, "-f", str(logs), "--no-render", "-n", "300"]
     output = run_zoo("enjoy", *enjoy_args, cwd=tmp_path)
     assert "Mean reward:" in output
 
