@@ -51,14 +51,23 @@ class EvalMembersCallback(BaseCallback):
             for name, (mean, std) in results.items():
                 self.logger.record(f"eval/{name}", mean)
                 self.logger.record(f"eval/{name}_std", std)
-            ratios = student_to_teachers_ratios(results)
-            for name, ratio in ratios.items():
-                self.logger.record(f"eval/{name}_to_teachers", ratio)
+            derived = self._record_derived(results)
             if self.verbose >= 1:
                 summary = ", ".join(f"{name}={mean:.1f}" for name, (mean, _) in results.items())
-                ratio_summary = ", ".join(f"{name}/teachers={ratio:.3f}" for name, ratio in ratios.items())
-                print(f"Eval num_timesteps={self.num_timesteps}: {summary}, {ratio_summary}")
+                print(f"Eval num_timesteps={self.num_timesteps}: {summary}, {derived}")
         return True
+
+    def _record_derived(self, results: dict[str, tuple[float, float]]) -> str:
+        """
+        Log what is derived from the members' results: each student's return over the teachers' mean.
+
+        :param results: member name -> (mean, std)
+        :return: the same figures as text, for the verbose line
+        """
+        ratios = student_to_teachers_ratios(results)
+        for name, ratio in ratios.items():
+            self.logger.record(f"eval/{name}_to_teachers", ratio)
+        return ", ".join(f"{name}/teachers={ratio:.3f}" for name, ratio in ratios.items())
 
 
 def student_to_teachers_ratios(results: dict[str, tuple[float, float]]) -> dict[str, float]:
@@ -92,19 +101,14 @@ class EvalEnsembleCallback(EvalMembersCallback):
     :param verbose: Verbosity level: 0 no output, 1 a line per evaluation
     """
 
-    def _on_step(self) -> bool:
-        if self.n_calls % self.eval_freq == 0:
-            results = self.model.evaluate_members(  # type: ignore[attr-defined]
-                self.eval_env, n_eval_episodes=self.n_eval_episodes
-            )
-            self.last_results = results
-            for name, (mean, std) in results.items():
-                self.logger.record(f"eval/{name}", mean)
-                self.logger.record(f"eval/{name}_std", std)
-            means = [mean for mean, _ in results.values()]
-            self.logger.record("eval/best_member", max(means))
-            self.logger.record("eval/worst_member", min(means))
-            if self.verbose >= 1:
-                summary = ", ".join(f"{name}={mean:.1f}" for name, (mean, _) in results.items())
-                print(f"Eval num_timesteps={self.num_timesteps}: {summary}, best={max(means):.1f}, worst={min(means):.1f}")
-        return True
+    def _record_derived(self, results: dict[str, tuple[float, float]]) -> str:
+        """
+        Log the best and the worst member's mean return.
+
+        :param results: member name -> (mean, std)
+        :return: the same figures as text, for the verbose line
+        """
+        means = [mean for mean, _ in results.values()]
+        self.logger.record("eval/best_member", max(means))
+        self.logger.record("eval/worst_member", min(means))
+        return f"best={max(means):.1f}, worst={min(means):.1f}"
