@@ -56,6 +56,7 @@ bench-realtime: $(VENV)/.install-bench
 bench-control: $(VENV)/.install-bench
 	$(PYTHON) -m benchmarks.control_policy --env CartPole-v1 --seeds 0 1 2 3 4 5 6 7 8 9
 	$(PYTHON) -m benchmarks.control_policy --env Acrobot-v1 --seeds 0 1 2 3 4 --eval-freq 250
+	$(PYTHON) -m benchmarks.control_policy --env Pendulum-v1 --seeds 0 1 2 --eval-freq 500
 
 bench-piekd: $(VENV)/.install-bench $(VENV)/.install-mujoco
 	$(PYTHON) benchmarks/piekd_sample_efficiency.py --env Pendulum-v1 --seeds 0 1 2

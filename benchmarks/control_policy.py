@@ -12,6 +12,7 @@ PNG of the learning curves and a markdown table.
 
     python -m benchmarks.control_policy --env CartPole-v1 --seeds 0 1 2 3 4 5 6 7 8 9
     python -m benchmarks.control_policy --env Acrobot-v1 --seeds 0 1 2 3 4 --eval-freq 250
+    python -m benchmarks.control_policy --env Pendulum-v1 --seeds 0 1 2 --eval-freq 500
 """
 
 import argparse
@@ -23,7 +24,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
-from stable_baselines3 import DQN
+from stable_baselines3 import DQN, SAC
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
@@ -31,6 +32,7 @@ from stable_baselines3.common.utils import LinearSchedule
 
 from benchmarks.realtime_vs_sequential import SETTINGS as TEACHER_SETTINGS
 from sb3_distill import PolicyDistillation
+from sb3_distill.common.losses import GAUSSIAN_DISTILLATION_LOSSES
 
 # Per env: the teacher's training budget, the student and the distillation budget
 # and the return below which a teacher counts as failed (its seed is reported but left out of the medians:
@@ -38,7 +40,18 @@ from sb3_distill import PolicyDistillation
 SETTINGS: dict[str, dict[str, Any]] = {
     "CartPole-v1": dict(teacher_timesteps=40_000, student=dict(net_arch=[32]), budget=10_000, min_teacher=200.0),
     "Acrobot-v1": dict(teacher_timesteps=60_000, student=dict(net_arch=[16]), budget=10_000, min_teacher=-200.0),
+    # A SAC teacher (rl-zoo3's Pendulum learning rate, SB3's 256-256 networks); the Gaussian KL before the tanh,
+    # and the critics distilled too (value_coef)
+    "Pendulum-v1": dict(
+        teacher_timesteps=8_000,
+        student=dict(net_arch=[32, 32]),
+        budget=5_000,
+        min_teacher=-400.0,
+        distill=dict(value_coef=0.5),
+    ),
 }
+# The SAC teacher's settings (the DQN teachers' are those of realtime_vs_sequential.py)
+SAC_TEACHER = dict(learning_rate=1e-3, policy_kwargs=dict(net_arch=[256, 256]))
 # The variants compared: (name, PolicyDistillation arguments)
 VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("teacher-driven", dict(control="teacher")),
@@ -70,12 +83,18 @@ class StudentCurve(BaseCallback):
         return True
 
 
-def get_teacher(env_id: str, seed: int, folder: Path) -> DQN:
-    """Train a DQN teacher with the settings of realtime_vs_sequential.py, or load it from `folder`."""
-    path = folder / f"dqn_{env_id}_seed{seed}.zip"
+def is_continuous(env_id: str) -> bool:
+    return env_id not in TEACHER_SETTINGS
+
+
+def get_teacher(env_id: str, seed: int, folder: Path) -> DQN | SAC:
+    """Train a DQN teacher with the settings of realtime_vs_sequential.py (SAC for continuous actions), or load it."""
+    algorithm = SAC if is_continuous(env_id) else DQN
+    path = folder / f"{algorithm.__name__.lower()}_{env_id}_seed{seed}.zip"
     if path.exists():
-        return DQN.load(path)
-    teacher = DQN("MlpPolicy", env_id, seed=seed, **TEACHER_SETTINGS[env_id]["dqn"])
+        return algorithm.load(path)
+    settings = SAC_TEACHER if is_continuous(env_id) else TEACHER_SETTINGS[env_id]["dqn"]
+    teacher = algorithm("MlpPolicy", env_id, seed=seed, **settings)
     teacher.learn(SETTINGS[env_id]["teacher_timesteps"])
     folder.mkdir(parents=True, exist_ok=True)
     teacher.save(path)
@@ -89,6 +108,11 @@ def run(env_id: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     teacher_return = float(evaluate_policy(teacher.policy, eval_env, args.eval_episodes, warn=False)[0])  # type: ignore[arg-type]
     result: dict[str, Any] = dict(seed=seed, teacher=teacher_return, variants={})
     for name, kwargs in VARIANTS:
+        if is_continuous(env_id) and "loss" in kwargs and kwargs["loss"] not in GAUSSIAN_DISTILLATION_LOSSES:
+            continue
+        kwargs = {**kwargs, **SETTINGS[env_id].get("distill", {})}
+        if is_continuous(env_id):
+            kwargs.pop("temperature", None)
         model = PolicyDistillation(
             "MlpPolicy",
             env_id,
@@ -121,7 +145,8 @@ def report(env_id: str, all_runs: list[dict[str, Any]], args: argparse.Namespace
     runs = [run for run in all_runs if run["teacher"] >= SETTINGS[env_id]["min_teacher"]]
     failed = [run["seed"] for run in all_runs if run["teacher"] < SETTINGS[env_id]["min_teacher"]]
     lines = [
-        f"{env_id}: DQN teacher -> student {SETTINGS[env_id]['student']} ({100 * ratio:.1f} % of the teacher's parameters), "
+        f"{env_id}: {'SAC' if is_continuous(env_id) else 'DQN'} teacher -> student {SETTINGS[env_id]['student']} "
+        f"({100 * ratio:.1f} % of the teacher's parameters), "
         f"budget {SETTINGS[env_id]['budget']} env steps, greedy evaluation every {args.eval_freq} steps on "
         f"{args.eval_episodes} episodes, seeds {args.seeds}, teacher returns "
         f"{[round(run['teacher'], 1) for run in all_runs]}, CPU, torch {th.__version__}. "
@@ -138,6 +163,8 @@ def report(env_id: str, all_runs: list[dict[str, Any]], args: argparse.Namespace
     if not runs:
         return "\n".join([*lines[:1], "", "No teacher learned: nothing to report."])
     for name, _ in VARIANTS:
+        if name not in runs[0]["variants"]:
+            continue
         results = [run["variants"][name] for run in runs]
         reached = [r["steps_to_95"] for r in results if r["steps_to_95"] is not None]
         steps = f"{np.median(reached):.0f}" if reached else "-"
@@ -159,6 +186,8 @@ def plot(env_id: str, all_runs: list[dict[str, Any]], path: Path) -> None:
     runs = [run for run in all_runs if run["teacher"] >= SETTINGS[env_id]["min_teacher"]] or all_runs
     fig, ax = plt.subplots(figsize=(7, 4))
     for (name, _), marker in zip(VARIANTS, "os^vx", strict=False):
+        if name not in runs[0]["variants"]:
+            continue
         steps = runs[0]["variants"][name]["steps"]
         returns = np.array([run["variants"][name]["returns"] for run in runs])
         ax.plot(steps, returns.mean(axis=0), marker=marker, markersize=4, label=name)

@@ -56,3 +56,17 @@ def test_control_policy_runs(monkeypatch, tmp_path):
     assert "| teacher-driven |" in control_policy.report("CartPole-v1", [result], args)
     control_policy.plot("CartPole-v1", [result], tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_control_policy_runs_with_a_sac_teacher(monkeypatch, tmp_path):
+    settings = dict(control_policy.SETTINGS["Pendulum-v1"], teacher_timesteps=150, budget=200, min_teacher=-1e9)
+    monkeypatch.setitem(control_policy.SETTINGS, "Pendulum-v1", settings)
+    monkeypatch.setattr(control_policy, "SAC_TEACHER", dict(policy_kwargs=dict(net_arch=[16]), learning_starts=50))
+    monkeypatch.setattr(control_policy, "DISTILL", dict(control_policy.DISTILL, learning_starts=50))
+    args = argparse.Namespace(seeds=[0], eval_freq=100, eval_episodes=1, teachers=tmp_path / "teachers", output=tmp_path)
+    result = control_policy.run("Pendulum-v1", 0, args)
+    assert (tmp_path / "teachers" / "sac_Pendulum-v1_seed0.zip").exists()
+    # NLL does not exist for a Gaussian teacher: that variant is left out; MSE is on the means
+    assert "teacher-driven, nll" not in result["variants"] and "teacher-driven, mse" in result["variants"]
+    assert "| student-driven |" in control_policy.report("Pendulum-v1", [result], args)
+    control_policy.plot("Pendulum-v1", [result], tmp_path / "curves.png")
