@@ -477,14 +477,16 @@ class PolicyDistillation(OffPolicyAlgorithm):
         # Update learning rate according to schedule
         self._update_learning_rate(self.policy.optimizer)
 
-        distill_losses, value_losses = [], []
+        distill_losses: list[th.Tensor] = []
+        value_losses: list[th.Tensor] = []
         for _ in range(gradient_steps):
             # Sample replay buffer: only the states (and, for value distillation, the actions) are used
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
             loss, value_loss = self._losses(replay_data.observations, replay_data.actions)  # type: ignore[arg-type]
-            distill_losses.append(loss.item())
+            # Kept as tensors: no device synchronisation per step
+            distill_losses.append(loss.detach())
             if value_loss is not None:
-                value_losses.append(value_loss.item())
+                value_losses.append(value_loss.detach())
                 loss = loss + self.value_coef * value_loss
 
             # Optimize the student
@@ -496,9 +498,9 @@ class PolicyDistillation(OffPolicyAlgorithm):
 
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/distill_loss", np.mean(distill_losses))
+        self.logger.record("train/distill_loss", th.stack(distill_losses).mean().item())
         if value_losses:
-            self.logger.record("train/value_loss", np.mean(value_losses))
+            self.logger.record("train/value_loss", th.stack(value_losses).mean().item())
         if self._control_steps > 0:
             self.logger.record("rollout/teacher_fraction", self._teacher_steps / self._control_steps)
 
