@@ -25,6 +25,7 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -157,29 +158,47 @@ def run_sac_repeat(args: argparse.Namespace, seed: int) -> dict[str, float]:
     return {algo: args.steps // args.chunk * args.chunk / elapsed[algo] for algo in SAC_ALGOS}
 
 
+def measure(
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace, int], dict[str, float]],
+    algos: tuple[str, ...],
+    baseline: str,
+) -> tuple[dict[str, list[float]], dict[str, float], dict[str, float], list[str]]:
+    """
+    Run ``args.repeats`` repeats of ``run`` and summarise them: steps/s of every repeat, their medians, the
+    wall time relative to ``baseline`` (median over repeats of the per-repeat ratio) and the rows of the
+    markdown table.
+    """
+    results: dict[str, list[float]] = {algo: [] for algo in algos}
+    for repeat in range(args.repeats):
+        steps_per_s = run(args, repeat)
+        for algo in algos:
+            results[algo].append(steps_per_s[algo])
+        print(f"repeat {repeat}: " + ", ".join(f"{algo} {steps_per_s[algo]:.1f} steps/s" for algo in algos), flush=True)
+    medians = {algo: float(np.median(values)) for algo, values in results.items()}
+    relative = {algo: float(np.median(np.array(results[baseline]) / np.array(results[algo]))) for algo in algos}
+    device = th.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
+    rows = [
+        f"device={args.device} ({device}), torch {th.__version__}, threads={args.threads}, "
+        f"{args.steps} timed steps x {args.repeats} repeats (medians)",
+        "",
+        f"| algorithm | env steps/s (median) | min | max | wall time vs {baseline} |",
+        "|---|---|---|---|---|",
+    ]
+    for algo, values in results.items():
+        rows.append(f"| {algo} | {medians[algo]:.1f} | {min(values):.1f} | {max(values):.1f} | {relative[algo]:.2f}x |")
+    return results, medians, relative, rows
+
+
 def sac_main(args: argparse.Namespace) -> None:
     """Time PIEKDSAC against SAC and write ``throughput_sac_<device>_<net>.{md,json}``."""
-    results: dict[str, list[float]] = {algo: [] for algo in SAC_ALGOS}
-    for repeat in range(args.repeats):
-        steps_per_s = run_sac_repeat(args, seed=repeat)
-        for algo in SAC_ALGOS:
-            results[algo].append(steps_per_s[algo])
-        print(f"repeat {repeat}: " + ", ".join(f"{algo} {steps_per_s[algo]:.1f} steps/s" for algo in SAC_ALGOS), flush=True)
-    medians = {algo: float(np.median(values)) for algo, values in results.items()}
-    relative = {algo: float(np.median(np.array(results["SAC"]) / np.array(results[algo]))) for algo in SAC_ALGOS}
-    device = th.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
+    results, medians, relative, rows = measure(args, lambda a, seed: run_sac_repeat(a, seed=seed), SAC_ALGOS, "SAC")
     lines = [
         f"Throughput, Pendulum-v1, train_freq=1, gradient_steps=1, batch_size={args.sac_batch_size}, "
         f"net_arch={args.sac_net_arch}, K={args.ensemble_size}, distill_interval={args.distill_interval}, "
         f"distill_gradient_steps={args.distill_gradient_steps} (x 5 epochs)",
-        f"device={args.device} ({device}), torch {th.__version__}, threads={args.threads}, "
-        f"{args.steps} timed steps x {args.repeats} repeats (medians)",
-        "",
-        "| algorithm | env steps/s (median) | min | max | wall time vs SAC |",
-        "|---|---|---|---|---|",
+        *rows,
     ]
-    for algo, values in results.items():
-        lines.append(f"| {algo} | {medians[algo]:.1f} | {min(values):.1f} | {max(values):.1f} | {relative[algo]:.2f}x |")
     lines += [
         "",
         f"PIEKDSAC (K={args.ensemble_size}) wall time = {relative['PIEKDSAC (joint training)']:.2f}x plain SB3 SAC "
@@ -226,29 +245,13 @@ def main() -> None:
         sac_main(args)
         return
 
-    results: dict[str, list[float]] = {algo: [] for algo in ALGOS}
-    for repeat in range(args.repeats):
-        steps_per_s = run_repeat(args, seed=repeat)
-        for algo in ALGOS:
-            results[algo].append(steps_per_s[algo])
-        print(f"repeat {repeat}: " + ", ".join(f"{algo} {steps_per_s[algo]:.1f} steps/s" for algo in ALGOS), flush=True)
-
-    medians = {algo: float(np.median(values)) for algo, values in results.items()}
-    # Wall time relative to plain SB3 DQN: median over repeats of the per-repeat ratio
-    relative = {algo: float(np.median(np.array(results["DQN"]) / np.array(results[algo]))) for algo in ALGOS}
-    device = th.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
+    results, medians, relative, rows = measure(args, lambda a, seed: run_repeat(a, seed=seed), ALGOS, "DQN")
     lines = [
         f"Throughput, CartPole-v1, train_freq=1, gradient_steps=1, batch_size={args.batch_size}, "
         f"teacher net_arch={args.net_arch}, student net_arch={args.student_net_arch}, M={args.n_teachers}, "
         f"real-time students {args.realtime_students}",
-        f"device={args.device} ({device}), torch {th.__version__}, threads={args.threads}, "
-        f"{args.steps} timed steps x {args.repeats} repeats (medians)",
-        "",
-        "| algorithm | env steps/s (median) | min | max | wall time vs DQN |",
-        "|---|---|---|---|---|",
+        *rows,
     ]
-    for algo, values in results.items():
-        lines.append(f"| {algo} | {medians[algo]:.1f} | {min(values):.1f} | {max(values):.1f} | {relative[algo]:.2f}x |")
     lines += [
         "",
         f"EnsembleDistillDQN (M={args.n_teachers} + student) wall time = {relative['EnsembleDistillDQN']:.2f}x plain "
