@@ -21,6 +21,8 @@ which is ``(1/M) sum_j loss(S, T_j)``. Likewise K stacked students ``(K, batch, 
 teacher ``(batch, n_actions)`` give ``(1/K) sum_k loss(S_k, T)``.
 """
 
+import math
+
 import torch as th
 from torch.nn import functional as F
 
@@ -314,3 +316,208 @@ def student_td_targets(
         discounts = discounts.T if isinstance(discounts, th.Tensor) else discounts
         # (batch, 1) -> (1, batch), broadcast over students: (K, batch)
         return rewards.T + (1 - dones.T) * discounts * next_values
+
+
+# --- Student-driven distillation updates (Czarnecki et al., "Distilling Policy Distillation", 2019, arXiv:1902.02186)
+#
+# Eq. (1) of the paper: the update direction of the student pi_theta is
+#     E_q [ sum_t -grad log pi_theta(a_t | s_t) R^_t + grad l(pi_theta, s_t) ],   R^_t = sum_{i >= t} r^_i,
+# one row of Table 1 (or Sec. 4) per choice of the control policy q, the loss l and the reward r^. The
+# functions below give l and r^ for each row; DistillPPO uses them (r^ at rollout time, l in train()).
+
+#: The update rules of Table 1 and Sec. 4 of Czarnecki et al. (2019)
+DISTILL_UPDATE_RULES = (
+    "teacher_distill",
+    "on_policy_distill",
+    "entropy_regularised",
+    "n_distill",
+    "expected_entropy_regularised",
+    "teacher_v_reward",
+    "teacher_v_bootstrap",
+)
+#: The rules whose loss l is H^x(pi || pi_theta) (teacher -> student cross-entropy)
+TEACHER_CROSS_ENTROPY_RULES = ("teacher_distill", "on_policy_distill", "n_distill")
+#: The rules that need the teacher's state value V_pi
+VALUE_RULES = ("teacher_v_reward", "teacher_v_bootstrap")
+
+
+def policy_cross_entropy(p: th.distributions.Distribution, q: th.distributions.Distribution) -> th.Tensor:
+    """
+    Shannon cross-entropy between two action distributions, per state, in closed form
+    (Czarnecki et al. 2019, Table 1): ``H^x(p || q) = -E_{a ~ p} log q(a)``.
+
+    - Categorical: ``H^x(p || q) = -sum_a p(a) log q(a)``;
+    - diagonal Gaussian (``Independent(Normal)``, or a ``Normal`` whose last dimension is the action):
+      ``H^x(p || q) = sum_d [ log s_q + log(2 pi) / 2 + (s_p^2 + (m_p - m_q)^2) / (2 s_q^2) ]``.
+
+    Gradients flow into both arguments; detach the teacher's side before calling.
+    ``H^x(p || q) = H(p) + KL(p || q)``, so with p fixed it has the gradient of the KL.
+
+    :param p: the distribution the actions are drawn from, batch shape (batch,)
+        (a ``Normal`` of batch shape (batch, action_dim) is read as a diagonal Gaussian)
+    :param q: the distribution that scores them, of the same kind and shape
+    :return: the cross-entropy per state, shape (batch,)
+    """
+    if isinstance(p, th.distributions.Categorical) and isinstance(q, th.distributions.Categorical):
+        # torch normalises Categorical.logits to log-probabilities
+        return -(p.probs * q.logits).sum(dim=-1)
+    p_normal, q_normal = _as_normal(p), _as_normal(q)
+    if p_normal is None or q_normal is None:
+        raise TypeError(
+            "`policy_cross_entropy` takes two Categorical or two diagonal Gaussian distributions, "
+            f"got {type(p).__name__} and {type(q).__name__}"
+        )
+    mean_p, std_p, mean_q, std_q = p_normal.mean, p_normal.stddev, q_normal.mean, q_normal.stddev
+    per_dim = std_q.log() + 0.5 * math.log(2 * math.pi) + (std_p.pow(2) + (mean_p - mean_q).pow(2)) / (2 * std_q.pow(2))
+    return per_dim.sum(dim=-1)
+
+
+def _as_normal(distribution: th.distributions.Distribution) -> th.distributions.Normal | None:
+    """The Normal of a diagonal Gaussian (``Normal`` or ``Independent(Normal, 1)``), else None."""
+    if isinstance(distribution, th.distributions.Independent):
+        distribution = distribution.base_dist
+    return distribution if isinstance(distribution, th.distributions.Normal) else None
+
+
+def distill_loss_per_state(
+    update_rule: str,
+    student: th.distributions.Distribution,
+    teacher: th.distributions.Distribution,
+) -> th.Tensor | None:
+    """
+    The loss l(pi_theta, s_t) of an update rule (Czarnecki et al. 2019, Table 1, column l), per state:
+
+    - ``teacher_distill``, ``on_policy_distill``, ``n_distill``: ``H^x(pi(s) || pi_theta(s))``;
+    - ``expected_entropy_regularised``: ``H^x(pi_theta(s) || pi(s))``, the one-step expectation of
+      ``-log pi(a_t | s_t)`` over the student's action;
+    - ``entropy_regularised``, ``teacher_v_reward``, ``teacher_v_bootstrap``: no loss (None).
+
+    :param update_rule: one of :data:`DISTILL_UPDATE_RULES`
+    :param student: the student's action distribution pi_theta(s), batch shape (batch,); receives gradients
+    :param teacher: the teacher's action distribution pi(s); detached here
+    :return: the loss per state, shape (batch,), or None for the rules without a loss
+    """
+    if update_rule in TEACHER_CROSS_ENTROPY_RULES:
+        return policy_cross_entropy(_detached(teacher), student)
+    if update_rule == "expected_entropy_regularised":
+        return policy_cross_entropy(student, _detached(teacher))
+    if update_rule in DISTILL_UPDATE_RULES:
+        return None
+    raise ValueError(f"`update_rule` must be one of {DISTILL_UPDATE_RULES}, got {update_rule!r}")
+
+
+def _detached(distribution: th.distributions.Distribution) -> th.distributions.Distribution:
+    """The same distribution with its parameters detached (Categorical or diagonal Gaussian)."""
+    if isinstance(distribution, th.distributions.Categorical):
+        return th.distributions.Categorical(logits=distribution.logits.detach())
+    normal = _as_normal(distribution)
+    if normal is None:
+        raise TypeError(f"Expected a Categorical or diagonal Gaussian distribution, got {type(distribution).__name__}")
+    detached = th.distributions.Normal(normal.mean.detach(), normal.stddev.detach())
+    return th.distributions.Independent(detached, 1) if isinstance(distribution, th.distributions.Independent) else detached
+
+
+def entropy_regularised_reward(teacher_log_prob: th.Tensor) -> th.Tensor:
+    """
+    Reward of *entropy regularised* distillation (Czarnecki et al. 2019, Table 1; Teh et al., Distral, 2017):
+    ``r^_i = log pi(a_i | s_i)``, the teacher's log-probability of the action taken.
+
+    :param teacher_log_prob: ``log pi(a_i | s_i)``, shape (batch,)
+    :return: the reward, shape (batch,)
+    """
+    return teacher_log_prob.detach()
+
+
+def n_distill_reward(
+    next_student: th.distributions.Distribution,
+    next_teacher: th.distributions.Distribution,
+    next_non_terminal: th.Tensor,
+) -> th.Tensor:
+    """
+    Reward of *N-distill* (Czarnecki et al. 2019, Table 1 and Theorem 2):
+    ``r^_i = -H^x(pi(s_{i+1}) || pi_theta(s_{i+1}))``, 0 when ``s_{i+1}`` is terminal (it has no loss).
+    With ``l = H^x(pi || pi_theta)`` it makes Eq. (1) the gradient of ``E_{pi_theta}[sum_t H^x(pi(s_t) || pi_theta(s_t))]``.
+
+    :param next_student: the student's distribution at ``s_{i+1}``, batch shape (batch,)
+    :param next_teacher: the teacher's distribution at ``s_{i+1}``
+    :param next_non_terminal: 1 where ``s_{i+1}`` is not terminal, 0 where it is, shape (batch,)
+    :return: the reward, shape (batch,), without gradient
+    """
+    with th.no_grad():
+        return -policy_cross_entropy(next_teacher, next_student) * next_non_terminal
+
+
+def expected_entropy_regularised_reward(next_teacher_log_prob: th.Tensor, next_non_terminal: th.Tensor) -> th.Tensor:
+    """
+    Reward of *expected entropy regularised* distillation (Czarnecki et al. 2019, Table 1, Sec. 3.3):
+    ``r^_i = log pi(a_{i+1} | s_{i+1})``, the teacher's log-probability of the student's *next* action, 0 when
+    ``s_{i+1}`` is terminal. With ``l = H^x(pi_theta || pi)`` it makes Eq. (1) the gradient of
+    ``E_{pi_theta}[sum_t -log pi(a_t | s_t)]``. Where ``a_{i+1}`` was not drawn (the end of a rollout, a
+    time-limit truncation), pass its expectation over the student, ``-H^x(pi_theta(s_{i+1}) || pi(s_{i+1}))``,
+    which leaves the expected update unchanged.
+
+    :param next_teacher_log_prob: ``log pi(a_{i+1} | s_{i+1})``, shape (batch,)
+    :param next_non_terminal: 1 where ``s_{i+1}`` is not terminal, 0 where it is, shape (batch,)
+    :return: the reward, shape (batch,)
+    """
+    return next_teacher_log_prob.detach() * next_non_terminal
+
+
+def teacher_value_reward(
+    rewards: th.Tensor,
+    teacher_values: th.Tensor,
+    next_teacher_values: th.Tensor,
+    next_non_terminal: th.Tensor,
+    gamma: float = 1.0,
+) -> th.Tensor:
+    """
+    Reward of *Teacher V reward* (Czarnecki et al. 2019, Sec. 4.2), the environment reward shaped by the
+    teacher's critic as a potential: ``r^_t = r_t + gamma V_pi(s_{t+1}) - V_pi(s_t)``, with ``V_pi = 0`` at a
+    terminal state. The paper writes it undiscounted (gamma = 1); Table 1 prints ``V_{pi_theta}(s_t)`` for the
+    last term, but Sec. 4.2 (and its footnote 4, where the sum telescopes) uses ``V_pi(s_t)``, which we follow.
+    The shaping is potential-based, so the optimal policies are those of the environment reward.
+
+    :param rewards: the environment rewards r_t, shape (batch,)
+    :param teacher_values: ``V_pi(s_t)``, shape (batch,)
+    :param next_teacher_values: ``V_pi(s_{t+1})``, shape (batch,)
+    :param next_non_terminal: 1 where ``s_{t+1}`` is not terminal, 0 where it is, shape (batch,)
+    :param gamma: the discount factor
+    :return: the reward, shape (batch,), without gradient
+    """
+    with th.no_grad():
+        return rewards + gamma * next_non_terminal * next_teacher_values - teacher_values
+
+
+def teacher_value_bootstrap_targets(
+    rewards: th.Tensor,
+    next_teacher_values: th.Tensor,
+    next_non_terminal: th.Tensor,
+    gamma: float = 1.0,
+) -> th.Tensor:
+    """
+    One-step targets bootstrapped from the teacher's critic, *TD + V_pi* (Czarnecki et al. 2019, Sec. 4.1):
+    ``y_t = r_t + gamma V_pi(s_{t+1})`` (0 bootstrap at a terminal state). The actor's update is
+    ``grad log pi_theta(a_t | s_t) (y_t - V_theta(s_t))``, with the student's critic as the baseline.
+
+    :param rewards: the environment rewards r_t, shape (batch,)
+    :param next_teacher_values: ``V_pi(s_{t+1})``, shape (batch,)
+    :param next_non_terminal: 1 where ``s_{t+1}`` is not terminal, 0 where it is, shape (batch,)
+    :param gamma: the discount factor
+    :return: the targets, shape (batch,), without gradient
+    """
+    with th.no_grad():
+        return rewards + gamma * next_non_terminal * next_teacher_values
+
+
+def value_gate(teacher_values: th.Tensor, student_values: th.Tensor) -> th.Tensor:
+    """
+    The gate of value-gated distillation (Czarnecki et al. 2019, Sec. 4, Proposition 2):
+    ``[V_pi(s) - V_{pi_theta}(s)]_{>0}``, 1 where the teacher's value exceeds the student's, else 0.
+    The distillation loss becomes ``l(s) [V_pi(s) - V_{pi_theta}(s)]_{>0}``: the student imitates the
+    teacher only where the teacher is better.
+
+    :param teacher_values: ``V_pi(s)``, shape (batch,)
+    :param student_values: ``V_{pi_theta}(s)``, shape (batch,)
+    :return: the gate, 0.0 or 1.0, shape (batch,), without gradient
+    """
+    return (teacher_values.detach() > student_values.detach()).to(teacher_values.dtype)
