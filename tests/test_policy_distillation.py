@@ -16,7 +16,7 @@ from sb3_distill import EnsembleDistillDQN, PolicyDistillation
 from sb3_distill.common.callbacks import EvalMembersCallback
 from sb3_distill.common.torch_layers import CompactNatureCNN
 from sb3_distill.policy_distillation import load_teacher
-from sb3_distill.policy_distillation.policies import check_teacher_policy
+from sb3_distill.common.teachers import Teacher
 from tests.helpers import assert_optimizer_states_equal
 
 # (teacher algorithm, env, the exported student's class)
@@ -95,9 +95,9 @@ def test_every_teacher_kind_distills_and_exports(algo, env_id, student_class, tm
 def test_teacher_from_path(algo, env_id, student_class, tmp_path):
     teacher = tiny_teacher(algo, env_id)
     teacher.save(tmp_path / "teacher.zip")
-    assert type(load_teacher(tmp_path / "teacher.zip", device="cpu")) is algo
+    assert type(load_teacher(tmp_path / "teacher.zip", device="cpu").model) is algo
     model = tiny_distillation(str(tmp_path / "teacher.zip"), env_id)
-    assert model.teacher_algorithm == algo.__name__
+    assert model.teacher_algorithm is algo
     for key, value in teacher.policy.state_dict().items():
         assert th.equal(model.policy.teacher.state_dict()[key], value)
 
@@ -245,8 +245,8 @@ def test_save_load(algo, env_id, tmp_path):
     model.save_replay_buffer(tmp_path / "buffer.pkl")
     # No teacher needed at load time: its weights are in the file
     loaded = PolicyDistillation.load(tmp_path / "distill.zip", env=gym.make(env_id))
-    assert loaded.teacher is None and loaded.teacher_algorithm == algo.__name__
-    for name in ["control", "teacher_prob", "distill_loss", "distill_temperature", "teacher_kind"]:
+    assert loaded.teacher is None and loaded.teacher_algorithm is algo
+    for name in ["control", "teacher_prob", "distill_loss", "distill_temperature", "student_algorithm"]:
         assert getattr(loaded, name) == getattr(model, name)
     state, loaded_state = model.policy.state_dict(), loaded.policy.state_dict()
     assert state.keys() == loaded_state.keys()
@@ -310,10 +310,10 @@ def test_bad_teachers(tmp_path):
         )
     # Unsupported: recurrent policies, sb3_distill ensembles (export their student first)
     recurrent = RecurrentPPO("MlpLstmPolicy", "CartPole-v1", n_steps=16)
-    with pytest.raises(ValueError, match=r"`teacher` must be one of \['DQN', 'QRDQN', 'PPO', 'A2C', 'SAC', 'TD3', 'DDPG'\]"):
+    with pytest.raises(ValueError, match=r"RecurrentActorCriticPolicy is not supported\. Supported teachers: DQNTeacher"):
         tiny_distillation(recurrent, "CartPole-v1")
-    with pytest.raises(ValueError, match=r"RecurrentActorCriticPolicy is not supported\. Supported teachers: DQN"):
-        check_teacher_policy(recurrent.policy)
+    with pytest.raises(ValueError, match=r"RecurrentActorCriticPolicy is not supported\. Supported teachers: DQNTeacher"):
+        Teacher.for_policy(recurrent.policy)
     sde_sac = SAC("MlpPolicy", "Pendulum-v1", use_sde=True)
     with pytest.raises(ValueError, match="SACPolicy is not supported"):
         tiny_distillation(sde_sac, "Pendulum-v1")

@@ -7,111 +7,38 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
+from stable_baselines3 import SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
-from sb3_distill.common.losses import (
-    DISTILLATION_LOSSES,
-    GAUSSIAN_DISTILLATION_LOSSES,
-    check_temperature,
-    distillation_loss,
-    gaussian_distillation_loss,
+from sb3_distill.common.losses import check_temperature, distillation_loss, gaussian_distillation_loss
+from sb3_distill.common.teachers import (
+    DQNTeacher,
+    LoadedTeacher,
+    PreprocessedPolicy,
+    Teacher,
+    TeacherPreprocessing,
+    check_env_preprocessing,
+    load_teacher,
+    make_teacher_env,
+    policy_alias,
+    student_algorithm_for,
+    teacher_algorithm_of,
 )
 from sb3_distill.common.torch_layers import check_student_policy_kwargs, default_student_kwargs
 from sb3_distill.common.utils import model_for_export
-from sb3_distill.policy_distillation.policies import (
-    DISCRETE_KINDS,
-    CnnPolicy,
-    DistillationPolicy,
-    MlpPolicy,
-    MultiInputPolicy,
-    acting_parameter_count,
-    check_teacher_policy,
-    policy_outputs,
-    student_kind,
-    value_outputs,
-)
+from sb3_distill.policy_distillation.policies import CnnPolicy, DistillationPolicy, MlpPolicy, MultiInputPolicy
 
 SelfPolicyDistillation = TypeVar("SelfPolicyDistillation", bound="PolicyDistillation")
 
 #: Who acts while data is collected
 CONTROL_POLICIES = ("teacher", "student", "mixture")
-#: The SB3 algorithm of the student (the exported model), by the teacher's algorithm
-STUDENT_ALGORITHMS: dict[str, type[BaseAlgorithm]] = {
-    "DQN": DQN,
-    "QRDQN": DQN,
-    "PPO": PPO,
-    "A2C": A2C,
-    "SAC": SAC,
-    "TD3": TD3,
-    "DDPG": DDPG,
-}
-#: Default temperature by teacher kind: Rusu et al. sharpen Q-values with tau = 0.01; logits are already
-#: the teacher's log-probabilities, which tau = 1 reproduces exactly
-DEFAULT_TEMPERATURES = {"q_values": 0.01, "quantiles": 0.01, "logits": 1.0}
-
-
-def teacher_algorithm_name(teacher: BaseAlgorithm) -> str:
-    """
-    The name of the SB3 algorithm a teacher model is, or a ``ValueError`` naming the supported ones.
-
-    :param teacher: a trained SB3 model
-    :return: one of the keys of :data:`STUDENT_ALGORITHMS`
-    """
-    if type(teacher).__module__.startswith("sb3_distill"):
-        raise ValueError(
-            f"`teacher` is a {type(teacher).__name__}: distill one of its members instead, "
-            "e.g. `teacher=model.export_student()`"
-        )
-    for cls in type(teacher).__mro__:
-        if cls.__name__ in STUDENT_ALGORITHMS:
-            return cls.__name__
-    raise ValueError(
-        f"`teacher` must be one of {list(STUDENT_ALGORITHMS)} (a model or its .zip), got {type(teacher).__name__}"
-    )
-
-
-def load_teacher(path: str | pathlib.Path, device: th.device | str = "auto") -> BaseAlgorithm:
-    """
-    Load a teacher saved by SB3 or rl-zoo3 (``model.save(path)``), finding its algorithm from the policy
-    class stored in the file.
-
-    :param path: the ``.zip`` file
-    :param device: the device to load it on
-    :return: the model
-    """
-    if not pathlib.Path(path).exists() and not pathlib.Path(f"{path}.zip").exists():
-        raise ValueError(f"`teacher` path {str(path)!r} does not exist")
-    data, _, _ = load_from_zip_file(path, device=device, load_data=True)
-    assert data is not None
-    policy_class = data.get("policy_class")
-    module = getattr(policy_class, "__module__", "")
-    name = getattr(policy_class, "__name__", str(policy_class))
-    algorithm: type[BaseAlgorithm]
-    if module.startswith("stable_baselines3.dqn"):
-        algorithm = DQN
-    elif module.startswith("sb3_contrib.qrdqn"):
-        from sb3_contrib import QRDQN
-
-        algorithm = QRDQN
-    elif module.startswith("stable_baselines3.sac"):
-        algorithm = SAC
-    elif module.startswith("stable_baselines3.td3"):
-        # DDPG is TD3 with one critic update per actor update and no target smoothing
-        is_ddpg = data.get("policy_delay") == 1 and data.get("target_noise_clip") == 0.0
-        algorithm = DDPG if is_ddpg else TD3
-    elif isinstance(policy_class, type) and issubclass(policy_class, ActorCriticPolicy) and "Recurrent" not in name:
-        algorithm = PPO if "clip_range" in data else A2C
-    else:
-        raise ValueError(f"`teacher` {str(path)!r} holds a {name} policy; supported teachers: {list(STUDENT_ALGORITHMS)}")
-    return algorithm.load(path, device=device)
 
 
 class PolicyDistillation(OffPolicyAlgorithm):
@@ -131,13 +58,22 @@ class PolicyDistillation(OffPolicyAlgorithm):
     Discrete actions (action logits) or Box actions (diagonal Gaussian), SAC (the Gaussian before the tanh:
     the KL is exact because tanh is a bijection), TD3 and DDPG (deterministic: MSE on actions).
 
+    The teacher carries its observation preprocessing (:func:`~sb3_distill.common.teachers.load_teacher`):
+    frozen ``VecNormalize`` statistics (from an rl-zoo3 folder's ``vecnormalize.pkl``, or the teacher model's
+    own ``VecNormalize`` env) are applied by the policy to every observation that teacher and student see,
+    in ``predict()`` too, so that the env stays raw; rl-zoo3's ``env_wrapper`` and ``frame_stack`` are added
+    to an env given by its id, and checked on an env given as an object (a clear error if missing).
+
     :param policy: The student's policy alias (``"MlpPolicy"``, ``"CnnPolicy"``, ``"MultiInputPolicy"``),
         resolved against the student algorithm's aliases (DQN's ``CnnPolicy`` for a DQN teacher, PPO's for a
-        PPO teacher, ...), or a :class:`DistillationPolicy` subclass
+        PPO teacher, ...), or a :class:`DistillationPolicy` subclass. ``None``: the teacher's policy alias.
     :param env: The environment to learn from (if registered in Gym, can be str); its observation and
         action spaces must be the teacher's
-    :param teacher: The trained teacher: an SB3 model, or the path to its ``.zip`` (what ``model.save`` and
-        rl-zoo3 write). Its weights are copied into this model's policy and saved with it.
+    :param teacher: The trained teacher: an SB3 model, the path to its ``.zip`` (what ``model.save`` and
+        rl-zoo3 write), an rl-zoo3 experiment folder (``logs/<algo>/<env>_<id>/``), or what
+        :func:`~sb3_distill.common.teachers.load_teacher` returns. Its weights are copied into this model's
+        policy and saved with it, so that ``load()`` needs no teacher; ``load(path, teacher=other)`` replaces
+        them with ``other``'s.
     :param learning_rate: The student's learning rate, it can be a function of the current progress
         remaining (from 1 to 0)
     :param buffer_size: size of the replay buffer of control-policy states
@@ -202,14 +138,20 @@ class PolicyDistillation(OffPolicyAlgorithm):
         "MultiInputPolicy": MultiInputPolicy,
     }
     policy: DistillationPolicy
-    teacher_kind: str
-    teacher_algorithm: str
+    teacher_algorithm: type[BaseAlgorithm] | None
+    student_algorithm: type[BaseAlgorithm]
+    teacher_preprocessing: TeacherPreprocessing
+    teacher_policy_class: type[BasePolicy]
+    teacher_policy_kwargs: dict[str, Any]
+    student_policy_class: type[BasePolicy]
+    _student_kwargs: dict[str, Any]
+    _new_teacher: BaseAlgorithm | None
 
     def __init__(
         self,
-        policy: str | type[DistillationPolicy],
-        env: GymEnv | str,
-        teacher: BaseAlgorithm | str | pathlib.Path | None = None,
+        policy: str | type[DistillationPolicy] | None = None,
+        env: GymEnv | str | None = None,
+        teacher: BaseAlgorithm | LoadedTeacher | str | pathlib.Path | None = None,
         learning_rate: float | Schedule = 1e-3,
         buffer_size: int = 100_000,
         learning_starts: int = 1000,
@@ -238,9 +180,17 @@ class PolicyDistillation(OffPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
+        if teacher is not None and (policy is None or isinstance(env, str)):
+            # The teacher decides the default policy alias and the wrappers of an env given by its id
+            teacher = load_teacher(teacher, device="cpu")
+            policy = policy_alias(teacher.model) if policy is None else policy
+            if isinstance(env, str):
+                env = make_teacher_env(env, teacher.preprocessing)
+        if policy is None:
+            raise ValueError("`policy` is required without a `teacher` to take its policy alias from")
         super().__init__(
             policy,
-            env,
+            env,  # type: ignore[arg-type]
             learning_rate,
             buffer_size=buffer_size,
             learning_starts=learning_starts,
@@ -274,64 +224,80 @@ class PolicyDistillation(OffPolicyAlgorithm):
         self.max_grad_norm = max_grad_norm
         if _init_setup_model:
             self._setup_model()
+            self.__dict__.pop("_new_teacher_state", None)
 
     def _setup_model(self) -> None:
         self._setup_teacher()
-        self._check_distillation_arguments()
+        if isinstance(self.value_coef, bool) or not isinstance(self.value_coef, (int, float)) or not self.value_coef >= 0:
+            raise ValueError(f"`value_coef` must be a number >= 0, got {self.value_coef!r}")
         # The policy holds the teacher (frozen) and the student; `policy_kwargs` only sets the optimizer
-        optimizer_kwargs: dict[str, Any] = {
-            key: self.policy_kwargs[key] for key in ("optimizer_class", "optimizer_kwargs") if key in self.policy_kwargs
-        }
-        # (after `load()`, `policy_kwargs` also holds what this method derived before saving)
-        derived = {"teacher_policy_class", "teacher_policy_kwargs", "student_policy_class", "student_policy_kwargs"}
-        derived |= {"teacher_kind", "distill_value", "use_sde"}
-        unknown = sorted(set(self.policy_kwargs) - {"optimizer_class", "optimizer_kwargs"} - derived)
+        unknown = sorted(set(self.policy_kwargs) - {"optimizer_class", "optimizer_kwargs"})
         if unknown:
             raise ValueError(
                 f"`policy_kwargs` of PolicyDistillation only sets the student's optimizer (`optimizer_class`, "
                 f"`optimizer_kwargs`), got {unknown}; describe the student's network with `student_policy_kwargs`"
             )
+        # The networks are described by the teacher and the student (kept aside: `policy_kwargs` stays the user's)
+        user_policy_kwargs = self.policy_kwargs
         self.policy_kwargs = dict(
             teacher_policy_class=self.teacher_policy_class,
             teacher_policy_kwargs=self.teacher_policy_kwargs,
             student_policy_class=self.student_policy_class,
             student_policy_kwargs=self._student_kwargs,
-            teacher_kind=self.teacher_kind,
             distill_value=self.value_coef > 0,
-            **optimizer_kwargs,
+            teacher_preprocessing=self.teacher_preprocessing,
+            **user_policy_kwargs,
         )
         super()._setup_model()
-        if isinstance(self.teacher, BaseAlgorithm):
-            self.policy.teacher.load_state_dict(self.teacher.policy.state_dict())
+        self.policy_kwargs = user_policy_kwargs
+        self._check_distillation_arguments()
+        if self._new_teacher is not None:
+            # Kept until `load()` has restored the saved parameters (see `set_parameters`)
+            self._new_teacher_state = self._new_teacher.policy.state_dict()
+            self.policy.teacher.load_state_dict(self._new_teacher_state)
+            self._new_teacher = None
         self.teacher_prob_schedule = self.teacher_prob if callable(self.teacher_prob) else _constant(self.teacher_prob)
 
     def _setup_teacher(self) -> None:
-        """Load the teacher if given by path, and derive its kind, policy and the student's algorithm."""
-        if isinstance(self.teacher, (str, pathlib.Path)):
-            self.teacher = load_teacher(self.teacher, device=self.device)
-        if isinstance(self.teacher, BaseAlgorithm):
-            self.teacher_algorithm = teacher_algorithm_name(self.teacher)
-            self.teacher_kind = check_teacher_policy(self.teacher.policy)
-            self.teacher_policy_class = type(self.teacher.policy)
+        """Load the teacher if given, and derive its policy, preprocessing and the student's algorithm."""
+        self._new_teacher = None
+        if self.teacher is not None:
+            loaded = load_teacher(self.teacher, device=self.device)  # type: ignore[arg-type]
+            self._new_teacher = loaded.model
+            self.teacher = None  # the weights are copied into the policy: the model is not kept
+            self.teacher_preprocessing = loaded.preprocessing
+            self.teacher_algorithm = teacher_algorithm_of(loaded.model)
+            adapter = Teacher.for_policy(loaded.model.policy)
+            self.student_algorithm = student_algorithm_for(adapter, self.teacher_algorithm)
+            self.teacher_policy_class = type(loaded.model.policy)
             self.teacher_policy_kwargs = {
                 key: value
-                for key, value in self.teacher.policy._get_constructor_parameters().items()
+                for key, value in loaded.model.policy._get_constructor_parameters().items()
                 if key not in ("observation_space", "action_space", "lr_schedule")
             }
-            for space_name in ("observation_space", "action_space"):
-                teacher_space, space = getattr(self.teacher, space_name), getattr(self, space_name)
-                if teacher_space != space:
-                    raise ValueError(
-                        f"The teacher's {space_name} {teacher_space} differs from the env's {space}: the student "
-                        "must see and act in the teacher's spaces (use the teacher's env wrappers)"
-                    )
-        elif self.teacher is not None:
-            raise TypeError(f"`teacher` must be an SB3 model or the path to its .zip, got {type(self.teacher).__name__}")
+            self._check_teacher_spaces(loaded.model)
         elif not hasattr(self, "teacher_policy_class"):
-            raise ValueError("`teacher` is required: a trained SB3 model or the path to its .zip")
-        student_algorithm = STUDENT_ALGORITHMS[self.teacher_algorithm]
+            raise ValueError(
+                "`teacher` is required: a trained SB3 model, the path to its .zip or an rl-zoo3 experiment folder"
+            )
+        if self.env is not None:
+            check_env_preprocessing(self.env, self.teacher_preprocessing)
         alias = self.policy_class.student_policy_alias  # type: ignore[attr-defined]
-        self.student_policy_class = student_algorithm.policy_aliases[alias]
+        self.student_policy_class = self.student_algorithm.policy_aliases[alias]
+        self._student_kwargs = self._resolve_student_kwargs()
+
+    def _check_teacher_spaces(self, teacher: BaseAlgorithm) -> None:
+        """A ``ValueError`` if the teacher does not see and act in this model's spaces."""
+        for space_name in ("observation_space", "action_space"):
+            teacher_space, space = getattr(teacher, space_name), getattr(self, space_name)
+            if teacher_space != space:
+                raise ValueError(
+                    f"The teacher's {space_name} {teacher_space} differs from the env's {space}: the student "
+                    "must see and act in the teacher's spaces (use the teacher's env wrappers)"
+                )
+
+    def _resolve_student_kwargs(self) -> dict[str, Any]:
+        """The student policy's keyword arguments: the defaults for the teacher's network, then the user's."""
         # The student's description: any keyword of its policy class but the spaces and schedule
         accepted_keys = [
             name
@@ -340,7 +306,7 @@ class PolicyDistillation(OffPolicyAlgorithm):
         ]
         check_student_policy_kwargs(self.student_policy_kwargs, accepted_keys=accepted_keys)
         features_extractor_class = self.teacher_policy_kwargs.get("features_extractor_class")
-        self._student_kwargs: dict[str, Any] = {
+        student_kwargs: dict[str, Any] = {
             **(default_student_kwargs(features_extractor_class) if features_extractor_class is not None else {}),
             # The teacher's image normalization and number of critics (head-to-head value distillation;
             # DDPG has one), unless given
@@ -353,29 +319,26 @@ class PolicyDistillation(OffPolicyAlgorithm):
         }
         if self.student_policy_kwargs is not None and "features_extractor_class" in self.student_policy_kwargs:
             if "features_extractor_kwargs" not in self.student_policy_kwargs:
-                self._student_kwargs.pop("features_extractor_kwargs", None)
+                student_kwargs.pop("features_extractor_kwargs", None)
+        return student_kwargs
 
     def _check_distillation_arguments(self) -> None:
         """Validate the distillation arguments (here, not in ``__init__``: ``load()`` and rl-zoo3 bypass it)."""
-        discrete = self.teacher_kind in DISCRETE_KINDS
+        adapter = self.policy.teacher_adapter
+        name = self.teacher_algorithm.__name__ if self.teacher_algorithm is not None else type(adapter).__name__
         if self.loss is None:
-            self.distill_loss = "mse" if self.teacher_kind == "deterministic" else "forward_kl"
+            self.distill_loss = adapter.losses[0]
+        elif self.loss not in adapter.losses:
+            raise ValueError(f"`loss` must be one of {adapter.losses} for a {name} teacher, got {self.loss!r}")
         else:
-            allowed = (
-                DISTILLATION_LOSSES
-                if discrete
-                else ("mse",) if self.teacher_kind == "deterministic" else GAUSSIAN_DISTILLATION_LOSSES
-            )
-            if self.loss not in allowed:
-                raise ValueError(f"`loss` must be one of {allowed} for a {self.teacher_algorithm} teacher, got {self.loss!r}")
             self.distill_loss = self.loss
         if self.temperature is None:
-            self.distill_temperature = DEFAULT_TEMPERATURES.get(self.teacher_kind, 1.0)
+            self.distill_temperature = adapter.default_temperature
         else:
             check_temperature(self.temperature)
             self.distill_temperature = float(self.temperature)
-            if not discrete:
-                warnings.warn(f"`temperature` is not used by continuous ({self.teacher_algorithm}) teachers")
+            if not adapter.is_discrete:
+                warnings.warn(f"`temperature` is not used by continuous ({name}) teachers")
         if self.control not in CONTROL_POLICIES:
             raise ValueError(f"`control` must be one of {CONTROL_POLICIES}, got {self.control!r}")
         for progress in (1.0, 0.0):
@@ -384,9 +347,7 @@ class PolicyDistillation(OffPolicyAlgorithm):
                 raise ValueError(
                     f"`teacher_prob` must be a float in [0, 1] or a schedule with values in [0, 1], got {self.teacher_prob!r}"
                 )
-        if isinstance(self.value_coef, bool) or not isinstance(self.value_coef, (int, float)) or self.value_coef < 0:
-            raise ValueError(f"`value_coef` must be a number >= 0, got {self.value_coef!r}")
-        if self.value_coef > 0 and self.teacher_kind in ("q_values", "quantiles"):
+        if self.value_coef > 0 and isinstance(adapter, DQNTeacher):
             warnings.warn("`value_coef` is not used for Q-value teachers (DQN, QR-DQN): their Q-values are the policy")
             self.value_coef = 0.0
         n_critics = (self.teacher_policy_kwargs.get("n_critics"), self._student_kwargs.get("n_critics"))
@@ -400,7 +361,31 @@ class PolicyDistillation(OffPolicyAlgorithm):
 
     def _excluded_save_params(self) -> list[str]:
         # The teacher model is not pickled: its weights are in `policy.teacher`, its description in `teacher_policy_*`
-        return [*super()._excluded_save_params(), "teacher", "teacher_prob_schedule"]
+        return [*super()._excluded_save_params(), "teacher", "teacher_prob_schedule", "_new_teacher", "_new_teacher_state"]
+
+    def set_parameters(
+        self,
+        load_path_or_dict: str | dict[str, th.Tensor],
+        exact_match: bool = True,
+        device: th.device | str = "auto",
+    ) -> None:
+        """
+        SB3's ``set_parameters``; when ``load(path, teacher=other)`` gave a new teacher, its weights replace the
+        saved teacher's (whose network may differ) instead of being overwritten by them.
+        """
+        teacher_state = self.__dict__.pop("_new_teacher_state", None)
+        if teacher_state is None:
+            super().set_parameters(load_path_or_dict, exact_match=exact_match, device=device)
+            return
+        params: dict[str, Any]
+        if isinstance(load_path_or_dict, dict):
+            params = dict(load_path_or_dict)
+        else:
+            _, params, _ = load_from_zip_file(load_path_or_dict, device=device, load_data=False)  # type: ignore[assignment]
+        policy_state = {key: value for key, value in params["policy"].items() if not key.startswith("teacher.")}
+        policy_state.update({f"teacher.{key}": value for key, value in teacher_state.items()})
+        params["policy"] = policy_state
+        super().set_parameters(params, exact_match=exact_match, device=device)
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer"], []
@@ -430,9 +415,11 @@ class PolicyDistillation(OffPolicyAlgorithm):
         assert self._last_obs is not None, "self._last_obs was not set"
         by_teacher = self._control_mask(n_envs)
         actions = None
+        # Both policies see the observations through the teacher's preprocessing
+        observations = self.policy.normalize_obs(self._last_obs)  # type: ignore[arg-type]
         for member, mask in ((self.policy.teacher, by_teacher), (self.policy.student, ~by_teacher)):
             if mask.any():
-                member_actions, _ = member.predict(self._last_obs, deterministic=self.deterministic_control)  # type: ignore[arg-type]
+                member_actions, _ = member.predict(observations, deterministic=self.deterministic_control)  # type: ignore[arg-type]
                 if actions is None:
                     actions = member_actions
                 else:
@@ -454,11 +441,13 @@ class PolicyDistillation(OffPolicyAlgorithm):
 
     def _losses(self, observations: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor | None]:
         """The distillation loss of the student on a batch, and the value loss (None with ``value_coef=0``)."""
+        teacher, student = self.policy.teacher_adapter, self.policy.student_adapter
+        # The buffer holds raw observations: apply the teacher's frozen normalisation
+        observations = self.policy.obs_normalizer(observations)
         with th.no_grad():
-            teacher_out, teacher_log_std = policy_outputs(self.teacher_kind, self.policy.teacher, observations)
-        kind = student_kind(self.teacher_kind)
-        student_out, student_log_std = policy_outputs(kind, self.policy.student, observations)
-        if kind in DISCRETE_KINDS:
+            teacher_out, teacher_log_std = teacher.outputs(observations)
+        student_out, student_log_std = student.outputs(observations)
+        if teacher.is_discrete:
             loss = distillation_loss(student_out, teacher_out, loss=self.distill_loss, temperature=self.distill_temperature)
         else:
             loss = gaussian_distillation_loss(
@@ -467,8 +456,8 @@ class PolicyDistillation(OffPolicyAlgorithm):
         if self.value_coef == 0:
             return loss, None
         with th.no_grad():
-            teacher_values = value_outputs(kind, self.policy.teacher, observations, actions)
-        student_values = value_outputs(kind, self.policy.student, observations, actions)
+            teacher_values = teacher.critic_values(observations, actions)
+        student_values = student.critic_values(observations, actions)
         return loss, (student_values - teacher_values).pow(2).mean()
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
@@ -524,9 +513,8 @@ class PolicyDistillation(OffPolicyAlgorithm):
 
     @property
     def compression_ratio(self) -> float:
-        """The student's parameters that acting needs, as a fraction of the teacher's (see ``acting_parameter_count``)."""
-        student = acting_parameter_count(student_kind(self.teacher_kind), self.policy.student)
-        return student / acting_parameter_count(self.teacher_kind, self.policy.teacher)
+        """The student's parameters that acting needs, as a fraction of the teacher's (``Teacher.acting_parameter_count``)."""
+        return self.policy.student_adapter.acting_parameter_count() / self.policy.teacher_adapter.acting_parameter_count()
 
     def evaluate_members(self, env: GymEnv, n_eval_episodes: int = 10) -> dict[str, tuple[float, float]]:
         """
@@ -541,11 +529,15 @@ class PolicyDistillation(OffPolicyAlgorithm):
         self.policy.set_training_mode(False)
         results = {}
         for name, member in (("teacher", self.policy.teacher), ("student", self.policy.student)):
-            mean, std = evaluate_policy(member, env, n_eval_episodes=n_eval_episodes, warn=False)  # type: ignore[arg-type]
+            # Both see the env's raw observations through the teacher's preprocessing, as in training
+            acting = PreprocessedPolicy(member, self.teacher_preprocessing)
+            mean, std = evaluate_policy(acting, env, n_eval_episodes=n_eval_episodes, warn=False)  # type: ignore[arg-type]
             results[name] = (float(mean), float(std))  # type: ignore[arg-type]
         return results
 
-    def export_student(self, learning_rate: float | Schedule | None = None) -> BaseAlgorithm:
+    def export_student(
+        self, learning_rate: float | Schedule | None = None, path: str | pathlib.Path | None = None
+    ) -> BaseAlgorithm:
         """
         The student as a plain SB3 model of the natural kind: ``DQN`` for a DQN or QR-DQN teacher, ``PPO`` /
         ``A2C`` for those teachers, ``SAC`` / ``TD3`` / ``DDPG`` for those. It ``save()``s and reloads with the
@@ -554,10 +546,16 @@ class PolicyDistillation(OffPolicyAlgorithm):
         did not train (the critics of a SAC/TD3/DDPG student, the value head of a PPO/A2C student, unless
         ``value_coef > 0``) keep their fresh initialisation.
 
+        The student expects observations preprocessed as the teacher's were: with ``path``, the model is saved
+        there and the preprocessing beside it as rl-zoo3 writes it (``<dir>/<name>/vecnormalize.pkl`` and
+        ``config.yml`` for ``<dir>/<name>.zip``), which ``load_teacher`` and rl-zoo3's ``enjoy`` read; in Python,
+        ``model.teacher_preprocessing.vec_normalize(venv)`` builds the frozen ``VecNormalize`` to play in.
+
         :param learning_rate: the exported model's learning rate (default: the algorithm's default)
+        :param path: where to save the student and its preprocessing (None: not saved)
         :return: the SB3 model, with no environment attached
         """
-        algorithm = STUDENT_ALGORITHMS[self.teacher_algorithm]
+        algorithm = self.student_algorithm
         algorithm_kwargs: dict[str, Any] = {} if learning_rate is None else {"learning_rate": learning_rate}
         if algorithm is SAC:
             # SAC's "auto" target entropy reads the env, which an exported model does not have
@@ -577,6 +575,11 @@ class PolicyDistillation(OffPolicyAlgorithm):
         for online, target in (("q_net", "q_net_target"), ("critic", "critic_target"), ("actor", "actor_target")):
             if hasattr(exported.policy, target):
                 getattr(exported.policy, target).load_state_dict(getattr(exported.policy, online).state_dict())
+        if path is not None:
+            exported.save(path)
+            stem = pathlib.Path(path).name.removesuffix(".zip")
+            folder = pathlib.Path(path).parent / stem
+            self.teacher_preprocessing.save(folder, self.observation_space, self.action_space)
         return exported
 
 
