@@ -1,5 +1,6 @@
+import dataclasses
 import math
-import pathlib
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import explained_variance, obs_as_tensor
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize, unwrap_vec_wrapper
 from torch.nn import functional as F
 
 from sb3_distill.common.losses import (
@@ -33,7 +34,14 @@ from sb3_distill.common.losses import (
     value_gate,
 )
 from sb3_distill.common.utils import model_for_export
-from sb3_distill.distill_ppo._teacher_standin import Teacher, load_teacher
+from sb3_distill.common.teachers import (
+    LoadedTeacher,
+    Teacher,
+    TeacherPreprocessing,
+    check_env_preprocessing,
+    load_teacher,
+    make_teacher_env,
+)
 from sb3_distill.distill_ppo.policies import CnnPolicy, DistillActorCriticPolicy, MlpPolicy
 
 SelfDistillPPO = TypeVar("SelfDistillPPO", bound="DistillPPO")
@@ -105,8 +113,11 @@ class DistillPPO(PPO):
         subclass): PPO's actor-critic, which also holds the frozen teacher
     :param env: The environment to learn from (if registered in Gym, can be str); its spaces must be the
         teacher's (use the teacher's wrappers)
-    :param teacher: The teacher pi: an SB3 model, or the path to its ``.zip`` (what ``model.save`` and rl-zoo3
-        write). Required at construction; not needed by ``load()``.
+    :param teacher: The teacher pi: an SB3 model, the path to its ``.zip`` (what ``model.save`` writes) or an
+        rl-zoo3 experiment folder (:func:`~sb3_distill.common.teachers.load_teacher`). Required at construction;
+        not needed by ``load()``. An env given by its id gets the teacher's wrappers, frame stacking and, for a
+        teacher trained with ``VecNormalize``, a frozen ``VecNormalize`` with its statistics (an env given as an
+        object must carry them): student and teacher then see the same normalised observations.
     :param update_rule: The row of Table 1 / Sec. 4 (see above). Default ``"expected_entropy_regularised"``,
         the paper's most reliable rule (Sec. 3.3 and its Fig. 1)
     :param env_reward: Whether the environment reward is added to r^ (the paper's "+R" variants). ``None``:
@@ -166,6 +177,8 @@ class DistillPPO(PPO):
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}
     policy: DistillActorCriticPolicy
     teacher_adapter: Teacher
+    teacher_preprocessing: TeacherPreprocessing
+    _new_teacher: BaseAlgorithm | None
     distill_temperature: float
     distill_coef_schedule: Callable[[float], float]
     teacher_prob_schedule: Callable[[float], float]
@@ -174,7 +187,7 @@ class DistillPPO(PPO):
         self,
         policy: str | type[DistillActorCriticPolicy],
         env: GymEnv | str,
-        teacher: BaseAlgorithm | str | pathlib.Path | None = None,
+        teacher: BaseAlgorithm | LoadedTeacher | str | os.PathLike[str] | None = None,
         update_rule: str = "expected_entropy_regularised",
         env_reward: bool | None = None,
         distill_coef: float | Schedule = 1.0,
@@ -207,6 +220,12 @@ class DistillPPO(PPO):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
+        if teacher is not None and isinstance(env, str):
+            # An env given by its id gets the teacher's wrappers, frame stacking and frozen VecNormalize
+            teacher = load_teacher(teacher, device="cpu")
+            env = make_teacher_env(env, teacher.preprocessing)
+            if teacher.preprocessing.normalizes:
+                env = teacher.preprocessing.vec_normalize(env)
         super().__init__(
             policy,
             env,
@@ -250,8 +269,9 @@ class DistillPPO(PPO):
         self._check_rule_arguments()
         self._setup_teacher()
         super()._setup_model()
-        if isinstance(self.teacher, BaseAlgorithm):
-            self.policy.teacher.load_state_dict(self.teacher.policy.state_dict())
+        if self._new_teacher is not None:
+            self.policy.teacher.load_state_dict(self._new_teacher.policy.state_dict())
+            self._new_teacher = None
         self.teacher_adapter = Teacher.for_policy(self.policy.teacher)
         self._check_teacher_arguments()
         # Derived values
@@ -306,32 +326,53 @@ class DistillPPO(PPO):
             raise ValueError("`use_sde=True` is not supported by DistillPPO: the student's actions must have a density")
 
     def _setup_teacher(self) -> None:
-        """Load the teacher if given by path, check its spaces, and put its policy's description in ``policy_kwargs``."""
-        if isinstance(self.teacher, (str, pathlib.Path)):
-            self.teacher = load_teacher(self.teacher, device=self.device).model
-        if isinstance(self.teacher, BaseAlgorithm):
+        """Load the teacher if given, check its spaces and env preprocessing, and describe its policy in ``policy_kwargs``."""
+        self._new_teacher = None
+        if self.teacher is not None:
+            loaded = load_teacher(self.teacher, device=self.device)  # type: ignore[arg-type]
+            self._new_teacher = loaded.model
+            self.teacher = None  # the weights are copied into the policy: the model is not kept
+            self.teacher_preprocessing = loaded.preprocessing
             for space_name in ("observation_space", "action_space"):
-                teacher_space, space = getattr(self.teacher, space_name), getattr(self, space_name)
+                teacher_space, space = getattr(loaded.model, space_name), getattr(self, space_name)
                 if teacher_space != space:
                     raise ValueError(
                         f"The teacher's {space_name} {teacher_space} differs from the env's {space}: the student "
                         "must see and act in the teacher's spaces (use the teacher's env wrappers)"
                     )
-            teacher_kwargs = self.teacher.policy._get_constructor_parameters()
-            self.policy_kwargs["teacher_policy_class"] = type(self.teacher.policy)
+            if self.env is not None:
+                self._check_env_preprocessing(self.env, loaded.preprocessing)
+            self.policy_kwargs["teacher_policy_class"] = type(loaded.model.policy)
             self.policy_kwargs["teacher_policy_kwargs"] = {
                 key: value
-                for key, value in teacher_kwargs.items()
+                for key, value in loaded.model.policy._get_constructor_parameters().items()
                 if key not in ("observation_space", "action_space", "lr_schedule")
             }
-        elif self.teacher is not None:
-            raise TypeError(f"`teacher` must be an SB3 model or the path to its .zip, got {type(self.teacher).__name__}")
         elif "teacher_policy_class" not in self.policy_kwargs:
-            raise ValueError("`teacher` is required: a trained SB3 model or the path to its .zip")
+            raise ValueError(
+                "`teacher` is required: a trained SB3 model, the path to its .zip or an rl-zoo3 experiment folder"
+            )
         if isinstance(self.observation_space, spaces.Dict):
             raise ValueError("DistillPPO does not support Dict observation spaces yet")
         if not isinstance(self.action_space, (spaces.Discrete, spaces.Box)):
             raise ValueError(f"DistillPPO needs a Discrete or Box action space, got {self.action_space}")
+
+    @staticmethod
+    def _check_env_preprocessing(env: VecEnv, preprocessing: TeacherPreprocessing) -> None:
+        """
+        A ``ValueError`` unless ``env`` carries the teacher's wrappers and frame stacking and, for a teacher trained
+        with ``VecNormalize``, a frozen ``VecNormalize`` (student and teacher both see the normalised observations
+        that the rollout buffer stores).
+        """
+        check_env_preprocessing(env, dataclasses.replace(preprocessing, obs_mean=None, obs_var=None))
+        if not preprocessing.normalizes:
+            return
+        vec_normalize = unwrap_vec_wrapper(env, VecNormalize)
+        if vec_normalize is None or vec_normalize.training or not vec_normalize.norm_obs:
+            raise ValueError(
+                "The teacher was trained with VecNormalize: pass the env id as a string, or wrap the env with "
+                "`load_teacher(teacher).preprocessing.vec_normalize(venv)` (frozen statistics)"
+            )
 
     def _check_teacher_arguments(self) -> None:
         """Validate what depends on the teacher: its action kind and whether it has a value."""
@@ -362,6 +403,7 @@ class DistillPPO(PPO):
         return [
             *super()._excluded_save_params(),
             "teacher",
+            "_new_teacher",
             "teacher_adapter",
             "distill_coef_schedule",
             "teacher_prob_schedule",
@@ -739,7 +781,9 @@ class DistillPPO(PPO):
         """
         The student (actor and critic) as a plain SB3 ``PPO`` with this model's PPO hyperparameters: it
         ``save()``s and reloads with PPO, predicts what this model predicts, and trains further on its own
-        (attach an env with ``set_env``). The optimizer state is not carried over.
+        (attach an env with ``set_env``). The optimizer state is not carried over. For a teacher trained with
+        ``VecNormalize``, the student expects the normalised observations:
+        ``model.teacher_preprocessing.vec_normalize(venv)`` builds the env to play in.
 
         :param learning_rate: the exported model's learning rate (default: this model's)
         :return: the PPO, with no environment attached
