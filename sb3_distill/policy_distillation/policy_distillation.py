@@ -7,7 +7,6 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3 import SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.evaluation import evaluate_policy
@@ -275,12 +274,15 @@ class PolicyDistillation(OffPolicyAlgorithm):
                 for key, value in loaded.model.policy._get_constructor_parameters().items()
                 if key not in ("observation_space", "action_space", "lr_schedule")
             }
+            if self.env is not None:
+                # first, so that a missing wrapper is named rather than seen as a space mismatch
+                check_env_preprocessing(self.env, self.teacher_preprocessing)
             self._check_teacher_spaces(loaded.model)
         elif not hasattr(self, "teacher_policy_class"):
             raise ValueError(
                 "`teacher` is required: a trained SB3 model, the path to its .zip or an rl-zoo3 experiment folder"
             )
-        if self.env is not None:
+        elif self.env is not None:
             check_env_preprocessing(self.env, self.teacher_preprocessing)
         alias = self.policy_class.student_policy_alias  # type: ignore[attr-defined]
         self.student_policy_class = self.student_algorithm.policy_aliases[alias]
@@ -377,9 +379,9 @@ class PolicyDistillation(OffPolicyAlgorithm):
         if teacher_state is None:
             super().set_parameters(load_path_or_dict, exact_match=exact_match, device=device)
             return
-        params: dict[str, Any]
+        params: Any
         if isinstance(load_path_or_dict, dict):
-            params = dict(load_path_or_dict)
+            params = dict(load_path_or_dict)  # type: ignore[arg-type]
         else:
             _, params, _ = load_from_zip_file(load_path_or_dict, device=device, load_data=False)  # type: ignore[assignment]
         policy_state = {key: value for key, value in params["policy"].items() if not key.startswith("teacher.")}
@@ -557,8 +559,8 @@ class PolicyDistillation(OffPolicyAlgorithm):
         """
         algorithm = self.student_algorithm
         algorithm_kwargs: dict[str, Any] = {} if learning_rate is None else {"learning_rate": learning_rate}
-        if algorithm is SAC:
-            # SAC's "auto" target entropy reads the env, which an exported model does not have
+        if "target_entropy" in inspect.signature(algorithm.__init__).parameters:
+            # SAC's (and TQC's) "auto" target entropy reads the env, which an exported model does not have
             algorithm_kwargs["target_entropy"] = -float(np.prod(self.action_space.shape))  # type: ignore[arg-type]
         exported = model_for_export(
             algorithm,
@@ -576,6 +578,7 @@ class PolicyDistillation(OffPolicyAlgorithm):
             if hasattr(exported.policy, target):
                 getattr(exported.policy, target).load_state_dict(getattr(exported.policy, online).state_dict())
         if path is not None:
+            pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
             exported.save(path)
             stem = pathlib.Path(path).name.removesuffix(".zip")
             folder = pathlib.Path(path).parent / stem
