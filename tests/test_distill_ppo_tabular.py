@@ -207,7 +207,8 @@ def test_on_policy_distill_is_not_a_gradient_field(seed):
 
 def figure_2_mdp() -> TabularMDP:
     """
-    Fig. 2 of the paper: from s_0, L leads to s_L and R to s_R; s_L and s_R share the student's parameters (the
+    Our instance of Fig. 2 of the paper (the figure's reward values and Appendix C are not reproduced here: these
+    rewards are chosen to fit its description): from s_0, L leads to s_L and R to s_R; s_L and s_R share the student's parameters (the
     student cannot tell them apart, the teacher can); from s_L, L gives +1 and R gives 0; from s_R, L gives +2 and R
     gives -1. The teacher is uniform (no signal) except in s_R, where it prefers R with a logit gap of 4, so that
     ``H^x(pi_theta(s_R) || pi(s_R)) = -4 pi_theta(R | s_R) + const``: the paper's ``l(theta | s_R) = -4 pi_theta(R|s_R)``.
@@ -250,7 +251,7 @@ def test_figure_2_on_policy_oscillates_n_distill_converges():
     assert crossings.min() >= 4
     n_distill = run_figure_2(correction=True, n_updates=100)
     # Converged and no longer moving, to the maximiser of F = E[return] - E[sum_t l]: left everywhere
-    # (F = 1 - 2 log 2 = -0.39 there; through s_R, F <= 1 - log 2 - log(1 + e^4) = -1.71)
+    # (F = 1 - 2 log 2 = -0.39 there; through s_R, F <= -1 - log 2 - (log(1 + e^4) - 4) = -1.71)
     assert np.abs(n_distill[-1] - n_distill[-20]).max() < 1e-2
     assert n_distill[-1].max() < 0.02
     crossings = np.count_nonzero(np.diff(np.sign(n_distill - 0.5), axis=0), axis=0)
