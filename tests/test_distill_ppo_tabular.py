@@ -208,10 +208,11 @@ def test_on_policy_distill_is_not_a_gradient_field(seed):
 def figure_2_mdp() -> TabularMDP:
     """
     Our instance of Fig. 2 of the paper (the figure's reward values and Appendix C are not reproduced here: these
-    rewards are chosen to fit its description): from s_0, L leads to s_L and R to s_R; s_L and s_R share the student's parameters (the
-    student cannot tell them apart, the teacher can); from s_L, L gives +1 and R gives 0; from s_R, L gives +2 and R
-    gives -1. The teacher is uniform (no signal) except in s_R, where it prefers R with a logit gap of 4, so that
-    ``H^x(pi_theta(s_R) || pi(s_R)) = -4 pi_theta(R | s_R) + const``: the paper's ``l(theta | s_R) = -4 pi_theta(R|s_R)``.
+    rewards are chosen to fit its description): from s_0, L leads to s_L and R to s_R; s_L and s_R share the
+    student's parameters (the student cannot tell them apart, the teacher can); from s_L, L gives +1 and R gives 0;
+    from s_R, L gives +2 and R gives -1. The teacher is uniform (no signal) except in s_R, where it prefers R with
+    a logit gap of 4, so that ``H^x(pi_theta(s_R) || pi(s_R)) = -4 pi_theta(R | s_R) + const``: the paper's
+    ``l(theta | s_R) = -4 pi_theta(R|s_R)``.
     """
     left, right = 0, 1
     s_0, s_left, s_right = 0, 1, 2
