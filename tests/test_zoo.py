@@ -33,7 +33,10 @@ TINY = {
     "realtime_distill_dqn": ["students:[dict(net_arch=[8]), dict(net_arch=[4])]"],
     "policy_distillation": ["student_policy_kwargs:dict(net_arch=[8])"],
     "piekd_sac": ["ensemble_size:2", "distill_interval:200", "distill_gradient_steps:2", "distill_epochs:1"],
+    "distill_ppo": ["n_envs:2", "n_steps:50", "batch_size:50", "n_epochs:1"],
 }
+#: The on-policy algorithms (no replay buffer: no off-policy parameters)
+ON_POLICY_ALGOS = ["distill_ppo"]
 # The env of each algorithm's subprocess tests (PIEKDSAC needs continuous actions)
 ENVS = {"piekd_sac": "Pendulum-v1"}
 COMMON_PARAMS = [
@@ -61,6 +64,8 @@ def train_args(algo: str, log_folder: Path, n_timesteps: int = 300) -> list[str]
     run = ["--algo", algo, "--env", env_id, "-n", str(n_timesteps), "-f", str(log_folder), "--seed", "0"]
     # PolicyDistillation's networks are the teacher's and `student_policy_kwargs`: no `policy_kwargs` net_arch
     common = [param for param in COMMON_PARAMS if not (algo == "policy_distillation" and param.startswith("policy_kwargs"))]
+    if algo in ON_POLICY_ALGOS:
+        common = ["policy_kwargs:dict(net_arch=[16])"]
     return [*run, "--num-threads", "1", "-params", *common, *TINY[algo]]
 
 
@@ -130,9 +135,12 @@ def make_teacher_at(path: str, env) -> None:
     """An untrained SB3 agent saved where a PolicyDistillation config expects it (``logs/<algo>/...``)."""
     from stable_baselines3 import DQN, SAC
 
-    algorithm = {"dqn": DQN, "sac": SAC}[Path(path).parts[1]]
+    from stable_baselines3 import PPO
+
+    algorithm = {"dqn": DQN, "sac": SAC, "ppo": PPO}[Path(path).parts[1]]
     policy = "CnnPolicy" if isinstance(env, FakeImageEnv) else "MlpPolicy"
-    algorithm(policy, env, buffer_size=10).save(path)
+    kwargs = {} if algorithm is PPO else {"buffer_size": 10}
+    algorithm(policy, env, **kwargs).save(path)
 
 
 @pytest.mark.parametrize("algo, env_id", zoo_config_entries())
@@ -172,6 +180,8 @@ SAMPLER_CASES = [(algo, "CartPole-v1") for algo in DQN_ALGOS] + [
     ("piekd_sac", "Pendulum-v1"),
     ("policy_distillation", "CartPole-v1"),
     ("policy_distillation", "Pendulum-v1"),
+    ("distill_ppo", "CartPole-v1"),
+    ("distill_ppo", "Pendulum-v1"),
 ]
 
 
@@ -189,8 +199,14 @@ def test_sampler_draws_always_build(algo, env_id, tmp_path):
     """Every draw of the sampler (Optuna's RandomSampler) builds its model: a constructor error would end a worker."""
     assert {algo for algo, _ in SAMPLER_CASES} == set(ZOO_ALGORITHMS)
     assert algo in REGISTERED
+    extra: dict = {"buffer_size": 1000}
     if algo == "policy_distillation":
         base: dict = {"policy": "MlpPolicy", "teacher": teacher_for(env_id, tmp_path / "teacher")}
+    elif algo == "distill_ppo":
+        from stable_baselines3 import PPO
+
+        PPO("MlpPolicy", env_id, policy_kwargs=dict(net_arch=[16])).save(tmp_path / "teacher")
+        base, extra = {"policy": "MlpPolicy", "teacher": str(tmp_path / "teacher.zip")}, {}
     elif env_id in yaml.safe_load(default_config_path(algo).read_text()):
         manager = make_manager(algo, env_id, optimize=True, log_folder=tmp_path)
         assert manager.setup_experiment() is None
@@ -206,7 +222,7 @@ def test_sampler_draws_always_build(algo, env_id, tmp_path):
         # `--trial-id` rebuilds the same hyperparameters from the stored params (checked before the constructor,
         # which may add keys to the `policy_kwargs` dict it is given, as SAC adds `use_sde`)
         assert HYPERPARAMS_CONVERTER[algo](trial.params) == sampled
-        model = ALGOS[algo](env=env, **{**base, **sampled, "buffer_size": 1000})
+        model = ALGOS[algo](env=env, **{**base, **sampled, **extra})
         assert model.policy is not None
         study.tell(trial, 0.0)
     # the draws covered every choice of the categorical parameters
@@ -346,6 +362,55 @@ def test_train_continue_enjoy(algo, tmp_path):
     enjoy_args = ["--algo", algo, "--env", env_id, "-f", str(logs), "--no-render", "-n", "300"]
     output = run_zoo("enjoy", *enjoy_args, cwd=tmp_path)
     assert "Mean reward:" in output
+
+
+def test_distill_ppo_train_continue_enjoy(tmp_path):
+    """DistillPPO through the real commands: kickstarting from a PPO teacher where the config names it."""
+    from stable_baselines3 import PPO
+
+    algo, env_id, logs = "distill_ppo", "CartPole-v1", tmp_path / "logs"
+    PPO("MlpPolicy", env_id, policy_kwargs=dict(net_arch=[16])).save(logs / "ppo" / f"{env_id}_1" / f"{env_id}.zip")
+    output = run_zoo("train", *train_args(algo, logs), "--eval-freq", "100", "--eval-episodes", "2", cwd=tmp_path)
+    assert f"Loading hyperparameters from: {CONFIG_DIR / f'{algo}.yml'}" in output
+    run = logs / algo / f"{env_id}_1"
+    model = ALGOS[algo].load(run / f"{env_id}.zip")
+    assert model.num_timesteps == 300 and model.update_rule == "on_policy_distill" and model.env_reward
+    # the decaying weight of the config (lin_1.0) was built and saved with the model
+    assert model.distill_coef(1.0) == pytest.approx(1.0) and model.distill_coef(0.0) == pytest.approx(0.0)
+    assert (run / "best_model.zip").is_file()
+    # --trained-agent: continue training from the saved model
+    output = run_zoo("train", *train_args(algo, logs, 200), "--trained-agent", str(run / f"{env_id}.zip"), cwd=tmp_path)
+    assert "Loading pretrained agent" in output
+    continued = ALGOS[algo].load(logs / algo / f"{env_id}_2" / f"{env_id}.zip")
+    before, after = model.policy.state_dict(), continued.policy.state_dict()
+    assert before.keys() == after.keys()
+    assert any(not np.allclose(before[key].numpy(), after[key].numpy()) for key in before)
+    # the teacher stays frozen
+    assert all(np.array_equal(before[key].numpy(), after[key].numpy()) for key in before if key.startswith("teacher."))
+    output = run_zoo("enjoy", "--algo", algo, "--env", env_id, "-f", str(logs), "--no-render", "-n", "300", cwd=tmp_path)
+    assert "Mean reward:" in output
+
+
+def test_distill_ppo_sampler_values():
+    """The DistillPPO sampler: PPO's part decoded, the distillation choices consistent with the rule."""
+    entry = ZOO_ALGORITHMS["distill_ppo"]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(40):
+        trial = study.ask()
+        sampled = entry.sampler(trial, 0, 1, {"using_her_replay_buffer": False, "her_kwargs": {}})
+        assert {"gamma", "gae_lambda", "n_steps", "batch_size", "learning_rate", "policy_kwargs", "update_rule"} <= set(
+            sampled
+        )
+        rule = sampled["update_rule"]
+        assert ("env_reward" in sampled) == (
+            rule in ("on_policy_distill", "entropy_regularised", "n_distill", "expected_entropy_regularised")
+        )
+        assert ("control" in sampled) == (rule != "teacher_distill")
+        assert ("teacher_prob" in sampled) == (sampled.get("control") == "mixture")
+        coef = sampled["distill_coef"]
+        assert 0.01 <= (coef(1.0) if callable(coef) else coef) <= 10.0
+        assert entry.converter(trial.params) == sampled
+        study.tell(trial, 0.0)
 
 
 def test_train_help_lists_algorithms_and_heartbeat_options(tmp_path):

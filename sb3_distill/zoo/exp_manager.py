@@ -3,8 +3,8 @@ rl-zoo3's ``ExperimentManager`` with what the sb3_distill algorithms need and rl
 
 - the student descriptions of the YAML files (``student_policy_kwargs``, ``students``, ...) are strings
   evaluated like ``policy_kwargs``, in rl-zoo3's namespace plus :class:`CompactNatureCNN`;
-- ``student_learning_rate`` and ``teacher_prob`` accept rl-zoo3's schedule strings (``lin_5e-3``) like
-  ``learning_rate``;
+- ``student_learning_rate``, ``teacher_prob`` and ``distill_coef`` accept rl-zoo3's schedule strings
+  (``lin_5e-3``) like ``learning_rate``;
 - ``-optimize`` on an RDB storage can turn on Optuna's heartbeat, so that the trial of a killed worker is
   marked failed and retried instead of staying RUNNING forever.
 """
@@ -34,7 +34,7 @@ except ImportError:  # Optuna < 4.9: the same callback and argument under their 
 EVAL_KEYS = ("policy_kwargs", "student_policy_kwargs", "students")
 #: Learning rates that accept rl-zoo3's schedule strings (rl-zoo3 converts ``learning_rate`` itself); numbers are
 #: left as they are (PIEKDSAC's ``distill_learning_rate`` takes a number only, so it is not listed)
-SCHEDULE_KEYS = ("student_learning_rate", "teacher_prob")
+SCHEDULE_KEYS = ("student_learning_rate", "teacher_prob", "distill_coef")
 #: Added to rl-zoo3's evaluation namespace (which has ``nn``, ``th``, SB3's classes)
 EXTRA_NAMESPACE = {"CompactNatureCNN": CompactNatureCNN, "NatureCNN": NatureCNN, "FlattenExtractor": FlattenExtractor}
 

@@ -12,10 +12,17 @@ The sampled names are the constructor's names, except rl-zoo3's own encodings (`
 ``--trial-id`` uses the converter on a stored trial's ``params``.
 """
 
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from rl_zoo3.hyperparams_opt import convert_offpolicy_params, sample_dqn_params, sample_sac_params
+from rl_zoo3.hyperparams_opt import (
+    convert_offpolicy_params,
+    convert_onpolicy_params,
+    sample_dqn_params,
+    sample_ppo_params,
+    sample_sac_params,
+)
 
 from sb3_distill.common.losses import DISTILLATION_LOSSES, ENSEMBLE_REDUCTIONS
 
@@ -161,3 +168,92 @@ def convert_distill_offpolicy_params(sampled_params: dict[str, Any]) -> dict[str
     :return: the hyperparameters, ready for the constructor
     """
     return convert_offpolicy_params(dict(sampled_params))
+
+
+#: The rules of DistillPPO (``sb3_distill.common.losses.DISTILL_UPDATE_RULES``, repeated so that the sampler
+#: does not import the algorithm)
+DISTILL_PPO_RULES = (
+    "teacher_distill",
+    "on_policy_distill",
+    "entropy_regularised",
+    "n_distill",
+    "expected_entropy_regularised",
+    "teacher_v_reward",
+    "teacher_v_bootstrap",
+)
+#: The rules with a "+R" variant to choose (Table 1), and those with a loss l (value gating applies)
+_PLUS_R_RULES = ("on_policy_distill", "entropy_regularised", "n_distill", "expected_entropy_regularised")
+_LOSS_RULES = ("teacher_distill", "on_policy_distill", "n_distill", "expected_entropy_regularised")
+#: The keys DistillPPO adds to rl-zoo3's PPO sampler
+_DISTILL_PPO_KEYS = (
+    "update_rule",
+    "env_reward",
+    "distill_coef",
+    "distill_coef_schedule",
+    "value_gating",
+    "control",
+    "teacher_prob",
+    "temperature",
+)
+
+
+@dataclass(frozen=True)
+class LinearDecay:
+    """
+    A weight decaying linearly from ``initial`` to 0 over training (kickstarting's decaying distillation weight),
+    as a schedule of the progress remaining (from 1 to 0). Picklable, and equal to another with the same value.
+
+    :param initial: the value at the start of training
+    """
+
+    initial: float
+
+    def __call__(self, progress_remaining: float) -> float:
+        return self.initial * progress_remaining
+
+
+def sample_distill_ppo_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
+    """
+    Sampler for DistillPPO: rl-zoo3's PPO sampler, plus the update rule of Czarnecki et al. 2019 and what goes
+    with it: the "+R" choice where Table 1 has one, the weight ``distill_coef`` (constant, or decaying linearly to
+    0 as in kickstarting), value gating for the rules with a loss, the control policy (not for teacher distill,
+    which is teacher-driven), and for a discrete action space the teacher's temperature. The teacher comes
+    from the config.
+
+    :param trial: the Optuna trial
+    :param n_actions: dimension of a Box action space, 0 for a discrete one (rl-zoo3 sets it)
+    :param n_envs: number of environments
+    :param additional_args: rl-zoo3's extra arguments
+    :return: the hyperparameters, ready for the constructor
+    """
+    sample_ppo_params(trial, n_actions, n_envs, additional_args)
+    update_rule = trial.suggest_categorical("update_rule", list(DISTILL_PPO_RULES))
+    if update_rule in _PLUS_R_RULES:
+        trial.suggest_categorical("env_reward", [False, True])
+    trial.suggest_float("distill_coef", 0.01, 10.0, log=True)
+    trial.suggest_categorical("distill_coef_schedule", ["constant", "linear"])
+    if update_rule in _LOSS_RULES:
+        trial.suggest_categorical("value_gating", [False, True])
+    if update_rule != "teacher_distill":
+        control = trial.suggest_categorical("control", ["student", "teacher", "mixture", "uniform"])
+        if control == "mixture":
+            trial.suggest_float("teacher_prob", 0.0, 1.0)
+    if n_actions == 0:
+        # around 0.01 for Q-value teachers and 1 for policy logits
+        trial.suggest_float("temperature", 0.001, 2.0, log=True)
+    return convert_distill_ppo_params(trial.params)
+
+
+def convert_distill_ppo_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
+    """
+    Turn a DistillPPO trial's ``params`` back into hyperparameters: rl-zoo3's on-policy converter for the PPO
+    part, and ``distill_coef`` with ``distill_coef_schedule="linear"`` into a :class:`LinearDecay`.
+
+    :param sampled_params: the trial's ``params``
+    :return: the hyperparameters, ready for the constructor
+    """
+    ppo_params = {key: value for key, value in sampled_params.items() if key not in _DISTILL_PPO_KEYS}
+    distill_params = {key: value for key, value in sampled_params.items() if key in _DISTILL_PPO_KEYS}
+    if distill_params.pop("distill_coef_schedule", "constant") == "linear":
+        distill_params["distill_coef"] = LinearDecay(distill_params["distill_coef"])
+    return {**convert_onpolicy_params(ppo_params), **distill_params}

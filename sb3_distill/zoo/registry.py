@@ -18,7 +18,9 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sb3_distill.zoo.hyperparams_opt import (
     convert_distill_offpolicy_params,
+    convert_distill_ppo_params,
     convert_policy_distillation_params,
+    sample_distill_ppo_params,
     sample_ensemble_distill_dqn_params,
     sample_piekd_sac_params,
     sample_policy_distillation_params,
@@ -54,6 +56,7 @@ ZOO_ALGORITHMS: dict[str, ZooAlgorithm] = {
         sample_policy_distillation_params,
         convert_policy_distillation_params,
     ),
+    "distill_ppo": ZooAlgorithm("sb3_distill.distill_ppo:DistillPPO", sample_distill_ppo_params, convert_distill_ppo_params),
 }
 
 
