@@ -70,3 +70,46 @@ def test_control_policy_runs_with_a_sac_teacher(monkeypatch, tmp_path):
     assert "teacher-driven, nll" not in result["variants"] and "teacher-driven, mse" in result["variants"]
     assert "| student-driven |" in control_policy.report("Pendulum-v1", [result], args)
     control_policy.plot("Pendulum-v1", [result], tmp_path / "curves.png")
+
+
+def test_distill_ppo_kickstart_runs(monkeypatch, tmp_path):
+    from benchmarks import distill_ppo_kickstart
+
+    settings = dict(distill_ppo_kickstart.SETTINGS["CartPole-v1"], teacher_timesteps=256, budget=256, n_envs=2)
+    settings["ppo"] = dict(settings["ppo"], batch_size=64)
+    monkeypatch.setitem(distill_ppo_kickstart.SETTINGS, "CartPole-v1", settings)
+    args = argparse.Namespace(coef=1.0, eval_freq=128, eval_episodes=1)
+    teacher = distill_ppo_kickstart.get_teacher("CartPole-v1", tmp_path / "teachers")
+    assert (tmp_path / "teachers" / "ppo_CartPole-v1.zip").exists()
+    variants = {
+        name: distill_ppo_kickstart.run_variant("CartPole-v1", 0, kwargs, teacher, args)
+        for name, kwargs in distill_ppo_kickstart.VARIANTS
+    }
+    # evaluations at step 0, every 128 steps, and at the end
+    assert all(curve["steps"][0] == 0 and curve["steps"][-1] == 256 for curve in variants.values())
+    runs = [dict(seed=0, teacher=20.0, variants=variants)]
+    assert "| kickstarting (on-policy distill + R) |" in distill_ppo_kickstart.report("CartPole-v1", runs, args)
+    distill_ppo_kickstart.plot("CartPole-v1", runs, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_distill_ppo_chain_runs(tmp_path):
+    import torch as th
+
+    from benchmarks import distill_ppo_chain
+
+    # The teachers: optimal and adversarial policies, both with the optimal teacher's values
+    states = th.arange(distill_ppo_chain.N_STATES)[:, None].float()
+    for adversarial in (False, True):
+        policy = distill_ppo_chain.make_teacher(adversarial).policy
+        probs_right = policy.get_distribution(states).distribution.probs[:, 1]
+        assert th.all(probs_right < 1e-3) if adversarial else th.all(probs_right > 1 - 1e-3)
+        values = policy.predict_values(states).flatten()
+        assert th.all(values[1:] > values[:-1]) and values[-2].item() == 1.0
+    args = argparse.Namespace(budget=256, eval_freq=128)
+    result = dict(seed=0, optimal={}, adversarial={})
+    for teacher_name in ("optimal", "adversarial"):
+        for name, kwargs in distill_ppo_chain.VARIANTS:
+            result[teacher_name][name] = distill_ppo_chain.run(0, teacher_name, name, kwargs, args)
+    assert "| adversarial | TD + V_pi |" in distill_ppo_chain.report([result], args)
+    distill_ppo_chain.plot([result], tmp_path / "chain.png")

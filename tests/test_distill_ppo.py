@@ -214,6 +214,12 @@ def test_save_load_and_export(env_id, tmp_path):
     reloaded.learn(64)
 
 
+def test_policy_kwargs_not_modified():
+    policy_kwargs = dict(net_arch=[8])
+    tiny_model(policy_kwargs=policy_kwargs)
+    assert policy_kwargs == dict(net_arch=[8])
+
+
 def test_teacher_from_zip(tmp_path):
     tiny_teacher().save(tmp_path / "teacher.zip")
     model = tiny_model(teacher=str(tmp_path / "teacher.zip"), update_rule="teacher_v_reward")

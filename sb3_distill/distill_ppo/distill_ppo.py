@@ -342,6 +342,8 @@ class DistillPPO(PPO):
                     )
             if self.env is not None:
                 self._check_env_preprocessing(self.env, loaded.preprocessing)
+            # A copy: the user's dict (often shared with other models) is not modified
+            self.policy_kwargs = dict(self.policy_kwargs)
             self.policy_kwargs["teacher_policy_class"] = type(loaded.model.policy)
             self.policy_kwargs["teacher_policy_kwargs"] = {
                 key: value
