@@ -267,3 +267,85 @@ def test_bad_teachers():
         tiny_model(teacher=tiny_teacher(PPO, "Pendulum-v1"), env="CartPole-v1")
     with pytest.raises(ValueError, match="categorical or diagonal Gaussian policy"):
         tiny_model(teacher=SAC("MlpPolicy", "Pendulum-v1", buffer_size=10), env="Pendulum-v1")
+
+
+class Corridor(gym.Env):
+    """States 0..4, start at 2, actions left/right; 0 and 4 end the episode (-1 and +1). The next state is known."""
+
+    observation_space = gym.spaces.Discrete(5)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.state = 2
+        return self.state, {}
+
+    def step(self, action):
+        self.state += 1 if action == 1 else -1
+        reward = 1.0 if self.state == 4 else -1.0 if self.state == 0 else 0.0
+        return self.state, reward, reward != 0.0, False, {}
+
+
+@pytest.mark.parametrize("update_rule", [rule for rule in DISTILL_UPDATE_RULES if rule != "teacher_distill"])
+def test_rollout_rewards_with_terminations_and_truncations(update_rule):
+    """
+    Every reward of a rollout on a corridor with a time limit of 3 steps (terminations and truncations both
+    happen), against a direct computation from the (known) next states: r^ is 0 after a termination and uses
+    the terminal observation after a truncation, where SB3's bootstrap gamma V_theta(s_T) is added.
+    """
+
+    def make_env():
+        return gym.wrappers.TimeLimit(Corridor(), max_episode_steps=3)
+
+    teacher = PPO("MlpPolicy", make_env(), policy_kwargs=dict(net_arch=[], ortho_init=False), seed=3)
+    env = make_vec_env(make_env, n_envs=2, seed=0)
+    env_reward = None if update_rule in ("teacher_v_reward", "teacher_v_bootstrap") else True
+    model = DistillPPO(
+        "MlpPolicy", env, teacher=teacher, update_rule=update_rule, env_reward=env_reward, distill_coef=0.7,
+        n_steps=40, batch_size=40, gamma=0.9, policy_kwargs=dict(net_arch=[]), seed=0,
+    )  # fmt: skip
+    _, callback = model._setup_learn(80, None)
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    buffer = model.rollout_buffer
+    obs, actions = buffer.observations[:, :, 0].astype(int), buffer.actions[:, :, 0].astype(int)
+    next_states = obs + np.where(actions == 1, 1, -1)
+    dones = np.concatenate([buffer.episode_starts[1:], model._last_episode_starts[None]]).astype(bool)
+    terminated = (next_states == 0) | (next_states == 4)
+    truncated = dones & ~terminated
+    assert terminated.any() and truncated.any()
+
+    def dists(states):
+        states_t = th.as_tensor(states.reshape(-1, 1), dtype=th.float32)
+        student = model.policy.get_distribution(states_t).distribution
+        return student, teacher.policy.get_distribution(states_t).distribution, teacher.policy, states_t
+
+    with th.no_grad():
+        student_next, teacher_next, teacher_policy, next_t = dists(next_states)
+        _, teacher_now, _, now_t = dists(obs)
+        flat_actions = th.as_tensor(actions.reshape(-1))
+        next_actions = th.as_tensor(np.concatenate([actions[1:], actions[-1:]]).reshape(-1))
+        drawn = np.zeros_like(dones)
+        drawn[:-1] = ~dones[:-1]
+        cross = th.distributions.kl_divergence(teacher_next, student_next) + teacher_next.entropy()
+        reverse = th.distributions.kl_divergence(student_next, teacher_next) + student_next.entropy()
+        values_next = teacher_policy.predict_values(next_t).flatten()
+        values_now = teacher_policy.predict_values(now_t).flatten()
+        bootstrap = 0.9 * model.policy.predict_values(next_t).flatten().numpy() * truncated.reshape(-1)
+    alive = (~terminated).reshape(-1)
+    r_hat = {
+        "on_policy_distill": np.zeros(alive.shape),
+        "entropy_regularised": teacher_now.log_prob(flat_actions).numpy(),
+        "n_distill": -cross.numpy() * alive,
+        "expected_entropy_regularised": np.where(
+            drawn.reshape(-1), teacher_next.log_prob(next_actions).numpy(), -reverse.numpy()
+        )
+        * alive,
+        "teacher_v_reward": (0.9 * values_next.numpy() * alive - values_now.numpy()),
+    }
+    env_rewards = np.where(next_states == 4, 1.0, np.where(next_states == 0, -1.0, 0.0)).reshape(-1)
+    if update_rule == "teacher_v_bootstrap":
+        targets = env_rewards + 0.9 * values_next.numpy() * alive
+        np.testing.assert_allclose(buffer.returns.reshape(-1), targets, rtol=1e-5, atol=1e-6)
+        return
+    expected = env_rewards + bootstrap + 0.7 * r_hat[update_rule]
+    np.testing.assert_allclose(buffer.rewards.reshape(-1), expected, rtol=1e-5, atol=1e-6)
