@@ -128,3 +128,37 @@ def test_policy_distillation_student_recovers_dqn_teacher_on_cartpole():
     eval_env.reset(seed=2000)
     student_return, _ = evaluate_policy(model.policy.student, eval_env, n_eval_episodes=5)
     assert exported_return == student_return
+
+
+def linear_cartpole_teacher():
+    """A PPO policy without hidden layers whose weights are a known linear controller that scores 500 on CartPole-v1."""
+    import torch as th
+    from stable_baselines3 import PPO
+
+    teacher = PPO("MlpPolicy", "CartPole-v1", policy_kwargs=dict(net_arch=[]), seed=0)
+    with th.no_grad():
+        # push right when 0.5 x_dot + theta + theta_dot > 0, sharply
+        teacher.policy.action_net.weight.copy_(th.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 50.0, 100.0, 100.0]]))
+        teacher.policy.action_net.bias.zero_()
+    return teacher
+
+
+def test_distill_ppo_student_reaches_teacher_on_cartpole():
+    """
+    DistillPPO with the paper's recommended rule (expected entropy regularised, no environment reward) copies
+    the teacher: 95 % of its return after 6144 steps (measured on seed 0: 500 after 4096 steps, for N-distill too).
+    """
+    from sb3_distill import DistillPPO
+
+    teacher = linear_cartpole_teacher()
+    eval_env = Monitor(gym.make("CartPole-v1"))
+    eval_env.reset(seed=1000)
+    teacher_return = evaluate_policy(teacher.policy, eval_env, n_eval_episodes=10, deterministic=False)[0]
+    assert teacher_return == 500.0
+    model = DistillPPO(
+        "MlpPolicy", "CartPole-v1", teacher=teacher, update_rule="expected_entropy_regularised", n_steps=256,
+        batch_size=64, n_epochs=4, learning_rate=3e-3, policy_kwargs=dict(net_arch=[16]), seed=0,
+    )  # fmt: skip
+    model.learn(6144)
+    student_return = evaluate_policy(model.policy, eval_env, n_eval_episodes=10)[0]
+    assert student_return >= 0.95 * teacher_return
