@@ -19,7 +19,7 @@ help:
 	@echo "make bench-realtime - real-time vs sequential distillation, time to a target student return"
 	@echo "make bench-control - PolicyDistillation: teacher- vs student- vs mixture-driven, Rusu's losses"
 	@echo "make bench-piekd - PIEKDSAC vs SAC vs Ensemble-SAC sample efficiency, and PIEKDSAC vs SAC throughput"
-	@echo "make bench-distill-ppo - DistillPPO: Fig. 6's chain (optimal and adversarial teachers), kickstarting vs PPO"
+	@echo "make bench-distill-ppo - DistillPPO: Fig. 6's chain, Fig. 4's growing action space, kickstarting vs PPO"
 	@echo "make lint / format / check-format / type"
 
 $(PYTHON):
@@ -60,7 +60,8 @@ bench-control: $(VENV)/.install-bench
 	$(PYTHON) -m benchmarks.control_policy --env Pendulum-v1 --seeds 0 1 2 --eval-freq 500
 
 bench-distill-ppo: $(VENV)/.install-bench
-	$(PYTHON) -m benchmarks.distill_ppo_chain --seeds 0 1 2
+	$(PYTHON) -m benchmarks.distill_ppo_chain --seeds 0 1 2 --budget 8000 --eval-freq 256
+	$(PYTHON) -m benchmarks.distill_ppo_actions --n-actions 4 64 512 --seeds 0 1 2 --budget 8192 --eval-freq 512
 	$(PYTHON) -m benchmarks.distill_ppo_kickstart --env Acrobot-v1 --seeds 0 1 2
 
 bench-piekd: $(VENV)/.install-bench $(VENV)/.install-mujoco

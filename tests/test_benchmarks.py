@@ -113,3 +113,22 @@ def test_distill_ppo_chain_runs(tmp_path):
             result[teacher_name][name] = distill_ppo_chain.run(0, teacher_name, name, kwargs, args)
     assert "| adversarial | TD + V_pi |" in distill_ppo_chain.report([result], args)
     distill_ppo_chain.plot([result], tmp_path / "chain.png")
+
+
+def test_distill_ppo_actions_runs(tmp_path):
+    import torch as th
+
+    from benchmarks import distill_ppo_actions
+
+    # The teacher takes the shortest path with probability 0.9, whatever the number of actions
+    for n_actions in (4, 64):
+        probs = th.softmax(distill_ppo_actions.teacher_logits(n_actions).T, dim=-1)
+        assert th.allclose(probs.max(dim=-1).values, th.tensor(0.9))
+    args = argparse.Namespace(budget=256, eval_freq=128, n_actions=[4, 8])
+    result = dict(seed=0, results={})
+    for n_actions in args.n_actions:
+        result["results"][str(n_actions)] = {
+            rule: distill_ppo_actions.run(0, n_actions, rule, args) for rule in distill_ppo_actions.RULES
+        }
+    assert "| 8 | expected_entropy_regularised |" in distill_ppo_actions.report([result], args)
+    distill_ppo_actions.plot([result], args, tmp_path / "actions.png")
