@@ -214,6 +214,20 @@ def test_save_load_and_export(env_id, tmp_path):
     reloaded.learn(64)
 
 
+def test_load_with_another_teacher(tmp_path):
+    model = tiny_model(update_rule="n_distill")
+    model.learn(32)
+    model.save(tmp_path / "model.zip")
+    other = PPO("MlpPolicy", "CartPole-v1", policy_kwargs=dict(net_arch=[32, 32]), seed=5)
+    loaded = DistillPPO.load(tmp_path / "model.zip", env=gym.make("CartPole-v1"), teacher=other)
+    state = loaded.policy.state_dict()
+    for key, value in other.policy.state_dict().items():
+        assert th.equal(state[f"teacher.{key}"], value)
+    for key, value in model.policy.student_state_dict().items():
+        assert th.equal(state[key], value)
+    loaded.learn(32)
+
+
 def test_policy_kwargs_not_modified():
     policy_kwargs = dict(net_arch=[8])
     tiny_model(policy_kwargs=policy_kwargs)

@@ -15,6 +15,7 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize, unwrap_vec_wrapper
@@ -264,13 +265,16 @@ class DistillPPO(PPO):
         self.temperature = temperature
         if _init_setup_model:
             self._setup_model()
+            self.__dict__.pop("_new_teacher_state", None)
 
     def _setup_model(self) -> None:
         self._check_rule_arguments()
         self._setup_teacher()
         super()._setup_model()
         if self._new_teacher is not None:
-            self.policy.teacher.load_state_dict(self._new_teacher.policy.state_dict())
+            # Kept until `set_parameters` when `load(path, teacher=other)` gave the teacher (see there)
+            self._new_teacher_state = self._new_teacher.policy.state_dict()
+            self.policy.teacher.load_state_dict(self._new_teacher_state)
             self._new_teacher = None
         self.teacher_adapter = Teacher.for_policy(self.policy.teacher)
         self._check_teacher_arguments()
@@ -406,11 +410,36 @@ class DistillPPO(PPO):
             *super()._excluded_save_params(),
             "teacher",
             "_new_teacher",
+            "_new_teacher_state",
             "teacher_adapter",
             "distill_coef_schedule",
             "teacher_prob_schedule",
             "_gate_fractions",
         ]
+
+    def set_parameters(
+        self,
+        load_path_or_dict: str | dict[str, th.Tensor],
+        exact_match: bool = True,
+        device: th.device | str = "auto",
+    ) -> None:
+        """
+        SB3's ``set_parameters``; when ``load(path, teacher=other)`` gave a new teacher, its weights replace the
+        saved teacher's (whose network may differ) instead of being overwritten by them.
+        """
+        teacher_state = self.__dict__.pop("_new_teacher_state", None)
+        if teacher_state is None:
+            super().set_parameters(load_path_or_dict, exact_match=exact_match, device=device)
+            return
+        params: Any
+        if isinstance(load_path_or_dict, dict):
+            params = dict(load_path_or_dict)  # type: ignore[arg-type]
+        else:
+            _, params, _ = load_from_zip_file(load_path_or_dict, device=device, load_data=False)  # type: ignore[assignment]
+        policy_state = {key: value for key, value in params["policy"].items() if not key.startswith("teacher.")}
+        policy_state.update({f"teacher.{key}": value for key, value in teacher_state.items()})
+        params["policy"] = policy_state
+        super().set_parameters(params, exact_match=exact_match, device=device)
 
     # --- Rollouts: the control policy acts, and the rewards become r [env_reward] + distill_coef * r^
 
