@@ -30,7 +30,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 
 from sb3_distill import DistillPPO
-from sb3_distill.zoo.hyperparams_opt import LinearDecay
+from sb3_distill.common.utils import LinearDecay
 
 # rl-zoo3's PPO hyperparameters for the env (Acrobot-v1 without its `normalize: true`, so that teacher and
 # student see the same raw observations), the teacher's budget and the student's

@@ -1,6 +1,7 @@
 """Helpers shared by the sb3_distill algorithms."""
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -245,3 +246,19 @@ def make_discrete_env(env: Any, verbose: int, algorithm: str) -> Any:
     if not isinstance(env.action_space, spaces.Discrete):
         raise ValueError(f"{algorithm} needs a Discrete action space (its teachers are DQNs), got {env.action_space}")
     return env
+
+
+@dataclass(frozen=True)
+class LinearDecay:
+    """
+    A weight decaying linearly from ``initial`` to 0 over training, as a schedule of the progress remaining (from
+    1 to 0): kickstarting's decaying distillation weight (``DistillPPO(distill_coef=LinearDecay(1.0))``).
+    Picklable, and equal to another with the same value (rl-zoo3's ``--trial-id`` compares them).
+
+    :param initial: the value at the start of training
+    """
+
+    initial: float
+
+    def __call__(self, progress_remaining: float) -> float:
+        return self.initial * progress_remaining

@@ -127,7 +127,8 @@ class DistillPPO(PPO):
     :param distill_coef: Weight of the distillation terms: l is added to PPO's loss times ``distill_coef`` and r^
         (or the shaping of ``"teacher_v_reward"``) to the reward times ``distill_coef``, so that a gradient rule
         follows ``E[return] - distill_coef * loss``. A number >= 0 or a schedule of the progress remaining (from 1
-        to 0): kickstarting decays it. Not used by ``"teacher_v_bootstrap"``.
+        to 0): kickstarting decays it, e.g. ``LinearDecay(1.0)`` of :mod:`sb3_distill.common.utils`. Not used by
+        ``"teacher_v_bootstrap"``.
     :param value_gating: Whether l(s) is multiplied by ``[V_pi(s) - V_theta(s)]_{>0}`` (Sec. 4, Proposition 2):
         the student imitates the teacher only where the teacher's value exceeds the student critic's. Needs a
         teacher with a value and a rule with a loss. The student's critic estimates the return of the rewards

@@ -12,7 +12,6 @@ The sampled names are the constructor's names, except rl-zoo3's own encodings (`
 ``--trial-id`` uses the converter on a stored trial's ``params``.
 """
 
-from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -25,6 +24,7 @@ from rl_zoo3.hyperparams_opt import (
 )
 
 from sb3_distill.common.losses import DISTILLATION_LOSSES, ENSEMBLE_REDUCTIONS
+from sb3_distill.common.utils import LinearDecay
 
 
 def sample_distillation_params(trial: optuna.Trial, losses: tuple[str, ...] = DISTILLATION_LOSSES) -> dict[str, Any]:
@@ -195,21 +195,6 @@ _DISTILL_PPO_KEYS = (
     "teacher_prob",
     "temperature",
 )
-
-
-@dataclass(frozen=True)
-class LinearDecay:
-    """
-    A weight decaying linearly from ``initial`` to 0 over training (kickstarting's decaying distillation weight),
-    as a schedule of the progress remaining (from 1 to 0). Picklable, and equal to another with the same value.
-
-    :param initial: the value at the start of training
-    """
-
-    initial: float
-
-    def __call__(self, progress_remaining: float) -> float:
-        return self.initial * progress_remaining
 
 
 def sample_distill_ppo_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
