@@ -69,8 +69,8 @@ def test_students_are_grouped_by_layer_structure(stack_teacher):
     )
     assert model.policy.student_members == [(0, 0), (1, 0)]
     assert not model.policy.teacher_in_stack
-    # A student learning rate of its own keeps the teacher out of the stack (one optimizer per learning rate)
-    assert not tiny_model(stack_teacher=stack_teacher, student_learning_rate=1e-3).policy.teacher_in_stack
+    # The layout is the policy's: a learning rate of the students' own does not change it
+    assert tiny_model(stack_teacher=stack_teacher, student_learning_rate=1e-3).policy.teacher_in_stack is stack_teacher
 
 
 @pytest.mark.parametrize("stack_teacher", [True, False])
@@ -330,17 +330,20 @@ def test_set_training_mode_switches_every_network_but_the_targets():
         assert not any(m.training for m in [*model.q_net_target.modules(), *model.policy.student_stack_targets.modules()])
 
 
-def test_stacked_teacher_computes_what_separate_networks_compute():
+@pytest.mark.parametrize("student_learning_rate", [None, 3e-3])
+def test_stacked_teacher_computes_what_separate_networks_compute(student_learning_rate):
     """
     With the same weights and the same batches, the teacher in the students' stack (one forward, backward
-    and Adam step) takes exactly the gradient steps of the separate teacher and student stacks.
+    and Adam step) takes exactly the gradient steps of the separate teacher and student stacks, also when
+    the students have a learning rate of their own (their updates rescaled after the shared step).
     """
     from sb3_distill.common.torch_layers import StackedQNetwork, make_q_network
 
     # Fill the buffer without training, so that both optimizers start fresh
     # (a small max_grad_norm, so that the per-member gradient clipping acts)
-    separate = tiny_model(stack_teacher=False, learning_rate=1e-2, learning_starts=1000, max_grad_norm=0.1)
-    stacked = tiny_model(stack_teacher=True, learning_rate=1e-2, learning_starts=1000, max_grad_norm=0.1)
+    config = dict(learning_rate=1e-2, learning_starts=1000, max_grad_norm=0.1, student_learning_rate=student_learning_rate)
+    separate = tiny_model(stack_teacher=False, **config)
+    stacked = tiny_model(stack_teacher=True, **config)
     separate.learn(100)
     stacked.replay_buffer = separate.replay_buffer
     stacked.set_logger(separate.logger)

@@ -1,6 +1,6 @@
 """Helpers shared by the sb3_distill algorithms."""
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -41,6 +41,29 @@ def clip_grad_norm_per_member_(parameters: Iterable[th.Tensor], max_norm: float,
     clip_coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
     th._foreach_mul_(grads, [clip_coef.reshape(n_members, *([1] * (g.dim() - 1))) for g in grads])
     return norms
+
+
+def step_with_member_learning_rates(
+    optimizer: th.optim.Optimizer, stacks: Sequence[Sequence[th.Tensor]], factors: Sequence[th.Tensor]
+) -> None:
+    """
+    One optimizer step in which member j of stack i moves ``factors[i][j]`` times as far as the optimizer
+    moves it: ``p <- p_old + f_j * (p_new - p_old)``, i.e. member j gets learning rate ``f_j * lr``. Exact for
+    optimizers whose step is linear in the learning rate given their state (Adam, AdamW, SGD, RMSprop: the
+    moment estimates do not depend on it), up to rounding.
+
+    :param optimizer: the optimizer over the stacked parameters
+    :param stacks: the stacked parameters of each stack, each of shape (K_i, ...)
+    :param factors: each stack's factors, shape (K_i,)
+    """
+    previous = [[param.detach().clone() for param in parameters] for parameters in stacks]
+    optimizer.step()
+    with th.no_grad():
+        for parameters, old_values, member_factors in zip(stacks, previous, factors, strict=True):
+            for param, old in zip(parameters, old_values, strict=True):
+                # (K,) -> (K, 1, ..., 1) to scale each member's slice
+                scale = member_factors.reshape(-1, *([1] * (param.dim() - 1)))
+                param.sub_(old).mul_(scale).add_(old)
 
 
 class QValuePredictor:

@@ -11,6 +11,7 @@ from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.dqn.policies import QNetwork
 from torch.nn import functional as F
 
+from sb3_distill.common.base import PolicyLayoutMixin
 from sb3_distill.common.losses import check_loss_name, check_reduction_name, check_temperature, distillation_loss
 from sb3_distill.common.torch_layers import StackedQNetwork, check_student_policy_kwargs, count_parameters
 from sb3_distill.common.utils import (
@@ -25,7 +26,7 @@ from sb3_distill.ensemble_distill_dqn.policies import CnnPolicy, EnsembleDistill
 SelfEnsembleDistillDQN = TypeVar("SelfEnsembleDistillDQN", bound="EnsembleDistillDQN")
 
 
-class EnsembleDistillDQN(DQN):
+class EnsembleDistillDQN(PolicyLayoutMixin, DQN):
     """
     Ensemble Policy Distillation (Sun & Fazli, "Ensemble Policy Distillation in Deep Reinforcement
     Learning", Algorithm 1): M DQN teachers act in turn, one environment step each, into one shared
@@ -98,6 +99,10 @@ class EnsembleDistillDQN(DQN):
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
+    layout_arguments: ClassVar[dict[str, str]] = {
+        "n_teachers": "n_teachers",
+        "student_policy_kwargs": "student_policy_kwargs",
+    }
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {  # type: ignore[assignment]
         "MlpPolicy": MlpPolicy,
         "CnnPolicy": CnnPolicy,
@@ -200,13 +205,8 @@ class EnsembleDistillDQN(DQN):
                 f"`policy` must be 'MlpPolicy', 'CnnPolicy' or a subclass of EnsembleDistillDQNPolicy, "
                 f"got {self.policy_class.__name__}"
             )
-        # The policy builds the teachers and the student
-        self.policy_kwargs = {
-            **self.policy_kwargs,
-            "n_teachers": self.n_teachers,
-            "student_policy_kwargs": self.student_policy_kwargs,
-        }
-        super()._setup_model()
+        # The policy builds the teachers and the student (`policy_kwargs` stays the user's)
+        self._setup_policy_with_layout(super()._setup_model)
         # The student's learning rate schedule (the teachers' is `lr_schedule`)
         student_learning_rate = self.learning_rate if self.student_learning_rate is None else self.student_learning_rate
         self.student_lr_schedule = FloatSchedule(student_learning_rate)

@@ -13,6 +13,7 @@ from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
+from sb3_distill.common.base import PolicyLayoutMixin
 from sb3_distill.common.losses import gaussian_distillation_loss, mse_loss
 from sb3_distill.common.utils import fast_optimizer_kwargs
 from sb3_distill.piekd_sac.policies import MemberPredictor, MlpPolicy, PIEKDSACPolicy, StackedActor, StackedCritic
@@ -34,7 +35,7 @@ def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"`{name}` must be one of {choices}, got {value!r}")
 
 
-class PIEKDSAC(SAC):
+class PIEKDSAC(PolicyLayoutMixin, SAC):
     """
     Periodic Intra-Ensemble Knowledge Distillation on SAC (Hong et al., "Periodic Intra-Ensemble Knowledge
     Distillation for Reinforcement Learning", Algorithm 1): an ensemble of K SAC agents (actor, twin critics,
@@ -125,6 +126,7 @@ class PIEKDSAC(SAC):
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
+    layout_arguments: ClassVar[dict[str, str]] = {"ensemble_size": "n_members"}
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {  # type: ignore[assignment]
         "MlpPolicy": MlpPolicy,
     }
@@ -264,9 +266,8 @@ class PIEKDSAC(SAC):
     def _setup_model(self) -> None:
         # Validate here, not in __init__: `load()` and rl-zoo's `--trained-agent` bypass __init__
         self._check_arguments()
-        # The policy builds the K stacked members
-        self.policy_kwargs = {**self.policy_kwargs, "n_members": self.ensemble_size}
-        super()._setup_model()
+        # The policy builds the K stacked members (`policy_kwargs` stays the user's)
+        self._setup_policy_with_layout(super()._setup_model)
         # One entropy coefficient per member, shape (K,), and one Adam over them (K independent Adams)
         if self.log_ent_coef is not None:
             init_log_ent_coef = self.log_ent_coef.detach()
@@ -711,7 +712,7 @@ class PIEKDSAC(SAC):
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < self.ensemble_size:
             raise ValueError(f"`member` must be 'best' or an integer in [0, {self.ensemble_size}), got {member!r}")
         index = int(index)
-        policy_kwargs = {key: value for key, value in self.policy_kwargs.items() if key != "n_members"}
+        policy_kwargs = dict(self.policy_kwargs)
         exported = SAC(
             "MlpPolicy",
             env=None,  # type: ignore[arg-type]

@@ -222,6 +222,25 @@ class RealTimeDistillDQNPolicy(DQNPolicy):
             **fast_optimizer_kwargs(self.optimizer_class, self.optimizer_kwargs, self.device),
         )
 
+    def member_learning_rate_factors(self, teacher_rate: float, student_rate: float) -> list[th.Tensor] | None:
+        """
+        With the teacher in the first students' stack and a students' learning rate of their own, the factors by
+        which the members of each stack scale the shared optimizer's update (made at the teacher's rate):
+        1 for the teacher (member 0 of stack 0), ``student_rate / teacher_rate`` for every student.
+
+        :param teacher_rate: the teacher's current learning rate
+        :param student_rate: the students' current learning rate
+        :return: one tensor of shape (K_i,) per stack, or None when no rescaling is needed
+        """
+        if not self.teacher_in_stack or student_rate == teacher_rate:
+            return None
+        factors = [
+            th.full((stack.n_members,), student_rate / teacher_rate, device=self.device)  # type: ignore[arg-type]
+            for stack in self.student_stacks
+        ]
+        factors[0][0] = 1.0
+        return factors
+
     def member_q_values(self, obs: PyTorchObs, member: str) -> th.Tensor:
         """
         Q-values of one member.

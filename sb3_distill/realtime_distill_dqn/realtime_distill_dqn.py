@@ -11,6 +11,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule, polyak_update, update_learning_rate
 from torch.nn import functional as F
 
+from sb3_distill.common.base import PolicyLayoutMixin
 from sb3_distill.common.losses import check_loss_name, check_temperature, distillation_loss, student_td_targets
 from sb3_distill.common.torch_layers import StackedQNetwork
 from sb3_distill.common.utils import (
@@ -19,6 +20,7 @@ from sb3_distill.common.utils import (
     epsilon_greedy,
     evaluate_q_functions,
     make_discrete_env,
+    step_with_member_learning_rates,
 )
 from sb3_distill.realtime_distill_dqn.policies import (
     CnnPolicy,
@@ -31,7 +33,7 @@ from sb3_distill.realtime_distill_dqn.policies import (
 SelfRealTimeDistillDQN = TypeVar("SelfRealTimeDistillDQN", bound="RealTimeDistillDQN")
 
 
-class RealTimeDistillDQN(DQN):
+class RealTimeDistillDQN(PolicyLayoutMixin, DQN):
     """
     Real-time Policy Distillation (Sun & Fazli, "Real-time Policy Distillation in Deep Reinforcement
     Learning"): one DQN teacher acts and learns (Eq. 2) while one or more students of different sizes learn
@@ -94,9 +96,11 @@ class RealTimeDistillDQN(DQN):
     :param predict_member: The member ``predict()`` uses: ``"teacher"`` or ``"student_<i>"``
     :param stack_teacher: Put the teacher into the first students' stack it can join (same layer structure;
         zero-padding where widths differ, exact for activations with f(0)=0), so that teacher and students
-        run as one batched forward, backward and optimizer step. It applies only when the students use the
-        teacher's learning rate (``student_learning_rate`` None or equal to ``learning_rate``): one optimizer
-        then covers the stack. ``policy.teacher_in_stack`` tells whether it happened.
+        run as one batched forward, backward and optimizer step. A layout choice, saved with the policy: the
+        learning rates do not change it (with a ``student_learning_rate`` of its own, each student member's
+        update is rescaled after the shared optimizer step, exact for optimizers whose step is linear in the
+        learning rate: Adam, AdamW, SGD, RMSprop). ``policy.teacher_in_stack`` tells whether the teacher could
+        join a stack (it cannot when no student has its layer structure).
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -109,6 +113,12 @@ class RealTimeDistillDQN(DQN):
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
+    layout_arguments: ClassVar[dict[str, str]] = {
+        "students": "students",
+        "predict_member": "predict_member",
+        "stack_teacher": "stack_teacher",
+    }
+    reloadable_layout_arguments = ("predict_member",)
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {  # type: ignore[assignment]
         "MlpPolicy": MlpPolicy,
         "CnnPolicy": CnnPolicy,
@@ -213,18 +223,10 @@ class RealTimeDistillDQN(DQN):
                 f"`policy` must be 'MlpPolicy', 'CnnPolicy' or a subclass of RealTimeDistillDQNPolicy, "
                 f"got {self.policy_class.__name__}"
             )
-        # The policy builds the teacher and the students (and checks `predict_member`)
+        # The policy builds the teacher and the students (and checks `predict_member`); `policy_kwargs` stays the user's
         if not isinstance(self.stack_teacher, bool):
             raise ValueError(f"`stack_teacher` must be True or False, got {self.stack_teacher!r}")
-        # The teacher joins the students' stack only if one optimizer (one learning rate) can serve them all
-        same_learning_rate = self.student_learning_rate is None or self.student_learning_rate == self.learning_rate
-        self.policy_kwargs = {
-            **self.policy_kwargs,
-            "students": self.students,
-            "predict_member": self.predict_member,
-            "stack_teacher": self.stack_teacher and same_learning_rate,
-        }
-        super()._setup_model()
+        self._setup_policy_with_layout(super()._setup_model)
         # The students' learning rate schedule (the teacher's is `lr_schedule`)
         student_learning_rate = self.learning_rate if self.student_learning_rate is None else self.student_learning_rate
         self.student_lr_schedule = FloatSchedule(student_learning_rate)
@@ -271,11 +273,15 @@ class RealTimeDistillDQN(DQN):
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         # Switch to train mode (this affects batch norm / dropout)
         self.policy.set_training_mode(True)
-        # Update learning rates according to schedule: teacher, then students
-        self._update_learning_rate(self.policy.optimizer)
+        # Update learning rates according to schedule: teacher, then students (with the teacher in their stack,
+        # one optimizer at the teacher's rate, the students' updates rescaled below)
         student_learning_rate = self.student_lr_schedule(self._current_progress_remaining)
-        update_learning_rate(self.policy.student_optimizer, student_learning_rate)
+        if self.policy.student_optimizer is not self.policy.optimizer:
+            update_learning_rate(self.policy.student_optimizer, student_learning_rate)
+        self._update_learning_rate(self.policy.optimizer)
         self.logger.record("train/student_learning_rate", student_learning_rate)
+        teacher_learning_rate = self.lr_schedule(self._current_progress_remaining)
+        member_rates = self.policy.member_learning_rate_factors(teacher_learning_rate, student_learning_rate)
 
         stacks: list[StackedQNetwork] = list(self.policy.student_stacks)  # type: ignore[arg-type]
         targets: list[StackedQNetwork] = list(self.policy.student_stack_targets)  # type: ignore[arg-type]
@@ -359,7 +365,10 @@ class RealTimeDistillDQN(DQN):
                 clip_grad_norm_per_member_(teacher_parameters, self.max_grad_norm, n_members=1)
             for stack, parameters in zip(stacks, stack_parameters, strict=True):
                 clip_grad_norm_per_member_(parameters, self.max_grad_norm, stack.n_members)
-            self.policy.optimizer.step()
+            if member_rates is None:
+                self.policy.optimizer.step()
+            else:
+                step_with_member_learning_rates(self.policy.optimizer, stack_parameters, member_rates)
             if self.policy.student_optimizer is not self.policy.optimizer:
                 self.policy.student_optimizer.step()
 

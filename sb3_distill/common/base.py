@@ -1,0 +1,107 @@
+"""
+What every sb3_distill algorithm shares about its policy's layout.
+
+The layout of a distillation policy (how many teachers, which students, whether the teacher shares the
+students' stack) is given to the algorithm's constructor, passed to the policy once, and saved with both.
+:class:`PolicyLayoutMixin` keeps SB3's contracts around it:
+
+- ``policy_kwargs`` stays what the user gave (SB3's ``load(path, policy_kwargs=...)`` compares it with the
+  stored dict): the layout arguments are added only while the policy is built;
+- ``load(path, **kwargs)`` accepts every constructor argument, but one that changes the layout after
+  training (sizes cannot change) raises a clear ``ValueError``, as SB3 does for ``policy_kwargs``.
+"""
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from stable_baselines3.common.save_util import load_from_zip_file
+
+
+class PolicyLayoutMixin:
+    """
+    Mixin for an SB3 algorithm whose policy layout comes from constructor arguments.
+
+    Subclasses set :attr:`layout_arguments` and call :meth:`_setup_policy_with_layout` in ``_setup_model``
+    around SB3's ``super()._setup_model()``.
+    """
+
+    #: The algorithm's attribute -> the policy's keyword argument it sets
+    layout_arguments: ClassVar[dict[str, str]] = {}
+    #: Those that may change on ``load()`` (they select, they do not size, e.g. the member ``predict()`` uses)
+    reloadable_layout_arguments: ClassVar[tuple[str, ...]] = ()
+    policy_kwargs: dict[str, Any]
+
+    def _setup_policy_with_layout(self, setup_model: Callable[[], None]) -> None:
+        """
+        Run ``setup_model`` (SB3's ``_setup_model``) with the layout arguments added to ``policy_kwargs``, which
+        is then restored to the user's dict.
+
+        :param setup_model: the parent class's ``_setup_model``
+        """
+        layout = {key: getattr(self, name) for name, key in self.layout_arguments.items()}
+        clash = sorted(set(layout) & set(self.policy_kwargs))
+        if clash:
+            names = [name for name, key in self.layout_arguments.items() if key in clash]
+            raise ValueError(
+                f"`policy_kwargs` must not set {clash}: they are set by the {type(self).__name__} arguments {names}"
+            )
+        user_policy_kwargs = self.policy_kwargs
+        self.policy_kwargs = {**user_policy_kwargs, **layout}
+        try:
+            setup_model()
+        finally:
+            self.policy_kwargs = user_policy_kwargs
+
+    @classmethod
+    def check_layout_overrides(cls, path: Any, kwargs: dict[str, Any], device: Any = "auto") -> None:
+        """
+        A ``ValueError`` if ``load(path, **kwargs)`` would change the layout of the saved networks.
+
+        :param path: the saved model
+        :param kwargs: the keyword arguments given to ``load``
+        :param device: the device to read the file on
+        """
+        names = [name for name in cls.layout_arguments if name in kwargs and name not in cls.reloadable_layout_arguments]
+        if not names:
+            return
+        position = path.tell() if hasattr(path, "seek") else None
+        data, _, _ = load_from_zip_file(path, device=device, load_data=True)
+        if position is not None:
+            path.seek(position)  # a file object: SB3's load reads it again
+        for name in names:
+            if data is not None and name in data and not _same(kwargs[name], data[name]):
+                raise ValueError(
+                    f"`{name}` cannot change after training: the networks were saved with {name}={data[name]!r}, "
+                    f"got {kwargs[name]!r}. Load without `{name}`, or train a new model"
+                )
+
+    @classmethod
+    def load(  # type: ignore[no-untyped-def]
+        cls,
+        path,
+        env=None,
+        device="auto",
+        custom_objects=None,
+        print_system_info=False,
+        force_reset=True,
+        **kwargs,
+    ):
+        """SB3's ``load``, with a clear error for a keyword argument that would change the saved layout."""
+        cls.check_layout_overrides(path, kwargs, device)
+        return super().load(  # type: ignore[misc]
+            path,
+            env=env,
+            device=device,
+            custom_objects=custom_objects,
+            print_system_info=print_system_info,
+            force_reset=force_reset,
+            **kwargs,
+        )
+
+
+def _same(new: Any, stored: Any) -> bool:
+    """Whether a layout argument given to ``load`` equals the stored one (numbers compared by value)."""
+    try:
+        return bool(new == stored)
+    except Exception:  # e.g. arrays or objects without a truth value
+        return False
