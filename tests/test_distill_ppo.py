@@ -230,8 +230,8 @@ def test_load_with_another_teacher(tmp_path):
 
 def test_policy_kwargs_not_modified():
     policy_kwargs = dict(net_arch=[8])
-    tiny_model(policy_kwargs=policy_kwargs)
-    assert policy_kwargs == dict(net_arch=[8])
+    model = tiny_model(policy_kwargs=policy_kwargs)
+    assert policy_kwargs == dict(net_arch=[8]) and model.policy_kwargs == policy_kwargs
 
 
 def test_teacher_from_zip(tmp_path):

@@ -21,6 +21,7 @@ from stable_baselines3.common.utils import explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize, unwrap_vec_wrapper
 from torch.nn import functional as F
 
+from sb3_distill.common.base import PolicyLayoutMixin
 from sb3_distill.common.losses import (
     DISTILL_UPDATE_RULES,
     VALUE_RULES,
@@ -68,7 +69,7 @@ class _RolloutRecord:
     next_observations: np.ndarray
 
 
-class DistillPPO(PPO):
+class DistillPPO(PolicyLayoutMixin, PPO):
     """
     PPO with the student-driven distillation updates of Czarnecki et al. 2019, "Distilling Policy
     Distillation" (arXiv:1902.02186): every row of its Table 1 and Sec. 4, and *kickstarting* (Schmitt et al.
@@ -177,6 +178,13 @@ class DistillPPO(PPO):
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}
+    # The teacher's network, derived from `teacher`, is added to `policy_kwargs` only while the policy is built
+    layout_arguments: ClassVar[dict[str, str]] = {
+        "teacher_policy_class": "teacher_policy_class",
+        "teacher_policy_kwargs": "teacher_policy_kwargs",
+    }
+    teacher_policy_class: type[BasePolicy]
+    teacher_policy_kwargs: dict[str, Any]
     policy: DistillActorCriticPolicy
     teacher_adapter: Teacher
     teacher_preprocessing: TeacherPreprocessing
@@ -271,7 +279,7 @@ class DistillPPO(PPO):
     def _setup_model(self) -> None:
         self._check_rule_arguments()
         self._setup_teacher()
-        super()._setup_model()
+        self._setup_policy_with_layout(super()._setup_model)
         if self._new_teacher is not None:
             # Kept until `set_parameters` when `load(path, teacher=other)` gave the teacher (see there)
             self._new_teacher_state = self._new_teacher.policy.state_dict()
@@ -347,15 +355,13 @@ class DistillPPO(PPO):
                     )
             if self.env is not None:
                 self._check_env_preprocessing(self.env, loaded.preprocessing)
-            # A copy: the user's dict (often shared with other models) is not modified
-            self.policy_kwargs = dict(self.policy_kwargs)
-            self.policy_kwargs["teacher_policy_class"] = type(loaded.model.policy)
-            self.policy_kwargs["teacher_policy_kwargs"] = {
+            self.teacher_policy_class = type(loaded.model.policy)
+            self.teacher_policy_kwargs = {
                 key: value
                 for key, value in loaded.model.policy._get_constructor_parameters().items()
                 if key not in ("observation_space", "action_space", "lr_schedule")
             }
-        elif "teacher_policy_class" not in self.policy_kwargs:
+        elif not hasattr(self, "teacher_policy_class"):
             raise ValueError(
                 "`teacher` is required: a trained SB3 model, the path to its .zip or an rl-zoo3 experiment folder"
             )
@@ -820,15 +826,10 @@ class DistillPPO(PPO):
         :param learning_rate: the exported model's learning rate (default: this model's)
         :return: the PPO, with no environment attached
         """
-        student_kwargs = {
-            key: value
-            for key, value in self.policy_kwargs.items()
-            if key not in ("teacher_policy_class", "teacher_policy_kwargs")
-        }
         exported = model_for_export(
             PPO,
             PPO.policy_aliases[self.policy.student_policy_alias],
-            student_kwargs,
+            self.policy_kwargs,
             self.observation_space,
             self.action_space,
             learning_rate=self.learning_rate if learning_rate is None else learning_rate,
