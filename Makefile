@@ -60,7 +60,7 @@ bench-control: $(VENV)/.install-bench
 	$(PYTHON) -m benchmarks.control_policy --env Pendulum-v1 --seeds 0 1 2 --eval-freq 500
 
 bench-distill-ppo: $(VENV)/.install-bench
-	$(PYTHON) -m benchmarks.distill_ppo_chain --seeds 0 1 2 --budget 8000 --eval-freq 256
+	$(PYTHON) -m benchmarks.distill_ppo_chain --seeds 0 1 2 --budget 6000 --eval-freq 128
 	$(PYTHON) -m benchmarks.distill_ppo_actions --n-actions 4 64 512 --seeds 0 1 2 --budget 8192 --eval-freq 512
 	$(PYTHON) -m benchmarks.distill_ppo_kickstart --env Acrobot-v1 --seeds 0 1 2
 
