@@ -152,7 +152,7 @@ def plot(runs: list[dict[str, Any]], args: argparse.Namespace, path: Path) -> No
         ax.set_title(f"|A| = {n_actions}")
         ax.set_xlabel("environment steps")
         ax.set_yscale("log")
-    np.atleast_1d(axes)[0].set_ylabel("mean KL(teacher || student) over states (median over seeds)")
+    np.atleast_1d(axes)[0].set_ylabel("KL(teacher || student), state mean")
     np.atleast_1d(axes)[-1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
