@@ -19,7 +19,7 @@ help:
 	@echo "make bench-realtime - real-time vs sequential distillation, time to a target student return"
 	@echo "make bench-control - PolicyDistillation: teacher- vs student- vs mixture-driven, Rusu's losses"
 	@echo "make bench-piekd - PIEKDSAC vs SAC vs Ensemble-SAC sample efficiency, and PIEKDSAC vs SAC throughput"
-	@echo "make bench-distill-ppo - DistillPPO: Fig. 6's chain, Fig. 4's growing action space, kickstarting vs PPO"
+	@echo "make bench-distill-ppo - DistillPPO: Figs. 4-6 of Distilling Policy Distillation, kickstarting vs PPO"
 	@echo "make lint / format / check-format / type"
 
 $(PYTHON):
@@ -62,6 +62,7 @@ bench-control: $(VENV)/.install-bench
 bench-distill-ppo: $(VENV)/.install-bench
 	$(PYTHON) -m benchmarks.distill_ppo_chain --seeds 0 1 2 --budget 6000 --eval-freq 128
 	$(PYTHON) -m benchmarks.distill_ppo_actions --n-actions 4 64 512 --seeds 0 1 2 --budget 8192 --eval-freq 512
+	$(PYTHON) -m benchmarks.distill_ppo_noisy_teacher --seeds 0 1 2
 	$(PYTHON) -m benchmarks.distill_ppo_kickstart --env Acrobot-v1 --seeds 0 1 2
 
 bench-piekd: $(VENV)/.install-bench $(VENV)/.install-mujoco

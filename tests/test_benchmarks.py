@@ -132,3 +132,24 @@ def test_distill_ppo_actions_runs(tmp_path):
         }
     assert "| 8 | expected_entropy_regularised |" in distill_ppo_actions.report([result], args)
     distill_ppo_actions.plot([result], args, tmp_path / "actions.png")
+
+
+def test_distill_ppo_noisy_teacher_runs(tmp_path):
+    import numpy as np
+    import torch as th
+
+    from benchmarks import distill_ppo_noisy_teacher as noisy
+
+    probs = noisy.teacher_probs(0)
+    # 6 of the 24 non-goal states have another preferred move; the teacher's value is below the optimum's
+    shortest = [0 if state % noisy.SIZE < noisy.SIZE - 1 else 1 for state in range(noisy.N_STATES - 1)]
+    assert sum(probs[state].argmax() != best for state, best in enumerate(shortest)) == 6
+    teacher_value, optimum = noisy.reference_values(0)
+    assert 0 < teacher_value < optimum == pytest.approx(noisy.GAMMA**7)
+    teacher = noisy.make_teacher(probs)
+    states = th.arange(noisy.N_STATES, dtype=th.float32)[:, None]
+    assert np.allclose(teacher.policy.get_distribution(states).distribution.probs.detach().numpy(), probs, atol=1e-6)
+    args = argparse.Namespace(budget=256, eval_freq=128, teacher_seed=0)
+    result = dict(seed=0, variants={name: noisy.run(0, kwargs, teacher, args) for name, kwargs in noisy.VARIANTS})
+    assert "| on-policy distill + R, value gated |" in noisy.report([result], args)
+    noisy.plot([result], args, tmp_path / "noisy.png")
