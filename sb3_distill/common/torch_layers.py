@@ -13,6 +13,7 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.preprocessing import is_image_space, preprocess_obs
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor, NatureCNN
+from stable_baselines3.common.type_aliases import PyTorchObs
 from stable_baselines3.dqn.policies import QNetwork
 from torch import nn
 from torch.nn import functional as F
@@ -454,6 +455,46 @@ class StackedQNetwork(nn.Module):
         """Put the ensemble in training or evaluation mode (as ``BasePolicy.set_training_mode``)."""
         self.train(mode)
 
+    def member(self, member: int) -> "MemberView":
+        """
+        One member seen as an ordinary Q-network (see :class:`MemberView`).
+
+        :param member: index of the member, in [0, M)
+        :return: the view
+        """
+        self._check_member(member)
+        return MemberView(self, member)
+
+    def _check_member(self, member: int) -> None:
+        if isinstance(member, bool) or not isinstance(member, int) or not 0 <= member < self.n_members:
+            raise ValueError(f"`member` must be in [0, {self.n_members}), got {member!r}")
+
+    def _paired_layers(self, q_network: QNetwork) -> list[tuple[Any, Any]]:
+        """The stacked layers with parameters, each paired with the plain layer of ``q_network`` it stacks."""
+        stacked_layers = [layer for layer in self.layers if isinstance(layer, (StackedLinear, StackedConv2d))]
+        plain_layers = [layer for layer in _q_network_layers(q_network) if isinstance(layer, (nn.Linear, nn.Conv2d))]
+        if len(stacked_layers) != len(plain_layers) or any(
+            any(size > stacked_size for size, stacked_size in zip(plain.weight.shape, stacked.weight.shape[1:], strict=True))
+            for stacked, plain in zip(stacked_layers, plain_layers, strict=True)
+        ):
+            raise ValueError("`q_network` does not have the architecture of the stacked members")
+        return list(zip(stacked_layers, plain_layers, strict=True))
+
+    def copy_member_from(self, member: int, q_network: QNetwork) -> None:
+        """
+        Copy the weights of an SB3 ``QNetwork`` into one member (the inverse of :meth:`copy_member_to`); the
+        zero padding of a narrower member stays zero.
+
+        :param member: index of the member, in [0, M)
+        :param q_network: a ``QNetwork`` with the member's architecture
+        """
+        self._check_member(member)
+        with th.no_grad():
+            for stacked, plain in self._paired_layers(q_network):
+                corner = (member, *[slice(0, size) for size in plain.weight.shape])
+                stacked.weight[corner] = plain.weight
+                stacked.bias[member, : plain.bias.shape[0]] = plain.bias
+
     def copy_member_to(self, member: int, q_network: QNetwork) -> QNetwork:
         """
         Copy the weights of one member into an SB3 ``QNetwork`` of the same architecture (the inverse of
@@ -463,18 +504,42 @@ class StackedQNetwork(nn.Module):
         :param q_network: a ``QNetwork`` with the members' architecture; its weights are overwritten
         :return: ``q_network``
         """
-        if not 0 <= member < self.n_members:
-            raise ValueError(f"`member` must be in [0, {self.n_members}), got {member!r}")
-        stacked_layers = [layer for layer in self.layers if isinstance(layer, (StackedLinear, StackedConv2d))]
-        plain_layers = [layer for layer in _q_network_layers(q_network) if isinstance(layer, (nn.Linear, nn.Conv2d))]
-        if len(stacked_layers) != len(plain_layers) or any(
-            any(size > stacked_size for size, stacked_size in zip(plain.weight.shape, stacked.weight.shape[1:], strict=True))
-            for stacked, plain in zip(stacked_layers, plain_layers, strict=True)
-        ):
-            raise ValueError("`q_network` does not have the architecture of the stacked members")
+        self._check_member(member)
         with th.no_grad():
-            for stacked, plain in zip(stacked_layers, plain_layers, strict=True):
+            for stacked, plain in self._paired_layers(q_network):
                 # The member's own weights: the leading corner of its (possibly zero-padded) slice
-                plain.weight.copy_(stacked.weight[(member, *[slice(0, size) for size in plain.weight.shape])])  # type: ignore[index]
-                plain.bias.copy_(stacked.bias[member, : plain.bias.shape[0]])  # type: ignore[union-attr]
+                plain.weight.copy_(stacked.weight[(member, *[slice(0, size) for size in plain.weight.shape])])
+                plain.bias.copy_(stacked.bias[member, : plain.bias.shape[0]])
         return q_network
+
+
+class MemberView(nn.Module):
+    """
+    One member of a :class:`StackedQNetwork` seen as an ordinary Q-network: ``forward(obs)`` gives its
+    Q-values, shape (batch, n_actions), so that it can act, be evaluated (``evaluate_q_functions``) or stand
+    where SB3 expects a ``q_net``. It holds no parameters of its own: the stack belongs to (and is saved,
+    moved and optimized by) the module that registers the stack, so its ``state_dict()`` is empty. To get
+    the member's weights as a plain SB3 ``QNetwork`` use :meth:`StackedQNetwork.copy_member_to` (what
+    ``export_student`` does), and :meth:`StackedQNetwork.copy_member_from` for the way back.
+
+    :param stack: the stacked networks
+    :param member: index of the member, in [0, M)
+    """
+
+    stack: StackedQNetwork
+
+    def __init__(self, stack: StackedQNetwork, member: int) -> None:
+        super().__init__()
+        # Not registered as a submodule: the stack's parameters are not this module's
+        self.__dict__["stack"] = stack
+        self.member = member
+
+    def forward(self, obs: PyTorchObs) -> th.Tensor:
+        return self.stack(obs)[self.member]
+
+    def set_training_mode(self, mode: bool) -> None:
+        """Put the view in training or evaluation mode (the stack's mode is its owner's to set)."""
+        self.train(mode)
+
+    def extra_repr(self) -> str:
+        return f"member={self.member} of {self.stack.n_members}"
