@@ -306,3 +306,16 @@ def test_bad_arguments(tmp_path):
         with pytest.raises(ValueError, match="`opset_version`"):
             export_onnx(dqn, path, opset_version=opset_version)  # type: ignore[arg-type]
     assert not path.exists()
+
+
+def test_demo_deployment_report(tmp_path):
+    # The end of `make demo` (examples/demo.py), on an untrained model
+    from examples.demo import deployment_report
+
+    model = EnsembleDistillDQN(
+        "MlpPolicy", "CartPole-v1", n_teachers=2, buffer_size=100, policy_kwargs=dict(net_arch=[16]), seed=0
+    )
+    lines = deployment_report(model, tmp_path / "student.onnx", n_calls=20)
+    assert lines[0].endswith("its actions equal model.predict's: True")
+    assert (tmp_path / "student.onnx").is_file() and (tmp_path / "student_teacher.onnx").is_file()
+    assert len(lines) == 6 and lines[-1].startswith("Deployed student (ONNX) vs a teacher (SB3 predict): ")
