@@ -226,7 +226,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         positions = np.arange(len(batch_rows))
         for offset, runtime in enumerate(RUNTIMES):
             axis.bar(positions + (offset - 1) * 0.27, [median(row, runtime) for row in batch_rows], width=0.27, label=runtime)
-        axis.set_xticks(positions, [f"{row['case']}\n{row['network']}" for row in batch_rows], fontsize=7)
+        labels = [f"{row['case']}\n" + row["network"].replace(" ", "\n", 1) for row in batch_rows]
+        axis.set_xticks(positions, labels, fontsize=7)
         axis.set_yscale("log")
         axis.set_ylabel("ms per call (median)")
         axis.set_title(f"batch {batch_size}, CPU, 1 thread")
