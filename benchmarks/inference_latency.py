@@ -23,6 +23,7 @@ layer: inputs x outputs): the speed-up that arithmetic alone would give.
 
     python benchmarks/inference_latency.py                         # the run in benchmarks/README.md
     python benchmarks/inference_latency.py --repeats 3 --min-time 0.1 --cases mlp
+    python benchmarks/inference_latency.py --replot                # redraw the plot from the saved results
 """
 
 import argparse
@@ -244,7 +245,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--min-time", type=float, default=0.25, help="seconds of calls per measurement")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--replot", action="store_true", help="only redraw the plot from the saved JSON (no timing)")
     args = parser.parse_args()
+    if args.replot:
+        rows = json.loads((args.output / "inference_latency_cpu.json").read_text())["rows"]
+        plot(rows, args.output / "inference_latency_cpu.png")
+        return
     load_before = os.getloadavg()[0]
     rows = run(args)
     text = report(rows, args, (load_before, os.getloadavg()[0]))
