@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
-from sb3_contrib import QRDQN, RecurrentPPO
+from sb3_contrib import QRDQN, MaskablePPO, RecurrentPPO
 from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
 from stable_baselines3.common.envs import FakeImageEnv, IdentityEnv, IdentityEnvMultiDiscrete, SimpleMultiObsEnv
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
@@ -191,11 +191,11 @@ def test_ensemble_distill_dqn(tmp_path):
     assert sum(init.dims[0] == 8 for init in onnx.load(str(path)).graph.initializer if len(init.dims) == 1) >= 1
 
 
+@pytest.mark.parametrize("stack_teacher", [True, False])
 @pytest.mark.parametrize("policy", ["MlpPolicy", "CnnPolicy"])
 @pytest.mark.parametrize("member", [None, "student_1", "teacher"])
-def test_realtime_distill_dqn(policy, member, tmp_path):
+def test_realtime_distill_dqn(policy, member, stack_teacher, tmp_path):
     if policy == "CnnPolicy":
-        # The teacher joins the students' stack (stack_teacher): the exported teacher is its member 0
         student = dict(
             features_extractor_class=CompactNatureCNN, features_extractor_kwargs=dict(filters=(2, 2, 2), features_dim=4)
         )
@@ -207,7 +207,9 @@ def test_realtime_distill_dqn(policy, member, tmp_path):
             [dict(net_arch=[8]), dict(net_arch=[4, 4])],
             dict(policy_kwargs=dict(net_arch=[16])),
         )
-    model = RealTimeDistillDQN(policy, env, buffer_size=100, students=students, seed=0, **kwargs)
+    model = RealTimeDistillDQN(policy, env, buffer_size=100, students=students, stack_teacher=stack_teacher, seed=0, **kwargs)
+    # The teacher is exported from the students' stack (member 0) or from its own network
+    assert model.policy.teacher_in_stack is stack_teacher
     path = export_onnx(model, tmp_path / "model.onnx", outputs=["q_values"], member=member)
     obs = sample_obs(model, 5)
     if member is None:
@@ -275,6 +277,8 @@ def test_unsupported(tmp_path):
         export_onnx(RecurrentPPO("MlpLstmPolicy", "CartPole-v1", n_steps=16), path)
     with pytest.raises(ValueError, match="MultiCategoricalDistribution"):
         export_onnx(PPO("MlpPolicy", IdentityEnvMultiDiscrete(dim=2), n_steps=16, batch_size=16), path)
+    with pytest.raises(ValueError, match="Cannot export a MaskableActorCriticPolicy"):
+        export_onnx(MaskablePPO("MlpPolicy", "CartPole-v1", n_steps=16, batch_size=16), path)
     assert not path.exists()
 
 
