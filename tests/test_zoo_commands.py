@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from sb3_distill.zoo import ZOO_ALGORITHMS, hub, record
 from sb3_distill.zoo import plots as zoo_plots
-from sb3_distill.zoo import record
 
 ROOT = Path(__file__).resolve().parent.parent
 ALGO, ENV_ID = "ensemble_distill_dqn", "CartPole-v1"
@@ -129,3 +129,12 @@ def test_record_video_subprocess_redirected(monkeypatch):
     assert record._redirected_call(["python", "-m", "rl_zoo3.record_video", "--algo", ALGO]) == 0
     assert record._redirected_call(["ffmpeg", "-version"]) == 0
     assert started == [[sys.executable, "-m", "sb3_distill.record_video", "--algo", ALGO], ["ffmpeg", "-version"]]
+
+
+def test_load_from_hub_knows_the_algorithms(capsys):
+    # The Hub cannot be reached from the tests: only the parser, whose --algo choices must list ours
+    with pytest.raises(SystemExit) as exit_info:
+        hub.load_from_hub(["--help"])
+    assert exit_info.value.code == 0
+    output = capsys.readouterr().out
+    assert all(algo in output for algo in ZOO_ALGORITHMS), output
