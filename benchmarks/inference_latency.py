@@ -115,19 +115,18 @@ def calibrate(function: Callable[[], Any], min_time: float) -> int:
     return n_calls
 
 
-def make_calls(case: str, name: str, policy_kwargs: dict[str, Any], batch_sizes: list[int], folder: Path) -> dict[str, Any]:
-    """The network's counts and one zero-argument call per (runtime, batch size)."""
+def make_calls(case: str, name: str, policy_kwargs: dict[str, Any], batch_sizes: list[int], path: Path) -> dict[str, Any]:
+    """The network's counts and one zero-argument call per (runtime, batch size); the ONNX file goes to ``path``."""
     import onnxruntime as ort
 
     model = make_model(case, policy_kwargs)
     q_net = model.policy.q_net.eval()
-    path = export_onnx(model, folder / f"{case}_{len(os.listdir(folder))}.onnx")
+    export_onnx(model, path)
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     calls: dict[tuple[str, int], Callable[[], Any]] = {}
-    obs_tensor = th.zeros(0)
     for batch_size in batch_sizes:
         obs = np.stack([model.observation_space.sample() for _ in range(batch_size)])
         obs = obs if obs.dtype == np.uint8 else (obs + rng.normal(size=obs.shape)).astype(np.float32)
@@ -140,7 +139,8 @@ def make_calls(case: str, name: str, policy_kwargs: dict[str, Any], batch_sizes:
         calls[("PyTorch", batch_size)] = torch_call
         calls[("SB3 predict", batch_size)] = lambda obs=obs: model.predict(obs, deterministic=True)
         calls[("onnxruntime", batch_size)] = lambda obs=obs: session.run(["action"], {"obs": obs})
-    return dict(case=case, network=name, params=count_parameters(q_net), macs=count_macs(q_net, obs_tensor), calls=calls)
+    macs = count_macs(q_net, th.as_tensor(model.observation_space.sample()[None]))
+    return dict(case=case, network=name, params=count_parameters(q_net), macs=macs, calls=calls)
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -148,9 +148,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     th.set_num_threads(1)
     with tempfile.TemporaryDirectory() as folder:
         networks = [
-            make_calls(case, name, kwargs, args.batch_sizes, Path(folder))
+            make_calls(case, name, kwargs, args.batch_sizes, Path(folder) / f"{case}_{index}.onnx")
             for case in args.cases
-            for name, kwargs in NETWORKS[case]
+            for index, (name, kwargs) in enumerate(NETWORKS[case])
         ]
         n_calls = {
             (i, key): calibrate(call, args.min_time) for i, net in enumerate(networks) for key, call in net["calls"].items()
@@ -175,10 +175,12 @@ def median(row: dict[str, Any], runtime: str) -> float:
 
 
 def report(rows: list[dict[str, Any]], args: argparse.Namespace, load: tuple[float, float]) -> str:
-    """Markdown tables (one per case) and the deployed speed-ups at batch 1."""
+    """Markdown tables (one per case), then each student in onnxruntime against its teacher in PyTorch eager."""
+    import onnxruntime as ort
+
     lines = [
         f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores), torch {th.__version__} "
-        f"(1 thread), onnxruntime {__import__('onnxruntime').__version__} (1 thread); median of {args.repeats} repeats "
+        f"(1 thread), onnxruntime {ort.__version__} (1 thread); median of {args.repeats} repeats "
         f"of >= {args.min_time} s of calls; 1-minute load average {load[0]:.2f} before, {load[1]:.2f} after.",
         "Times are ms per call (one decision for each of the batch's observations); speed-ups are the teacher's "
         "time over the network's in the same runtime; ratios are the teacher's count over the network's.",
