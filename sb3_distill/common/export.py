@@ -25,6 +25,7 @@ import pathlib
 import pickle
 import warnings
 from collections.abc import Sequence
+from types import ModuleType
 
 import numpy as np
 import torch as th
@@ -403,6 +404,7 @@ def export_onnx(
     :param opset_version: the ONNX opset (at least 13)
     :return: the path of the file written
     """
+    onnx = import_onnx()
     if not isinstance(model, BaseAlgorithm):
         raise TypeError(f"`model` must be an SB3 model (BaseAlgorithm), got {type(model).__name__}")
     if isinstance(outputs, str) or not all(isinstance(name, str) for name in outputs):
@@ -439,12 +441,23 @@ def export_onnx(
             opset_version=int(opset_version),
             dynamo=False,
         )
-    _write_metadata(path, model, deployed, kind, names, input_shape, input_dtype, stats[0] is not None, channels_last)
+    onnx_model = onnx.load(str(path))
+    metadata = _metadata(model, deployed, kind, names, input_shape, input_dtype, stats[0] is not None, channels_last)
+    onnx.helper.set_model_props(onnx_model, metadata)
+    onnx.save(onnx_model, str(path))
     return path
 
 
-def _write_metadata(
-    path: pathlib.Path,
+def import_onnx() -> ModuleType:
+    """The ``onnx`` package, or an ``ImportError`` that says which extra to install."""
+    try:
+        import onnx
+    except ImportError as error:  # pragma: no cover
+        raise ImportError("export_onnx needs the onnx package: pip install 'sb3-distill[onnx]'") from error
+    return onnx
+
+
+def _metadata(
     model: BaseAlgorithm,
     deployed: BaseAlgorithm,
     kind: str,
@@ -453,18 +466,14 @@ def _write_metadata(
     input_dtype: th.dtype,
     normalized: bool,
     channels_last: bool,
-) -> None:
-    """Describe the graph in the file's ``metadata_props``."""
-    try:
-        import onnx
-    except ImportError as error:  # pragma: no cover
-        raise ImportError("export_onnx needs the onnx package: pip install sb3-distill[onnx]") from error
+) -> dict[str, str]:
+    """The description of the graph written into the file's ``metadata_props``."""
     policy = deployed.policy
     steps = ["VecNormalize (frozen statistics)"] if normalized else []
     steps += ["channels-last to channels-first"] if channels_last else []
     if is_image_space(deployed.observation_space) and policy.normalize_images:
         steps.append("divide by 255")
-    metadata = {
+    return {
         "sb3_distill.algorithm": type(model).__name__,
         "sb3_distill.deployed": f"{type(deployed).__name__} ({kind})",
         "sb3_distill.observation_space": repr(deployed.observation_space),
@@ -473,6 +482,3 @@ def _write_metadata(
         "sb3_distill.outputs": ", ".join(names),
         "sb3_distill.preprocessing": ", ".join(steps) or "none",
     }
-    onnx_model = onnx.load(str(path))
-    onnx.helper.set_model_props(onnx_model, metadata)
-    onnx.save(onnx_model, str(path))
