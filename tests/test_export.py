@@ -8,10 +8,13 @@ from gymnasium import spaces
 from sb3_contrib import QRDQN, MaskablePPO, RecurrentPPO
 from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
 from stable_baselines3.common.envs import FakeImageEnv, IdentityEnv, IdentityEnvMultiDiscrete, SimpleMultiObsEnv
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 from torch.nn import functional as F
 
 from sb3_distill import PIEKDSAC, EnsembleDistillDQN, PolicyDistillation, RealTimeDistillDQN, export_onnx
+from sb3_distill.common.export import OnnxPredictor
 from sb3_distill.common.torch_layers import CompactNatureCNN
 
 onnx = pytest.importorskip("onnx")
@@ -323,3 +326,27 @@ def test_demo_deployment_report(tmp_path):
     assert lines[0].endswith("its actions equal model.predict's: True")
     assert (tmp_path / "student.onnx").is_file() and (tmp_path / "student_teacher.onnx").is_file()
     assert len(lines) == 6 and lines[-1].startswith("Deployed student (ONNX) vs a teacher (SB3 predict): ")
+
+
+@pytest.mark.parametrize("algo,env_id", [(DQN, "CartPole-v1"), (SAC, "Pendulum-v1")])
+def test_onnx_predictor(algo, env_id, tmp_path):
+    model = algo("MlpPolicy", env_id, buffer_size=100, policy_kwargs=dict(net_arch=[16]), seed=0)
+    predictor = OnnxPredictor(export_onnx(model, tmp_path / "model.onnx"))
+    obs = sample_obs(model, 4)
+    # One observation or a batch, as SB3's predict
+    for observation in (obs, obs[0], obs.astype(np.float64)):
+        actions, state = predictor.predict(observation)
+        expected, _ = model.predict(observation, deterministic=True)
+        assert actions.shape == expected.shape and state is None
+        np.testing.assert_allclose(actions, expected, atol=ATOL, rtol=0)
+    # The deployed file scores what the model scores
+    env = Monitor(gym.make(env_id, max_episode_steps=50))
+    scores = []
+    for agent in (predictor, model):
+        env.reset(seed=0)
+        scores.append(evaluate_policy(agent, env, n_eval_episodes=2, deterministic=True))  # type: ignore[arg-type]
+    assert scores[0] == pytest.approx(scores[1], abs=1e-3)
+    with pytest.raises(ValueError, match="`deterministic` must be True"):
+        predictor.predict(obs, deterministic=False)
+    with pytest.raises(ValueError, match="`n_threads`"):
+        OnnxPredictor(tmp_path / "model.onnx", n_threads=0)

@@ -482,3 +482,52 @@ def _metadata(
         "sb3_distill.outputs": ", ".join(names),
         "sb3_distill.preprocessing": ", ".join(steps) or "none",
     }
+
+
+class OnnxPredictor:
+    """
+    A file written by :func:`export_onnx` behind SB3's ``predict`` signature (numpy in and out), run by
+    onnxruntime on the CPU, e.g. to score the deployed file with ``evaluate_policy``. Like the graph, it is
+    deterministic: ``predict(..., deterministic=False)`` raises a ``ValueError``.
+
+    :param path: the .onnx file
+    :param n_threads: onnxruntime's intra-op threads (1 is the fastest for a single small network per process)
+    """
+
+    def __init__(self, path: str | pathlib.Path, n_threads: int = 1) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as error:  # pragma: no cover
+            raise ImportError("OnnxPredictor needs onnxruntime: pip install 'sb3-distill[onnx]'") from error
+        if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
+            raise ValueError(f"`n_threads` must be a positive integer, got {n_threads!r}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = int(n_threads), 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        obs_input = self.session.get_inputs()[0]
+        self.input_dtype = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int64)": np.int64}[obs_input.type]
+        # Dimensions of one observation (the first of the input is the batch)
+        self.observation_ndim = len(obs_input.shape) - 1
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """
+        The action(s) of the exported policy, as ``model.predict(observation, deterministic=True)`` gives them.
+
+        :param observation: one observation, or a batch of them
+        :param state: returned unchanged (no recurrent policy)
+        :param episode_start: unused
+        :param deterministic: must be True
+        :return: the action(s) and ``state``
+        """
+        if not deterministic:
+            raise ValueError("`deterministic` must be True: the exported graph gives the deterministic action only")
+        obs = np.asarray(observation, dtype=self.input_dtype)
+        batched = obs.ndim > self.observation_ndim
+        actions = self.session.run(["action"], {"obs": obs if batched else obs[None]})[0]
+        return (actions if batched else actions[0]), state
