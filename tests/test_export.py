@@ -350,3 +350,22 @@ def test_onnx_predictor(algo, env_id, tmp_path):
         predictor.predict(obs, deterministic=False)
     with pytest.raises(ValueError, match="`n_threads`"):
         OnnxPredictor(tmp_path / "model.onnx", n_threads=0)
+
+
+def test_policy_distillation_normalized_teacher(tmp_path):
+    # A teacher trained in a VecNormalize env: PolicyDistillation.predict takes raw observations, so does the graph
+    venv = VecNormalize(DummyVecEnv([lambda: gym.make("Pendulum-v1")]), norm_reward=False, clip_obs=2.0)
+    venv.obs_rms.mean, venv.obs_rms.var = np.array([0.5, -0.3, 2.0]), np.array([0.04, 0.25, 9.0])
+    teacher = PPO("MlpPolicy", venv, policy_kwargs=dict(net_arch=[16]), seed=0)
+    model = PolicyDistillation(
+        "MlpPolicy", "Pendulum-v1", teacher=teacher, buffer_size=100, student_policy_kwargs=dict(net_arch=[8]), seed=0
+    )
+    assert model.teacher_preprocessing.normalizes
+    path = export_onnx(model, tmp_path / "student.onnx")
+    raw_obs = np.random.default_rng(0).normal(scale=3.0, size=(16, 3)).astype(np.float32)
+    assert_actions_match(model, path, raw_obs)
+    assert (
+        "VecNormalize" in {prop.key: prop.value for prop in onnx.load(str(path)).metadata_props}["sb3_distill.preprocessing"]
+    )
+    with pytest.raises(ValueError, match="`vec_normalize` must be None for a PolicyDistillation"):
+        export_onnx(model, tmp_path / "twice.onnx", vec_normalize=venv)

@@ -337,6 +337,17 @@ def _observation_input(
     return shape, (th.uint8 if uint8 else th.float32), th.float32
 
 
+def _teacher_statistics(model: BaseAlgorithm) -> tuple[np.ndarray, np.ndarray, float, float] | None:
+    """
+    The frozen VecNormalize statistics ``PolicyDistillation.predict`` applies itself (its teacher's), as
+    (mean, var, epsilon, clip_obs); None for other models.
+    """
+    preprocessing = getattr(model, "teacher_preprocessing", None) if isinstance(model, PolicyDistillation) else None
+    if preprocessing is None or preprocessing.obs_mean is None or preprocessing.obs_var is None:
+        return None
+    return preprocessing.obs_mean, preprocessing.obs_var, float(preprocessing.epsilon), float(preprocessing.clip_obs)
+
+
 def _vec_normalize_stats(
     vec_normalize: VecNormalize | str | pathlib.Path | None, input_shape: tuple[int, ...]
 ) -> tuple[np.ndarray | None, np.ndarray | None, float, float]:
@@ -398,7 +409,9 @@ def export_onnx(
         (batch, 1))
     :param member: the member to export, for the sb3_distill algorithms (see :func:`deployed_model`)
     :param vec_normalize: the ``VecNormalize`` the model was trained with, or the path of its .pkl: its
-        observation statistics are frozen into the graph, which then takes raw observations
+        observation statistics are frozen into the graph, which then takes raw observations. A
+        ``PolicyDistillation`` whose teacher normalized its observations puts that teacher's statistics into
+        the graph itself (its ``predict`` takes raw observations): leave this None
     :param channels_last: the graph takes (batch, H, W, C) images, as the environment gives them before
         SB3's ``VecTransposeImage``, and transposes them
     :param opset_version: the ONNX opset (at least 13)
@@ -416,10 +429,16 @@ def export_onnx(
     outputs = tuple(outputs)
     deployed = deployed_model(model, member)
     kind, head = _policy_head(deployed.policy, outputs)
+    teacher_stats = _teacher_statistics(model)
+    if teacher_stats is not None and vec_normalize is not None:
+        raise ValueError(
+            "`vec_normalize` must be None for a PolicyDistillation whose teacher normalizes observations: "
+            "its statistics go into the graph already (predict() applies them too)"
+        )
     input_shape, input_dtype, network_dtype = _observation_input(
-        deployed.observation_space, channels_last, normalized=vec_normalize is not None
+        deployed.observation_space, channels_last, normalized=vec_normalize is not None or teacher_stats is not None
     )
-    stats = _vec_normalize_stats(vec_normalize, input_shape)
+    stats = _vec_normalize_stats(vec_normalize, input_shape) if teacher_stats is None else teacher_stats
     preprocessing = ObservationPreprocessing(*stats, channels_last=channels_last, dtype=network_dtype)
     deployed.policy.set_training_mode(False)
     # Traced on the model's device (the policy's networks are not copied; the new buffers follow them)
