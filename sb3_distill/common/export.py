@@ -74,8 +74,9 @@ class ObservationPreprocessing(nn.Module):
     :param epsilon: VecNormalize's ``epsilon``
     :param clip_obs: VecNormalize's ``clip_obs``
     :param channels_last: transpose (batch, H, W, C) images to (batch, C, H, W)
-    :param dtype: the dtype the policy's network receives (``float32``, or ``uint8`` / ``int64`` when
-        ``preprocess_obs`` casts it itself)
+    :param dtype: the dtype the policy's network receives: ``float32`` for Box and MultiBinary observations
+        (uint8 images included: ``preprocess_obs`` divides the floats by 255), ``int64`` for Discrete and
+        MultiDiscrete ones (``preprocess_obs`` one-hot encodes them)
     """
 
     mean: th.Tensor
