@@ -38,7 +38,9 @@ def clip_grad_norm_per_member_(parameters: Iterable[th.Tensor], max_norm: float,
     # (M, total number of parameters of one member) -> (M,) gradient norm of each member
     norms = th.linalg.vector_norm(th.cat([g.reshape(n_members, -1) for g in grads], dim=1), dim=1)
     clip_coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-    th._foreach_mul_(grads, [clip_coef.reshape(n_members, *([1] * (g.dim() - 1))) for g in grads])
+    # One in-place multiply per parameter tensor (each holding every member): no Python loop over members
+    for grad in grads:
+        grad.mul_(clip_coef.reshape(n_members, *([1] * (grad.dim() - 1))))
     return norms
 
 
