@@ -7,7 +7,7 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
+from stable_baselines3.common.utils import update_learning_rate
 from stable_baselines3.dqn.policies import QNetwork
 from torch.nn import functional as F
 
@@ -20,9 +20,26 @@ from sb3_distill.common.utils import (
     evaluate_q_functions,
     make_discrete_env,
 )
+from sb3_distill.common.validation import (
+    DQN_NUMBERS,
+    STUDENT_LEARNING_RATE,
+    TEMPERATURE,
+    CheckedSchedule,
+    Number,
+    check_arguments,
+    warn_if_student_larger,
+)
 from sb3_distill.ensemble_distill_dqn.policies import CnnPolicy, EnsembleDistillDQNPolicy, MlpPolicy
 
 SelfEnsembleDistillDQN = TypeVar("SelfEnsembleDistillDQN", bound="EnsembleDistillDQN")
+
+#: The numeric arguments and what they accept (see :func:`sb3_distill.common.validation.check_arguments`)
+NUMBERS = {
+    **DQN_NUMBERS,
+    "n_teachers": Number(low=1, integer=True, meaning="M, the number of teachers"),
+    "temperature": TEMPERATURE,
+    "student_learning_rate": STUDENT_LEARNING_RATE,
+}
 
 
 class EnsembleDistillDQN(DQN):
@@ -187,6 +204,7 @@ class EnsembleDistillDQN(DQN):
 
     def _setup_model(self) -> None:
         # Validate here, not in __init__: `load()` and rl-zoo's `--trained-agent` bypass __init__
+        check_arguments(self, NUMBERS)
         if isinstance(self.n_teachers, bool) or not isinstance(self.n_teachers, int) or self.n_teachers < 1:
             raise ValueError(f"`n_teachers` must be an integer >= 1 (M, the number of teachers), got {self.n_teachers!r}")
         check_temperature(self.temperature)
@@ -209,9 +227,10 @@ class EnsembleDistillDQN(DQN):
         super()._setup_model()
         # The student's learning rate schedule (the teachers' is `lr_schedule`)
         student_learning_rate = self.learning_rate if self.student_learning_rate is None else self.student_learning_rate
-        self.student_lr_schedule = FloatSchedule(student_learning_rate)
+        self.student_lr_schedule = CheckedSchedule(student_learning_rate, "student_learning_rate", STUDENT_LEARNING_RATE)
         # The losses of one gradient step, eager or compiled (not saved: rebuilt on load)
         self._compute_losses = th.compile(self._losses) if self.torch_compile else self._losses
+        warn_if_student_larger(self.compression_ratio, "one teacher")
 
     def _create_aliases(self) -> None:
         super()._create_aliases()

@@ -15,6 +15,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 
 from sb3_distill.common.losses import gaussian_distillation_loss, mse_loss
 from sb3_distill.common.utils import fast_optimizer_kwargs
+from sb3_distill.common.validation import OFF_POLICY_NUMBERS, Number, check_arguments
 from sb3_distill.piekd_sac.policies import MemberPredictor, MlpPolicy, PIEKDSACPolicy, StackedActor, StackedCritic
 
 SelfPIEKDSAC = TypeVar("SelfPIEKDSAC", bound="PIEKDSAC")
@@ -22,6 +23,17 @@ SelfPIEKDSAC = TypeVar("SelfPIEKDSAC", bound="PIEKDSAC")
 POLICY_SELECTIONS = ("uniform",)
 TEACHER_SELECTIONS = ("best", "random")
 KNOWLEDGE_SHARINGS = ("distill", "hardcopy", "none", "extra_updates")
+#: The numeric arguments and what they accept (see :func:`sb3_distill.common.validation.check_arguments`)
+NUMBERS = {
+    **OFF_POLICY_NUMBERS,
+    "target_update_interval": Number(low=1, integer=True),
+    "ensemble_size": Number(low=1, integer=True, meaning="K, the number of SAC agents"),
+    "n_recent_episodes": Number(low=1, integer=True, meaning="M, the episodes of a member's statistic"),
+    "distill_interval": Number(low=1, integer=True, meaning="I, environment steps between sharing phases"),
+    "distill_epochs": Number(low=1, integer=True, meaning="epochs of a distillation phase"),
+    "distill_batch_size": Number(low=1, integer=True, meaning="minibatch size of distillation"),
+    "distill_learning_rate": Number(low=0, low_open=True),
+}
 
 
 def _check_positive_int(value: Any, name: str, meaning: str) -> None:
@@ -238,6 +250,7 @@ class PIEKDSAC(SAC):
 
     def _check_arguments(self) -> None:
         """Raise a ``ValueError`` or ``TypeError`` for a bad PIEKD argument (also after ``load(**kwargs)``)."""
+        check_arguments(self, NUMBERS)
         _check_positive_int(self.ensemble_size, "ensemble_size", "K, the number of SAC agents")
         _check_positive_int(self.n_recent_episodes, "n_recent_episodes", "M, the episodes of a member's statistic")
         _check_positive_int(self.distill_interval, "distill_interval", "I, environment steps between sharing phases")

@@ -1,7 +1,6 @@
 import inspect
 import pathlib
 import warnings
-from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -26,6 +25,7 @@ from sb3_distill.common.losses import (
 )
 from sb3_distill.common.torch_layers import check_student_policy_kwargs, default_student_kwargs
 from sb3_distill.common.utils import model_for_export
+from sb3_distill.common.validation import OFF_POLICY_NUMBERS, CheckedSchedule, Number, check_arguments, warn_if_student_larger
 from sb3_distill.policy_distillation.policies import (
     DISCRETE_KINDS,
     CnnPolicy,
@@ -276,6 +276,7 @@ class PolicyDistillation(OffPolicyAlgorithm):
             self._setup_model()
 
     def _setup_model(self) -> None:
+        check_arguments(self, NUMBERS)
         self._setup_teacher()
         self._check_distillation_arguments()
         # The policy holds the teacher (frozen) and the student; `policy_kwargs` only sets the optimizer
@@ -303,7 +304,8 @@ class PolicyDistillation(OffPolicyAlgorithm):
         super()._setup_model()
         if isinstance(self.teacher, BaseAlgorithm):
             self.policy.teacher.load_state_dict(self.teacher.policy.state_dict())
-        self.teacher_prob_schedule = self.teacher_prob if callable(self.teacher_prob) else _constant(self.teacher_prob)
+        self.teacher_prob_schedule = CheckedSchedule(self.teacher_prob, "teacher_prob", NUMBERS["teacher_prob"])
+        warn_if_student_larger(self.compression_ratio)
 
     def _setup_teacher(self) -> None:
         """Load the teacher if given by path, and derive its kind, policy and the student's algorithm."""
@@ -580,5 +582,11 @@ class PolicyDistillation(OffPolicyAlgorithm):
         return exported
 
 
-def _constant(value: float) -> Callable[[float], float]:
-    return lambda _: float(value)
+#: The numeric arguments and what they accept (see :func:`sb3_distill.common.validation.check_arguments`)
+NUMBERS = {
+    **OFF_POLICY_NUMBERS,
+    "temperature": Number(low=0, low_open=True, optional=True, meaning="the softmax temperature tau; None: by teacher"),
+    "teacher_prob": Number(low=0, high=1, schedule=True, meaning="beta, the probability that the teacher acts"),
+    "value_coef": Number(low=0, meaning="the weight of the value loss"),
+    "max_grad_norm": Number(low=0, low_open=True, optional=True, meaning="None: no clipping"),
+}

@@ -8,7 +8,7 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import FloatSchedule, polyak_update, update_learning_rate
+from stable_baselines3.common.utils import polyak_update, update_learning_rate
 from torch.nn import functional as F
 
 from sb3_distill.common.losses import check_loss_name, check_temperature, distillation_loss, student_td_targets
@@ -20,6 +20,15 @@ from sb3_distill.common.utils import (
     evaluate_q_functions,
     make_discrete_env,
 )
+from sb3_distill.common.validation import (
+    DQN_NUMBERS,
+    STUDENT_LEARNING_RATE,
+    TEMPERATURE,
+    CheckedSchedule,
+    Number,
+    check_arguments,
+    warn_if_student_larger,
+)
 from sb3_distill.realtime_distill_dqn.policies import (
     CnnPolicy,
     MlpPolicy,
@@ -27,6 +36,15 @@ from sb3_distill.realtime_distill_dqn.policies import (
     check_students,
     member_names,
 )
+
+#: The numeric arguments and what they accept (see :func:`sb3_distill.common.validation.check_arguments`)
+NUMBERS = {
+    **DQN_NUMBERS,
+    "temperature": TEMPERATURE,
+    "distill_coef": Number(low=0, meaning="the weight of the distillation loss"),
+    "self_learning_coef": Number(low=0, meaning="the weight of the students' own DQN loss"),
+    "student_learning_rate": STUDENT_LEARNING_RATE,
+}
 
 SelfRealTimeDistillDQN = TypeVar("SelfRealTimeDistillDQN", bound="RealTimeDistillDQN")
 
@@ -199,6 +217,7 @@ class RealTimeDistillDQN(DQN):
 
     def _setup_model(self) -> None:
         # Validate here, not in __init__: `load()` and rl-zoo's `--trained-agent` bypass __init__
+        check_arguments(self, NUMBERS)
         check_students(self.students)
         check_temperature(self.temperature)
         check_loss_name(self.distill_loss, "distill_loss")
@@ -227,7 +246,8 @@ class RealTimeDistillDQN(DQN):
         super()._setup_model()
         # The students' learning rate schedule (the teacher's is `lr_schedule`)
         student_learning_rate = self.learning_rate if self.student_learning_rate is None else self.student_learning_rate
-        self.student_lr_schedule = FloatSchedule(student_learning_rate)
+        self.student_lr_schedule = CheckedSchedule(student_learning_rate, "student_learning_rate", STUDENT_LEARNING_RATE)
+        warn_if_student_larger(self.compression_ratios)
         if self.distill_coef == 0 and self.self_learning_coef == 0:
             warnings.warn("`distill_coef` and `self_learning_coef` are both 0: the students will not learn")
 
