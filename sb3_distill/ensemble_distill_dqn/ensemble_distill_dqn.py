@@ -13,6 +13,7 @@ from torch.nn import functional as F
 
 from sb3_distill.common.losses import check_loss_name, check_reduction_name, check_temperature, distillation_loss
 from sb3_distill.common.torch_layers import StackedQNetwork, check_student_policy_kwargs, count_parameters
+from sb3_distill.common.save import AtomicSaveMixin
 from sb3_distill.common.utils import (
     clip_grad_norm_per_member_,
     dqn_for_export,
@@ -42,7 +43,7 @@ NUMBERS = {
 }
 
 
-class EnsembleDistillDQN(DQN):
+class EnsembleDistillDQN(AtomicSaveMixin, DQN):
     """
     Ensemble Policy Distillation (Sun & Fazli, "Ensemble Policy Distillation in Deep Reinforcement
     Learning", Algorithm 1): M DQN teachers act in turn, one environment step each, into one shared

@@ -14,6 +14,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
 from sb3_distill.common.losses import gaussian_distillation_loss, mse_loss
+from sb3_distill.common.save import AtomicSaveMixin
 from sb3_distill.common.utils import fast_optimizer_kwargs
 from sb3_distill.common.validation import OFF_POLICY_NUMBERS, Number, check_arguments
 from sb3_distill.piekd_sac.policies import MemberPredictor, MlpPolicy, PIEKDSACPolicy, StackedActor, StackedCritic
@@ -46,7 +47,7 @@ def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"`{name}` must be one of {choices}, got {value!r}")
 
 
-class PIEKDSAC(SAC):
+class PIEKDSAC(AtomicSaveMixin, SAC):
     """
     Periodic Intra-Ensemble Knowledge Distillation on SAC (Hong et al., "Periodic Intra-Ensemble Knowledge
     Distillation for Reinforcement Learning", Algorithm 1): an ensemble of K SAC agents (actor, twin critics,

@@ -24,6 +24,7 @@ from sb3_distill.common.losses import (
     gaussian_distillation_loss,
 )
 from sb3_distill.common.torch_layers import check_student_policy_kwargs, default_student_kwargs
+from sb3_distill.common.save import AtomicSaveMixin
 from sb3_distill.common.utils import model_for_export
 from sb3_distill.common.validation import OFF_POLICY_NUMBERS, CheckedSchedule, Number, check_arguments, warn_if_student_larger
 from sb3_distill.policy_distillation.policies import (
@@ -114,7 +115,7 @@ def load_teacher(path: str | pathlib.Path, device: th.device | str = "auto") -> 
     return algorithm.load(path, device=device)
 
 
-class PolicyDistillation(OffPolicyAlgorithm):
+class PolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
     """
     Policy distillation (Rusu et al. 2015, "Policy Distillation") of a trained SB3 agent, the *teacher*,
     into a *student* network of the same SB3 kind, with the control-policy choices of Czarnecki et al.

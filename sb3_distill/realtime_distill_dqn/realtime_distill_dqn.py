@@ -13,6 +13,7 @@ from torch.nn import functional as F
 
 from sb3_distill.common.losses import check_loss_name, check_temperature, distillation_loss, student_td_targets
 from sb3_distill.common.torch_layers import StackedQNetwork
+from sb3_distill.common.save import AtomicSaveMixin
 from sb3_distill.common.utils import (
     clip_grad_norm_per_member_,
     dqn_for_export,
@@ -49,7 +50,7 @@ NUMBERS = {
 SelfRealTimeDistillDQN = TypeVar("SelfRealTimeDistillDQN", bound="RealTimeDistillDQN")
 
 
-class RealTimeDistillDQN(DQN):
+class RealTimeDistillDQN(AtomicSaveMixin, DQN):
     """
     Real-time Policy Distillation (Sun & Fazli, "Real-time Policy Distillation in Deep Reinforcement
     Learning"): one DQN teacher acts and learns (Eq. 2) while one or more students of different sizes learn
