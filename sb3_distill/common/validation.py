@@ -14,10 +14,11 @@ number, ``ValueError`` otherwise.
 import math
 import numbers
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch as th
 from stable_baselines3.common.type_aliases import Schedule
 
 
@@ -229,3 +230,41 @@ def warn_if_student_larger(ratios: float | Mapping[str, float], teacher: str = "
                 f"{student} has {ratio:.3g} times as many parameters as {teacher}: distillation usually compresses; "
                 "check `student_policy_kwargs` / `students`"
             )
+
+
+class NonFiniteLossError(ValueError):
+    """
+    Training produced a NaN or infinite loss. A ``ValueError``, as what SB3's SAC raises in the same case (torch's
+    ``Normal`` rejecting a NaN mean at the next action), so code written against SB3 catches it.
+    """
+
+
+def check_finite_losses(losses: Mapping[str, tuple[Sequence[str], th.Tensor]], n_updates: int) -> None:
+    """
+    Raise a :class:`NonFiniteLossError` naming the member, the loss and the update number when a loss of the
+    gradient steps of one ``train()`` call is NaN or infinite. One device synchronisation for the whole call
+    (the losses stay on the device until then); the search for the first bad value runs only on failure.
+
+    :param losses: loss name -> (member names, the loss of each gradient step and member, shape
+        (gradient_steps, n_members), or (gradient_steps,) for one member)
+    :param n_updates: the update counter before these gradient steps (``_n_updates``)
+    """
+    values = {name: (members, steps.reshape(steps.shape[0], -1)) for name, (members, steps) in losses.items()}
+    if bool(th.stack([steps.isfinite().all() for _, steps in values.values()]).all()):
+        return
+    # The first gradient step with a non-finite loss, and every member and loss bad at that step
+    first_step = min(
+        int((~steps.isfinite()).any(dim=1).nonzero()[0]) for _, steps in values.values() if not steps.isfinite().all()
+    )
+    bad = [
+        f"`{name}` of {members[member]} = {float(steps[first_step, member])}"
+        for name, (members, steps) in values.items()
+        if first_step < steps.shape[0]
+        for member in range(steps.shape[1])
+        if not bool(steps[first_step, member].isfinite())
+    ]
+    raise NonFiniteLossError(
+        f"Training stopped at update {n_updates + first_step + 1}: {', '.join(bad)}. The networks' weights are no "
+        "longer usable (reload the last saved model). Usual causes: a NaN or infinite reward or observation (wrap "
+        "the env with SB3's `VecCheckNan` to find it) or a learning rate that is too high."
+    )

@@ -28,6 +28,7 @@ from sb3_distill.common.validation import (
     CheckedSchedule,
     Number,
     check_arguments,
+    check_finite_losses,
     warn_if_student_larger,
 )
 from sb3_distill.ensemble_distill_dqn.policies import CnnPolicy, EnsembleDistillDQNPolicy, MlpPolicy
@@ -330,6 +331,12 @@ class EnsembleDistillDQN(AtomicSaveMixin, DQN):
             self.policy.optimizer.step()
             self.policy.student_optimizer.step()
 
+        # Stop on a NaN or infinite loss, naming the member (one device synchronisation per call)
+        teachers = [f"teacher_{j}" for j in range(self.n_teachers)]
+        check_finite_losses(
+            {"loss": (teachers, th.stack(teacher_losses)), "distill_loss": (["student"], th.stack(distill_losses))},
+            self._n_updates,
+        )
         # Increase update counter
         self._n_updates += gradient_steps
         mean_teacher_losses = th.stack(teacher_losses).mean(dim=0).cpu().numpy()

@@ -16,7 +16,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from sb3_distill.common.losses import gaussian_distillation_loss, mse_loss
 from sb3_distill.common.save import AtomicSaveMixin
 from sb3_distill.common.utils import fast_optimizer_kwargs
-from sb3_distill.common.validation import OFF_POLICY_NUMBERS, Number, check_arguments
+from sb3_distill.common.validation import OFF_POLICY_NUMBERS, Number, check_arguments, check_finite_losses
 from sb3_distill.piekd_sac.policies import MemberPredictor, MlpPolicy, PIEKDSACPolicy, StackedActor, StackedCritic
 
 SelfPIEKDSAC = TypeVar("SelfPIEKDSAC", bound="PIEKDSAC")
@@ -499,6 +499,10 @@ class PIEKDSAC(AtomicSaveMixin, SAC):
             step_stats.append(th.stack([critic_loss, actor_loss, ent_coef, ent_coef_loss]).detach())
         if len(step_stats) == 0:
             return np.full((4, n_members), np.nan)
+        # Stop on a NaN or infinite loss, naming the member (one device synchronisation per call): (steps, 4, K)
+        stats, members = th.stack(step_stats), [f"member_{k}" for k in range(n_members)]
+        names = ("critic_loss", "actor_loss", "ent_coef", "ent_coef_loss")
+        check_finite_losses({name: (members, stats[:, i]) for i, name in enumerate(names)}, self._n_updates)
         # One transfer for all gradient steps: (gradient_steps, 4, K) -> (4, K)
         return th.stack(step_stats).mean(dim=0).cpu().numpy()
 

@@ -26,7 +26,14 @@ from sb3_distill.common.losses import (
 from sb3_distill.common.torch_layers import check_student_policy_kwargs, default_student_kwargs
 from sb3_distill.common.save import AtomicSaveMixin
 from sb3_distill.common.utils import model_for_export
-from sb3_distill.common.validation import OFF_POLICY_NUMBERS, CheckedSchedule, Number, check_arguments, warn_if_student_larger
+from sb3_distill.common.validation import (
+    OFF_POLICY_NUMBERS,
+    CheckedSchedule,
+    Number,
+    check_arguments,
+    check_finite_losses,
+    warn_if_student_larger,
+)
 from sb3_distill.policy_distillation.policies import (
     DISCRETE_KINDS,
     CnnPolicy,
@@ -499,6 +506,11 @@ class PolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
                 th.nn.utils.clip_grad_norm_(self.policy.student_trainable_parameters(), self.max_grad_norm)
             self.policy.optimizer.step()
 
+        # Stop on a NaN or infinite loss (one device synchronisation per call)
+        losses = {"distill_loss": (["student"], th.stack(distill_losses))}
+        if value_losses:
+            losses["value_loss"] = (["student"], th.stack(value_losses))
+        check_finite_losses(losses, self._n_updates)
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/distill_loss", th.stack(distill_losses).mean().item())

@@ -28,6 +28,7 @@ from sb3_distill.common.validation import (
     CheckedSchedule,
     Number,
     check_arguments,
+    check_finite_losses,
     warn_if_student_larger,
 )
 from sb3_distill.realtime_distill_dqn.policies import (
@@ -384,6 +385,8 @@ class RealTimeDistillDQN(AtomicSaveMixin, DQN):
             if self.policy.student_optimizer is not self.policy.optimizer:
                 self.policy.student_optimizer.step()
 
+        # Stop on a NaN or infinite loss, naming the member (one device synchronisation per call)
+        check_finite_losses(self._losses_by_member(losses, distill_losses, student_td_losses), self._n_updates)
         # Increase update counter
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
@@ -391,6 +394,20 @@ class RealTimeDistillDQN(AtomicSaveMixin, DQN):
         self.logger.record("train/distill_loss", th.stack(distill_losses).mean().item())
         if student_td_losses:
             self.logger.record("train/student_td_loss", th.stack(student_td_losses).mean().item())
+
+    def _losses_by_member(
+        self, losses: list[th.Tensor], distill_losses: list[th.Tensor], student_td_losses: list[th.Tensor]
+    ) -> dict[str, tuple[list[str], th.Tensor]]:
+        """The losses of ``train()`` by gradient step and member, for :func:`check_finite_losses`."""
+        # The students of each stack (the distillation and TD losses are logged per stack): (gradient_steps, n_stacks)
+        stacks = [
+            "+".join(f"student_{index}" for index, (stack, _) in enumerate(self.policy.student_members) if stack == i)
+            for i in range(len(self.policy.student_stacks))
+        ]
+        by_member = {"loss": (["teacher"], th.stack(losses)), "distill_loss": (stacks, th.stack(distill_losses))}
+        if student_td_losses:
+            by_member["student_td_loss"] = (stacks, th.stack(student_td_losses))
+        return {name: (members, values.reshape(len(losses), -1)) for name, (members, values) in by_member.items()}
 
     @property
     def compression_ratios(self) -> dict[str, float]:
