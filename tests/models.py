@@ -4,10 +4,12 @@ test_validation.py, test_atomic_save.py): a few hundred steps train each in well
 """
 
 import gymnasium as gym
+import numpy as np
 from gymnasium import spaces
 from stable_baselines3 import DQN, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.base_class import maybe_make_env
+from stable_baselines3.common.envs import FakeImageEnv
 
 from sb3_distill import PIEKDSAC, EnsembleDistillDQN, PolicyDistillation, RealTimeDistillDQN
 
@@ -84,3 +86,39 @@ def make_model(
         env = maybe_make_env(env, verbose=0)
         config["teacher"] = untrained_teacher(env, policy) if teacher is None else teacher
     return model_class(policy, env, **config)
+
+
+class BoxActionEnv(gym.Env):
+    """
+    A tiny env with Box actions of any shape (multi-dimensional by default) and vector observations:
+    reward ``-mean((action - 0.5)^2)``, 20-step episodes.
+    """
+
+    def __init__(self, action_shape: tuple[int, ...] = (2, 2), obs_dim: int = 3) -> None:
+        super().__init__()
+        self.action_space = spaces.Box(-1.0, 1.0, shape=action_shape, dtype=np.float32)
+        self.observation_space = spaces.Box(-1.0, 1.0, shape=(obs_dim,), dtype=np.float32)
+        self._steps = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._steps = 0
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        assert np.shape(action) == self.action_space.shape, f"action of shape {np.shape(action)}"
+        self._steps += 1
+        reward = -float(np.mean((np.asarray(action) - 0.5) ** 2))
+        return self.observation_space.sample(), reward, False, self._steps >= 20, {}
+
+
+def image_env(normalized: bool = False, discrete: bool = True) -> gym.Env:
+    """
+    A small fake Atari env (36x36, one channel first, the smallest a Nature-CNN takes): uint8 images, or with
+    ``normalized=True`` float32 images already in [0, 1] (to use with ``normalize_images=False``).
+    """
+    env: gym.Env = FakeImageEnv(screen_height=36, screen_width=36, n_channels=1, discrete=discrete, channel_first=True)
+    if normalized:
+        space = spaces.Box(0.0, 1.0, env.observation_space.shape, np.float32)
+        env = gym.wrappers.TransformObservation(env, lambda obs: (obs / 255.0).astype(np.float32), space)
+    return env

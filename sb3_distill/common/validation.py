@@ -268,3 +268,10 @@ def check_finite_losses(losses: Mapping[str, tuple[Sequence[str], th.Tensor]], n
         "longer usable (reload the last saved model). Usual causes: a NaN or infinite reward or observation (wrap "
         "the env with SB3's `VecCheckNan` to find it) or a learning rate that is too high."
     )
+
+
+class UnsupportedSpaceError(ValueError, AssertionError):
+    """
+    An env's action (or observation) space the algorithm does not support. Also an ``AssertionError``: SB3 checks
+    ``supported_action_spaces`` with an assertion, so code written against SB3 catches it as one.
+    """

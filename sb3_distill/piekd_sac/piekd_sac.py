@@ -16,7 +16,13 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from sb3_distill.common.losses import gaussian_distillation_loss, mse_loss
 from sb3_distill.common.save import AtomicSaveMixin
 from sb3_distill.common.utils import fast_optimizer_kwargs
-from sb3_distill.common.validation import OFF_POLICY_NUMBERS, Number, check_arguments, check_finite_losses
+from sb3_distill.common.validation import (
+    OFF_POLICY_NUMBERS,
+    Number,
+    UnsupportedSpaceError,
+    check_arguments,
+    check_finite_losses,
+)
 from sb3_distill.piekd_sac.policies import MemberPredictor, MlpPolicy, PIEKDSACPolicy, StackedActor, StackedCritic
 
 SelfPIEKDSAC = TypeVar("SelfPIEKDSAC", bound="PIEKDSAC")
@@ -194,7 +200,7 @@ class PIEKDSAC(AtomicSaveMixin, SAC):
         if env is not None:
             env = maybe_make_env(env, verbose)
             if not isinstance(env.action_space, spaces.Box):
-                raise ValueError(
+                raise UnsupportedSpaceError(
                     f"PIEKDSAC needs a Box (continuous) action space, as SAC, got {env.action_space}; "
                     "for discrete actions see EnsembleDistillDQN"
                 )
@@ -341,6 +347,8 @@ class PIEKDSAC(AtomicSaveMixin, SAC):
             with th.no_grad():
                 # Every member's Gaussian in one stacked pass, then each env's own member: (n_envs, action_dim)
                 scaled_action = self.actor(obs_tensor, members).cpu().numpy()
+            # (n_envs, action_dim) -> (n_envs, *action_space.shape), as SB3's predict() does for Box actions
+            scaled_action = scaled_action.reshape((-1, *self.action_space.shape))  # type: ignore[misc]
         # Add noise to the action (improve exploration)
         if action_noise is not None:
             scaled_action = np.clip(scaled_action + action_noise(), -1, 1)
@@ -395,7 +403,7 @@ class PIEKDSAC(AtomicSaveMixin, SAC):
         return 0 if np.all(np.isnan(statistics)) else int(np.nanargmax(statistics))
 
     def _update_predict_member(self) -> None:
-        self.policy.predict_member.fill_(self.best_member)
+        self.policy.predict_member = self.best_member
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         # Switch to train mode (this affects batch norm / dropout)
