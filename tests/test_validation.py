@@ -5,9 +5,17 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
+from stable_baselines3.common.utils import LinearSchedule
 
 from sb3_distill import PIEKDSAC, EnsembleDistillDQN, PolicyDistillation, RealTimeDistillDQN
-from sb3_distill.common.validation import ArgumentTypeError, CheckedSchedule, Number, check_net_arch, check_number
+from sb3_distill.common.validation import (
+    STUDENT_LEARNING_RATE,
+    ArgumentTypeError,
+    CheckedSchedule,
+    Number,
+    check_net_arch,
+    check_number,
+)
 from tests.models import MODEL_LIST, default_env_id, make_model
 
 NAN, INF = float("nan"), float("inf")
@@ -221,3 +229,16 @@ def test_checked_schedule_and_net_arch():
     check_net_arch(dict(pi=[8], vf=[np.int64(8)]), "net_arch")
     with pytest.raises(ValueError, match=r"`net_arch` must be an integer >= 1 \(every layer size\), got -1"):
         check_net_arch([-1], "net_arch")
+
+
+def test_schedule_may_decay_to_an_open_bound():
+    # A learning rate decaying linearly to 0 (rl-zoo3's `lin_` schedules, the demo's settings) is legal
+    schedule = CheckedSchedule(LinearSchedule(5e-3, 0.0, 1.0), "student_learning_rate", STUDENT_LEARNING_RATE)
+    assert schedule(0.0) == 0.0
+    with pytest.raises(ValueError, match=r"got -0\.001"):
+        CheckedSchedule(lambda _: -1e-3, "student_learning_rate", STUDENT_LEARNING_RATE)(0.5)
+    # A constant still must be > 0
+    with pytest.raises(ValueError, match="> 0"):
+        CheckedSchedule(0.0, "student_learning_rate", STUDENT_LEARNING_RATE)(0.5)
+    for model_class in (EnsembleDistillDQN, RealTimeDistillDQN):
+        make_model(model_class, student_learning_rate=LinearSchedule(5e-3, 0.0, 1.0)).learn(100)

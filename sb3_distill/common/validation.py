@@ -11,6 +11,7 @@ code catching either, as the checks before it raised ``ValueError``, still does)
 number, ``ValueError`` otherwise.
 """
 
+import dataclasses
 import math
 import numbers
 import warnings
@@ -122,7 +123,8 @@ def check_number(value: Any, name: str, spec: Number) -> int | float:
 class CheckedSchedule:
     """
     A schedule whose every value is checked where it is evaluated (not only at its endpoints): a schedule
-    can leave its range in between, e.g. a user's function of the progress remaining.
+    can leave its range in between, e.g. a user's function of the progress remaining. A schedule may reach an
+    open bound (a learning rate decaying linearly to 0, as rl-zoo3's ``lin_`` schedules do), not pass it.
 
     :param schedule: the schedule, or a constant
     :param name: the argument's name, for the error
@@ -132,7 +134,7 @@ class CheckedSchedule:
     def __init__(self, schedule: Schedule | float, name: str, spec: Number) -> None:
         self.schedule = schedule
         self.name = name
-        self.spec = spec
+        self.spec = dataclasses.replace(spec, low_open=False, high_open=False) if callable(schedule) else spec
 
     def __call__(self, progress_remaining: float) -> float:
         value = self.schedule(progress_remaining) if callable(self.schedule) else self.schedule
