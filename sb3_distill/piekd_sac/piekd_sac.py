@@ -248,6 +248,8 @@ class PIEKDSAC(AtomicSaveMixin, SAC):
         self.recent_returns = []
         self.acting_members = np.zeros(0, dtype=np.int64)
         self._episode_returns = np.zeros(0)
+        # Whether each env's current episode is played by its member from its first step (not by the warm-up)
+        self._member_played = np.zeros(0, dtype=bool)
         self.teacher: int | None = None
         self.n_sharing_phases = 0
         self._last_sharing_timestep = 0
@@ -320,6 +322,8 @@ class PIEKDSAC(AtomicSaveMixin, SAC):
         if reset_num_timesteps or len(self.acting_members) != self.n_envs:
             self.acting_members = np.random.randint(self.ensemble_size, size=self.n_envs)
             self._episode_returns = np.zeros(self.n_envs)
+        if reset_num_timesteps or len(self._member_played) != self.n_envs:
+            self._member_played = np.full(self.n_envs, self.num_timesteps >= self.learning_starts)
         return total_timesteps, callback
 
     def _sample_action(
@@ -375,8 +379,12 @@ class PIEKDSAC(AtomicSaveMixin, SAC):
             # wrapper's return when there is one (it counts the rewards of unwrapped env), else the running sum
             episode_info = infos[env_idx].get("episode")
             episode_return = float(episode_info["r"]) if episode_info is not None else float(self._episode_returns[env_idx])
-            self.recent_returns[self.acting_members[env_idx]].append(episode_return)
+            # Episodes (or their first steps) of the random warm-up were not the member's: not credited
+            if self._member_played[env_idx]:
+                self.recent_returns[self.acting_members[env_idx]].append(episode_return)
             self._episode_returns[env_idx] = 0.0
+            # The next episode's first action is the member's unless the warm-up is still on (see `_sample_action`)
+            self._member_played[env_idx] = self.num_timesteps >= self.learning_starts
             # Policy selection for the env's next episode (Algorithm 1, line 8)
             self.acting_members[env_idx] = np.random.randint(self.ensemble_size)
         if np.any(dones):
@@ -546,6 +554,9 @@ class PIEKDSAC(AtomicSaveMixin, SAC):
         for member, statistic in enumerate(self.recent_return_statistics()):
             self.logger.record(f"train/recent_return_member_{member}", float(statistic))
         if self.ensemble_size == 1:
+            # Nothing to distill or copy; the extra updates still run (the paper's Vanilla-SAC (extra), Sec. 5.3)
+            if self.knowledge_sharing == "extra_updates":
+                self._extra_updates()
             return
         policy_kl, critic_mse = self.distillation_gaps(teacher)
         self.logger.record("train/distill_policy_kl_before", policy_kl)
@@ -555,13 +566,17 @@ class PIEKDSAC(AtomicSaveMixin, SAC):
         elif self.knowledge_sharing == "hardcopy":
             self.hard_copy(teacher)
         elif self.knowledge_sharing == "extra_updates":
-            # As many SAC updates of every member, with the same batch size, as a distillation phase has steps
-            n_updates = self.distill_epochs * self._distill_batches_per_epoch()
-            self._sac_updates(n_updates, self.distill_batch_size)
-            self._n_updates += n_updates
+            self._extra_updates()
         policy_kl, critic_mse = self.distillation_gaps(teacher)
         self.logger.record("train/distill_policy_kl_after", policy_kl)
         self.logger.record("train/distill_critic_mse_after", critic_mse)
+
+    def _extra_updates(self) -> None:
+        """As many SAC updates of every member, with the same batch size, as a distillation phase has steps."""
+        n_updates = self.distill_epochs * self._distill_batches_per_epoch()
+        self._sac_updates(n_updates, self.distill_batch_size)
+        self._n_updates += n_updates
+        self.logger.record("train/n_extra_updates", n_updates)
 
     def _distill_batches_per_epoch(self) -> int:
         if self.distill_gradient_steps == "buffer":

@@ -50,7 +50,7 @@ from sb3_distill.policy_distillation.policies import (
 SelfPolicyDistillation = TypeVar("SelfPolicyDistillation", bound="PolicyDistillation")
 
 #: Who acts while data is collected
-CONTROL_POLICIES = ("teacher", "student", "mixture")
+CONTROL_POLICIES = ("teacher", "student", "mixture", "uniform")
 #: The SB3 algorithm of the student (the exported model), by the teacher's algorithm
 STUDENT_ALGORITHMS: dict[str, type[BaseAlgorithm]] = {
     "DQN": DQN,
@@ -177,11 +177,14 @@ class PolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
     :param control: Who acts while data is collected: ``"student"`` (student-driven, the default: Czarnecki
         et al. report it needs about 3x fewer steps than teacher-driven to recover the teacher, and it was
         the best or tied in ``benchmarks/control_policy.py``), ``"teacher"`` (teacher-driven, Rusu et al.), or
-        ``"mixture"`` (each env step is the teacher's with probability ``teacher_prob``)
+        ``"mixture"`` (each env step is the teacher's with probability ``teacher_prob``), or ``"uniform"``
+        (uniformly random actions, Czarnecki et al.'s uniform control policy)
     :param teacher_prob: beta of the ``"mixture"`` control: the probability that the teacher takes a step,
         a float in [0, 1] or a schedule of the progress remaining (from 1 to 0), e.g. a DAgger-style decay
     :param deterministic_control: Whether the acting policy takes its mode instead of sampling (SB3's
-        ``deterministic`` flag of ``predict``); Q-value policies are greedy either way
+        ``deterministic`` flag of ``predict``). A Q-value student (DQN or QR-DQN teacher) samples from its
+        softmax policy ``softmax(q / temperature)``, the stochastic student of on-policy distillation
+        (Czarnecki et al.), or acts greedily with ``deterministic_control=True``; a Q-value teacher acts greedily
     :param value_coef: Weight of an MSE loss between the student's and the teacher's value functions (V of
         PPO/A2C; each Q head of SAC/TD3/DDPG on the buffer's state-action pairs, head to head), so that the
         exported student can be trained further with RL. 0 (default) distills the policy only, as Rusu et al.
@@ -416,10 +419,10 @@ class PolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
         return ["policy", "policy.optimizer"], []
 
     def _control_mask(self, n_envs: int) -> np.ndarray:
-        """Which envs the teacher drives at this step (True) and which the student drives (False)."""
+        """Which envs the teacher drives at this step (True) and which the student (or the uniform policy) drives."""
         if self.control == "teacher":
             return np.ones(n_envs, dtype=bool)
-        if self.control == "student":
+        if self.control in ("student", "uniform"):
             return np.zeros(n_envs, dtype=bool)
         return np.random.rand(n_envs) < self.teacher_prob_schedule(self._current_progress_remaining)
 
@@ -440,9 +443,15 @@ class PolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
         assert self._last_obs is not None, "self._last_obs was not set"
         by_teacher = self._control_mask(n_envs)
         actions = None
+        if self.control == "uniform":
+            # The uniform control policy: uniformly random actions
+            actions = np.array([self.action_space.sample() for _ in range(n_envs)])
         for member, mask in ((self.policy.teacher, by_teacher), (self.policy.student, ~by_teacher)):
-            if mask.any():
-                member_actions, _ = member.predict(self._last_obs, deterministic=self.deterministic_control)  # type: ignore[arg-type]
+            if mask.any() and self.control != "uniform":
+                if member is self.policy.student and self._softmax_student():
+                    member_actions = self._softmax_student_actions()
+                else:
+                    member_actions, _ = member.predict(self._last_obs, deterministic=self.deterministic_control)  # type: ignore[arg-type]
                 if actions is None:
                     actions = member_actions
                 else:
@@ -456,6 +465,19 @@ class PolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
                 scaled_action = np.clip(scaled_action + action_noise(), -1, 1)
             return self.policy.unscale_action(scaled_action), scaled_action
         return actions, actions
+
+    def _softmax_student(self) -> bool:
+        """Whether the student acts by sampling from ``softmax(q / temperature)`` (a Q-value student, not greedy)."""
+        return student_kind(self.teacher_kind) == "q_values" and not self.deterministic_control
+
+    def _softmax_student_actions(self) -> np.ndarray:
+        """A Q-value student's actions sampled from its softmax policy ``softmax(q / temperature)``, shape (n_envs,)."""
+        self.policy.set_training_mode(False)
+        obs_tensor, _ = self.policy.obs_to_tensor(self._last_obs)  # type: ignore[arg-type]
+        with th.no_grad():
+            q_values, _ = policy_outputs("q_values", self.policy.student, obs_tensor)
+            actions = th.distributions.Categorical(logits=q_values / self.distill_temperature).sample()
+        return actions.cpu().numpy()
 
     def _setup_learn(self, *args: Any, **kwargs: Any) -> Any:
         self._teacher_steps = 0
