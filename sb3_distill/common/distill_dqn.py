@@ -12,13 +12,15 @@ import numpy as np
 import torch as th
 from stable_baselines3 import DQN
 from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, Schedule
-from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
+from stable_baselines3.common.utils import update_learning_rate
 
 from sb3_distill.common.base import PolicyLayoutMixin
+from sb3_distill.common.save import AtomicSaveMixin
 from sb3_distill.common.utils import clip_grad_norm_per_member_, dqn_for_export, epsilon_greedy, evaluate_q_functions
+from sb3_distill.common.validation import STUDENT_LEARNING_RATE, CheckedSchedule
 
 
-class DistillDQN(PolicyLayoutMixin, DQN):
+class DistillDQN(AtomicSaveMixin, PolicyLayoutMixin, DQN):
     """
     What the DQN distillers share beyond DQN. Subclasses implement :meth:`acting_q_values` (who acts) and
     :meth:`member_q_functions` (who is evaluated), call :meth:`_setup_student_schedule` in ``_setup_model``
@@ -30,8 +32,10 @@ class DistillDQN(PolicyLayoutMixin, DQN):
     student_lr_schedule: Schedule
 
     def _setup_student_schedule(self) -> None:
-        """The students' learning-rate schedule (the teachers' is SB3's ``lr_schedule``)."""
-        self.student_lr_schedule = FloatSchedule(self._student_learning_rate())
+        """The students' learning-rate schedule (the teachers' is SB3's ``lr_schedule``), checked where evaluated."""
+        self.student_lr_schedule = CheckedSchedule(
+            self._student_learning_rate(), "student_learning_rate", STUDENT_LEARNING_RATE
+        )
 
     def _student_learning_rate(self) -> float | Schedule:
         """The students' learning rate: ``student_learning_rate``, or the teachers' when it is None."""

@@ -30,7 +30,7 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
-class CompactNatureCNN(BaseFeaturesExtractor):
+class CompactNatureCNN(NatureCNN):
     """
     The Nature-DQN CNN (Mnih et al. 2015) with configurable sizes, so that the networks of the
     distillation papers can be written as they are, ``{conv1, conv2, conv3 filters, fc units}``:
@@ -46,6 +46,9 @@ class CompactNatureCNN(BaseFeaturesExtractor):
     :param normalized_image: Whether to assume that the image is already normalized
         or not (this disables dtype and bounds checks): when True, it only checks that
         the space is a Box and has 3 dimensions.
+
+    It subclasses ``NatureCNN`` (same layers, sizes configurable) so that SB3's policies treat it as one: they
+    pass ``normalized_image=True`` to ``NatureCNN`` and its subclasses when ``normalize_images=False``.
     """
 
     def __init__(
@@ -66,7 +69,8 @@ class CompactNatureCNN(BaseFeaturesExtractor):
             raise ValueError(f"`filters` must be three positive integers (conv1, conv2, conv3), got {filters!r}")
         if features_dim < 1:
             raise ValueError(f"`features_dim` must be a positive integer, got {features_dim!r}")
-        super().__init__(observation_space, features_dim)
+        # NatureCNN's own layers are not built: only the features extractor's initialisation
+        BaseFeaturesExtractor.__init__(self, observation_space, features_dim)
         self.filters = tuple(int(f) for f in filters)
         n_input_channels = observation_space.shape[0]
         self.cnn = nn.Sequential(
@@ -321,7 +325,11 @@ def make_q_network(observation_space: spaces.Space, action_space: spaces.Discret
     :param kwargs: the network's description
     :return: the network, with SB3's initialisation
     """
-    features_extractor = kwargs["features_extractor_class"](observation_space, **kwargs["features_extractor_kwargs"])
+    features_extractor_kwargs = dict(kwargs["features_extractor_kwargs"])
+    # As SB3's policies (BaseModel): pre-normalized images skip the image checks of NatureCNN (and subclasses)
+    if not kwargs["normalize_images"] and issubclass(kwargs["features_extractor_class"], NatureCNN):
+        features_extractor_kwargs.setdefault("normalized_image", True)
+    features_extractor = kwargs["features_extractor_class"](observation_space, **features_extractor_kwargs)
     return QNetwork(
         observation_space,
         action_space,

@@ -14,6 +14,8 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 
+from sb3_distill.common.validation import UnsupportedSpaceError
+
 BaseAlgorithmT = TypeVar("BaseAlgorithmT", bound=BaseAlgorithm)
 
 
@@ -268,5 +270,7 @@ def make_discrete_env(env: Any, verbose: int, algorithm: str) -> Any:
         return env
     env = maybe_make_env(env, verbose)
     if not isinstance(env.action_space, spaces.Discrete):
-        raise ValueError(f"{algorithm} needs a Discrete action space (its teachers are DQNs), got {env.action_space}")
+        raise UnsupportedSpaceError(
+            f"{algorithm} needs a Discrete action space (its teachers are DQNs), got {env.action_space}"
+        )
     return env

@@ -24,9 +24,26 @@ from sb3_distill.common.torch_layers import StackedQNetwork, check_student_polic
 from sb3_distill.common.utils import (
     make_discrete_env,
 )
+from sb3_distill.common.validation import (
+    DQN_NUMBERS,
+    STUDENT_LEARNING_RATE,
+    TEMPERATURE,
+    Number,
+    check_arguments,
+    check_finite_losses,
+    warn_if_student_larger,
+)
 from sb3_distill.ensemble_distill_dqn.policies import CnnPolicy, EnsembleDistillDQNPolicy, MlpPolicy
 
 SelfEnsembleDistillDQN = TypeVar("SelfEnsembleDistillDQN", bound="EnsembleDistillDQN")
+
+#: The numeric arguments and what they accept (see :func:`sb3_distill.common.validation.check_arguments`)
+NUMBERS = {
+    **DQN_NUMBERS,
+    "n_teachers": Number(low=1, integer=True, meaning="M, the number of teachers"),
+    "temperature": TEMPERATURE,
+    "student_learning_rate": STUDENT_LEARNING_RATE,
+}
 
 
 class EnsembleDistillDQN(DistillDQN):
@@ -195,6 +212,7 @@ class EnsembleDistillDQN(DistillDQN):
 
     def _setup_model(self) -> None:
         # Validate here, not in __init__: `load()` and rl-zoo's `--trained-agent` bypass __init__
+        check_arguments(self, NUMBERS)
         if isinstance(self.n_teachers, bool) or not isinstance(self.n_teachers, int) or self.n_teachers < 1:
             raise ValueError(f"`n_teachers` must be an integer >= 1 (M, the number of teachers), got {self.n_teachers!r}")
         check_temperature(self.temperature)
@@ -214,6 +232,7 @@ class EnsembleDistillDQN(DistillDQN):
         self._setup_student_schedule()
         # The losses of one gradient step, eager or compiled (not saved: rebuilt on load)
         self._compute_losses = th.compile(self._losses) if self.torch_compile else self._losses
+        warn_if_student_larger(self.compression_ratio, "one teacher")
 
     def _create_aliases(self) -> None:
         super()._create_aliases()
@@ -288,6 +307,12 @@ class EnsembleDistillDQN(DistillDQN):
             self.policy.optimizer.step()
             self.policy.student_optimizer.step()
 
+        # Stop on a NaN or infinite loss, naming the member (one device synchronisation per call)
+        teachers = [f"teacher_{j}" for j in range(self.n_teachers)]
+        check_finite_losses(
+            {"loss": (teachers, th.stack(teacher_losses)), "distill_loss": (["student"], th.stack(distill_losses))},
+            self._n_updates,
+        )
         # Increase update counter
         self._n_updates += gradient_steps
         mean_teacher_losses = th.stack(teacher_losses).mean(dim=0).cpu().numpy()

@@ -24,6 +24,15 @@ from sb3_distill.common.utils import (
     make_discrete_env,
     step_with_member_learning_rates,
 )
+from sb3_distill.common.validation import (
+    DQN_NUMBERS,
+    STUDENT_LEARNING_RATE,
+    TEMPERATURE,
+    Number,
+    check_arguments,
+    check_finite_losses,
+    warn_if_student_larger,
+)
 from sb3_distill.realtime_distill_dqn.policies import (
     CnnPolicy,
     MlpPolicy,
@@ -31,6 +40,15 @@ from sb3_distill.realtime_distill_dqn.policies import (
     check_students,
     member_names,
 )
+
+#: The numeric arguments and what they accept (see :func:`sb3_distill.common.validation.check_arguments`)
+NUMBERS = {
+    **DQN_NUMBERS,
+    "temperature": TEMPERATURE,
+    "distill_coef": Number(low=0, meaning="the weight of the distillation loss"),
+    "self_learning_coef": Number(low=0, meaning="the weight of the students' own DQN loss"),
+    "student_learning_rate": STUDENT_LEARNING_RATE,
+}
 
 SelfRealTimeDistillDQN = TypeVar("SelfRealTimeDistillDQN", bound="RealTimeDistillDQN")
 
@@ -211,6 +229,7 @@ class RealTimeDistillDQN(DistillDQN):
 
     def _setup_model(self) -> None:
         # Validate here, not in __init__: `load()` and rl-zoo's `--trained-agent` bypass __init__
+        check_arguments(self, NUMBERS)
         check_students(self.students)
         check_temperature(self.temperature)
         check_loss_name(self.distill_loss, "distill_loss")
@@ -231,6 +250,7 @@ class RealTimeDistillDQN(DistillDQN):
         self._setup_policy_with_layout(super()._setup_model)
         # The students' learning rate schedule (the teacher's is `lr_schedule`)
         self._setup_student_schedule()
+        warn_if_student_larger(self.compression_ratios)
         if self.distill_coef == 0 and self.self_learning_coef == 0:
             warnings.warn("`distill_coef` and `self_learning_coef` are both 0: the students will not learn")
 
@@ -272,6 +292,10 @@ class RealTimeDistillDQN(DistillDQN):
         parameter_groups = teacher_group + [
             (params, stack.n_members) for params, stack in zip(stack_parameters, stacks, strict=True)
         ]
+        # The number of students K_i of each stack (the teacher is not one)
+        stack_sizes = th.as_tensor(
+            [sum(1 for stack, _ in self.policy.student_members if stack == i) for i in range(len(stacks))], device=self.device
+        )
         losses, distill_losses, student_td_losses = [], [], []
         for _ in range(gradient_steps):
             # Sample replay buffer: one batch for the teacher and every student
@@ -281,10 +305,11 @@ class RealTimeDistillDQN(DistillDQN):
             distill_losses.append(distill.detach())
             if student_td is not None:
                 student_td_losses.append(student_td.detach())
-            # The students' losses average over the K students: K times it is the sum of their losses
-            total_loss = loss + self.n_students * (
-                self.distill_coef * distill + (self.self_learning_coef * student_td if student_td is not None else 0)
+            # Each stack's losses average over its K_i students: K_i times it is the sum of their losses
+            student_loss = self.distill_coef * distill + (
+                self.self_learning_coef * student_td if student_td is not None else 0
             )
+            total_loss = loss + (stack_sizes * student_loss).sum()
 
             # Optimize teacher and students: one backward pass, each member clipped
             self._backward_and_clip(total_loss, parameter_groups)
@@ -295,6 +320,8 @@ class RealTimeDistillDQN(DistillDQN):
             if self.policy.student_optimizer is not self.policy.optimizer:
                 self.policy.student_optimizer.step()
 
+        # Stop on a NaN or infinite loss, naming the member (one device synchronisation per call)
+        check_finite_losses(self._losses_by_member(losses, distill_losses, student_td_losses), self._n_updates)
         # Increase update counter
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
@@ -308,8 +335,9 @@ class RealTimeDistillDQN(DistillDQN):
         The losses of one gradient step on one batch.
 
         :param replay_data: the batch
-        :return: the teacher's DQN loss (Eq. 2), the students' mean distillation loss and, with self-learning,
-            the students' mean DQN loss (Eq. 4, or Eq. 5 with ``imitation``)
+        :return: the teacher's DQN loss (Eq. 2), and for each stack of students the mean over its K_i students of
+            the distillation loss and, with self-learning, of their DQN loss (Eq. 4, or Eq. 5 with ``imitation``),
+            shape (n_stacks,)
         """
         stacks, targets = self.policy.student_stacks, self.policy.student_stack_targets
         # For n-step replay, discount factor is gamma**n_steps (when no early termination)
@@ -329,14 +357,13 @@ class RealTimeDistillDQN(DistillDQN):
         teacher_q = stack_q[0][:1] if in_stack else self.q_net(replay_data.observations)[None]
         loss = stacked_huber_loss(teacher_q, replay_data.actions, teacher_targets)[0]
 
-        # Students, one stack of K_i at a time (without the teacher, member 0 of stack 0): sums over students
-        distill_sum, td_sum = th.zeros((), device=loss.device), th.zeros((), device=loss.device)
+        # Students, one stack of K_i at a time (without the teacher, member 0 of stack 0)
+        distill, student_td = [], []
         for index, q_values in enumerate(stack_q):
             first = 1 if in_stack and index == 0 else 0
             student_q = q_values[first:]
             # Distillation from the teacher's Q-values of this step (detached inside the loss), averaged over K_i
-            distill = distillation_loss(student_q, teacher_q[0], loss=self.distill_loss, temperature=self.temperature)
-            distill_sum = distill_sum + student_q.shape[0] * distill
+            distill.append(distillation_loss(student_q, teacher_q[0], loss=self.distill_loss, temperature=self.temperature))
             if self_learning:
                 # Self-learning, with the imitation target (Eq. 5: the teacher's target network picks a') or Eq. 4
                 student_targets = dqn_td_targets(
@@ -346,8 +373,22 @@ class RealTimeDistillDQN(DistillDQN):
                     next_stack_q[index][first:],  # type: ignore[index]
                     teacher_next_q[0] if self.imitation else None,
                 )
-                td_sum = td_sum + stacked_huber_loss(student_q, replay_data.actions, student_targets).sum()
-        return loss, distill_sum / self.n_students, td_sum / self.n_students if self_learning else None
+                student_td.append(stacked_huber_loss(student_q, replay_data.actions, student_targets).mean())
+        return loss, th.stack(distill), th.stack(student_td) if self_learning else None
+
+    def _losses_by_member(
+        self, losses: list[th.Tensor], distill_losses: list[th.Tensor], student_td_losses: list[th.Tensor]
+    ) -> dict[str, tuple[list[str], th.Tensor]]:
+        """The losses of ``train()`` by gradient step and member, for :func:`check_finite_losses`."""
+        # The students of each stack (the distillation and TD losses are logged per stack): (gradient_steps, n_stacks)
+        stacks = [
+            "+".join(f"student_{index}" for index, (stack, _) in enumerate(self.policy.student_members) if stack == i)
+            for i in range(len(self.policy.student_stacks))
+        ]
+        by_member = {"loss": (["teacher"], th.stack(losses)), "distill_loss": (stacks, th.stack(distill_losses))}
+        if student_td_losses:
+            by_member["student_td_loss"] = (stacks, th.stack(student_td_losses))
+        return {name: (members, values.reshape(len(losses), -1)) for name, (members, values) in by_member.items()}
 
     @property
     def compression_ratios(self) -> dict[str, float]:
