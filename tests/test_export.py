@@ -251,7 +251,7 @@ def test_policy_distillation_cnn(tmp_path):
 
 def test_piekd_sac(tmp_path):
     model = PIEKDSAC("MlpPolicy", "Pendulum-v1", ensemble_size=3, buffer_size=100, policy_kwargs=dict(net_arch=[16]), seed=0)
-    model.policy.predict_member.fill_(2)
+    model.policy.predict_member = 2
     obs = sample_obs(model, 6)
     assert_actions_match(model, export_onnx(model, tmp_path / "best.onnx"), obs)
     # Another member: the same as that member exported to a plain SAC

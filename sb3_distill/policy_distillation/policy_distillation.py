@@ -1,3 +1,4 @@
+import dataclasses
 import inspect
 import pathlib
 import warnings
@@ -14,6 +15,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.vec_env import unwrap_vec_normalize
 
 from sb3_distill.common.losses import check_temperature, distillation_loss, gaussian_distillation_loss
 from sb3_distill.common.teachers import (
@@ -285,6 +287,10 @@ class PolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
                 for key, value in loaded.model.policy._get_constructor_parameters().items()
                 if key not in ("observation_space", "action_space", "lr_schedule")
             }
+            env_normalizer = unwrap_vec_normalize(self.env) if self.env is not None else None
+            if env_normalizer is not None and self.teacher_preprocessing.same_statistics(env_normalizer):
+                # The env already normalises as the teacher was trained (e.g. the teacher's own VecNormalize env)
+                self.teacher_preprocessing = dataclasses.replace(self.teacher_preprocessing, obs_mean=None, obs_var=None)
             if self.env is not None:
                 # first, so that a missing wrapper is named rather than seen as a space mismatch
                 check_env_preprocessing(self.env, self.teacher_preprocessing)
