@@ -9,13 +9,14 @@ TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 LINT_PATHS = sb3_distill tests benchmarks examples
 
-.PHONY: help venv install test test-slow demo bench bench-realtime bench-control bench-piekd bench-distill-ppo lint format check-format type clean
+.PHONY: help venv install test test-slow demo bench bench-latency bench-realtime bench-control bench-piekd bench-distill-ppo lint format check-format type clean
 
 help:
 	@echo "make demo       - set up, train EnsembleDistillDQN on CartPole-v1 and print the scores table"
 	@echo "make test       - set up with test extras and run pytest (what CI runs)"
 	@echo "make test-slow  - the longer learning tests marked @pytest.mark.slow"
 	@echo "make bench      - throughput of the distillation algorithms against plain SB3 DQN (benchmarks/)"
+	@echo "make bench-latency - inference latency of teacher and students (PyTorch, SB3 predict, onnxruntime), CPU"
 	@echo "make bench-realtime - real-time vs sequential distillation, time to a target student return"
 	@echo "make bench-control - PolicyDistillation: teacher- vs student- vs mixture-driven, Rusu's losses"
 	@echo "make bench-piekd - PIEKDSAC vs SAC vs Ensemble-SAC sample efficiency, and PIEKDSAC vs SAC throughput"
@@ -49,6 +50,9 @@ demo: $(VENV)/.install-tests
 
 bench: $(VENV)/.install-bench
 	$(PYTHON) benchmarks/throughput.py
+
+bench-latency: $(VENV)/.install-bench
+	$(PYTHON) benchmarks/inference_latency.py
 
 bench-realtime: $(VENV)/.install-bench
 	$(PYTHON) benchmarks/realtime_vs_sequential.py --env CartPole-v1 --seeds 0 1 2 3 4

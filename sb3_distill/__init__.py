@@ -1,5 +1,6 @@
 import os
 
+from sb3_distill.common.export import export_onnx
 from sb3_distill.distill_ppo import DistillPPO
 from sb3_distill.ensemble_distill_dqn import EnsembleDistillDQN
 from sb3_distill.piekd_sac import PIEKDSAC
@@ -11,4 +12,4 @@ version_file = os.path.join(os.path.dirname(__file__), "version.txt")
 with open(version_file) as file_handler:
     __version__ = file_handler.read().strip()
 
-__all__ = ["PIEKDSAC", "DistillPPO", "EnsembleDistillDQN", "PolicyDistillation", "RealTimeDistillDQN"]
+__all__ = ["PIEKDSAC", "DistillPPO", "EnsembleDistillDQN", "PolicyDistillation", "RealTimeDistillDQN", "export_onnx"]

@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from benchmarks import control_policy, realtime_vs_sequential, throughput
+from benchmarks import control_policy, inference_latency, realtime_vs_sequential, throughput
 
 
 def test_throughput_runs(monkeypatch):
@@ -153,3 +153,21 @@ def test_distill_ppo_noisy_teacher_runs(tmp_path):
     result = dict(seed=0, variants={name: noisy.run(0, kwargs, teacher, args) for name, kwargs in noisy.VARIANTS})
     assert "| on-policy distill + R, value gated |" in noisy.report([result], args)
     noisy.plot([result], args, tmp_path / "noisy.png")
+
+
+def test_inference_latency_runs(tmp_path):
+    pytest.importorskip("onnxruntime")
+    args = argparse.Namespace(cases=["atari", "mlp"], batch_sizes=[1, 2], repeats=1, min_time=0.0)
+    rows = inference_latency.run(args)
+    assert [(row["network"], row["batch"]) for row in rows] == [
+        (name, batch) for case in args.cases for name, _ in inference_latency.NETWORKS[case] for batch in (1, 2)
+    ]
+    for row in rows:
+        assert all(len(times) == 1 and times[0] > 0 for times in row["ms"].values())
+    # Counted from the layer shapes: the Nature-CNN (3.28M + 2.65M + 1.81M + 1.61M + 3k MACs) and a 4-64-64-2 MLP
+    assert rows[0]["macs"] == 20 * 20 * 32 * 4 * 64 + 9 * 9 * 64 * 32 * 16 + 7 * 7 * 64 * 64 * 9 + 3136 * 512 + 512 * 6
+    assert rows[-1]["macs"] == 4 * 16 + 16 * 16 + 16 * 2
+    text = inference_latency.report(rows, args, (0.0, 0.0))
+    assert "| student1 {16,16,16,64} | 69,494 |" in text and "Deployed student (onnxruntime)" in text
+    inference_latency.plot(rows, tmp_path / "latency.png")
+    assert (tmp_path / "latency.png").stat().st_size > 0

@@ -10,8 +10,9 @@ from sb3_distill.common.losses import (
     gaussian_distillation_loss,
     mse_loss,
     nll_loss,
-    student_td_targets,
+    dqn_td_targets,
     reverse_kl_loss,
+    stacked_huber_loss,
 )
 
 N_TEACHERS, BATCH, N_ACTIONS = 3, 7, 5
@@ -173,7 +174,7 @@ def test_stacked_students_need_one_teacher(q_values):
         distillation_loss(th.randn(2, BATCH, N_ACTIONS), teacher_q)
 
 
-def test_student_td_targets_imitation_and_own():
+def test_dqn_td_targets_imitation_and_own():
     rewards = th.tensor([[1.0], [0.5]])
     dones = th.tensor([[0.0], [1.0]])
     # Two students, two samples, three actions
@@ -181,14 +182,31 @@ def test_student_td_targets_imitation_and_own():
     # The teacher prefers action 0 on sample 0 and action 2 on sample 1
     teacher_next_q = th.tensor([[10.0, 1.0, 2.0], [0.0, 1.0, 7.0]])
     # Eq. 5: the teacher picks the action (0), the student values it; sample 1 is terminal
-    targets = student_td_targets(rewards, dones, 0.9, student_next_q, teacher_next_q)
+    targets = dqn_td_targets(rewards, dones, 0.9, student_next_q, teacher_next_q)
     assert th.allclose(targets, th.tensor([[1.0 + 0.9 * 1.0, 0.5], [1.0 + 0.9 * 4.0, 0.5]]))
     # Eq. 4: the student's own max
-    targets = student_td_targets(rewards, dones, 0.9, student_next_q)
+    targets = dqn_td_targets(rewards, dones, 0.9, student_next_q)
     assert th.allclose(targets, th.tensor([[1.0 + 0.9 * 5.0, 0.5], [1.0 + 0.9 * 9.0, 0.5]]))
     # Per-sample discounts (n-step returns), shape (batch, 1)
-    targets = student_td_targets(rewards, th.zeros(2, 1), th.tensor([[0.5], [0.25]]), student_next_q, teacher_next_q)
+    targets = dqn_td_targets(rewards, th.zeros(2, 1), th.tensor([[0.5], [0.25]]), student_next_q, teacher_next_q)
     assert th.allclose(targets, th.tensor([[1.0 + 0.5 * 1.0, 0.5 + 0.25 * 1.0], [1.0 + 0.5 * 4.0, 0.5 + 0.25 * 3.0]]))
+
+
+def test_stacked_huber_loss_is_each_networks_dqn_loss():
+    """K stacked networks' losses equal SB3's DQN loss of each network on its own, gradients included."""
+    q_values = th.randn(3, BATCH, N_ACTIONS, requires_grad=True)
+    actions = th.randint(N_ACTIONS, (BATCH, 1))
+    targets = th.randn(3, BATCH) * 3  # some beyond the Huber loss's quadratic region
+    losses = stacked_huber_loss(q_values, actions, targets)
+    assert losses.shape == (3,)
+    (stacked_grad,) = th.autograd.grad(losses.sum(), q_values)
+    for k in range(3):
+        member_q = q_values[k].detach().requires_grad_(True)
+        # SB3's DQN.train: gather the actions taken, Huber loss against (batch, 1) targets
+        direct = th.nn.functional.smooth_l1_loss(th.gather(member_q, 1, actions), targets[k].reshape(-1, 1))
+        assert th.allclose(losses[k], direct)
+        (grad,) = th.autograd.grad(direct, member_q)
+        assert th.allclose(stacked_grad[k], grad)
 
 
 @pytest.mark.parametrize("loss", ["forward_kl", "reverse_kl"])

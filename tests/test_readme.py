@@ -24,3 +24,6 @@ def test_readme_examples_run(tmp_path, monkeypatch):
         exec(compile("import gymnasium as gym\n" + code, f"README.md[{index}]", "exec"), {})
     for name in ("student", "student_16", "student_pd", "pendulum_sac"):
         assert (tmp_path / f"{name}.zip").exists(), name
+    # "Deploying a student"
+    for name in ("student", "pendulum_sac"):
+        assert (tmp_path / f"{name}.onnx").exists(), name

@@ -12,7 +12,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sb3_distill import RealTimeDistillDQN
 from sb3_distill.common.callbacks import EvalMembersCallback
-from sb3_distill.common.losses import distillation_loss, student_td_targets
+from sb3_distill.common.losses import distillation_loss, dqn_td_targets
 from sb3_distill.common.torch_layers import CompactNatureCNN
 from sb3_distill.realtime_distill_dqn import RealTimeDistillDQNPolicy
 
@@ -165,7 +165,7 @@ def test_imitation_target_through_the_model(stack_teacher):
     with th.no_grad():
         teacher_next = model.q_net_target(data.next_observations)
         student_next = target_stack(data.next_observations)[1 if stack_teacher else 0 :]
-    targets = student_td_targets(data.rewards, data.dones, model.gamma, student_next, teacher_next)
+    targets = dqn_td_targets(data.rewards, data.dones, model.gamma, student_next, teacher_next)
     # Eq. 5 written out for the first student of the stack
     actions = teacher_next.argmax(dim=1)
     expected = data.rewards[:, 0] + (1 - data.dones[:, 0]) * model.gamma * student_next[0, th.arange(16), actions]

@@ -169,6 +169,17 @@ def test_copy_member_to_round_trip(observation_space, extractor_class, extractor
     other = make_q_network(observation_space, extractor_class, extractor_kwargs, [*net_arch, 4])
     with pytest.raises(ValueError, match="architecture"):
         stacked.copy_member_to(0, other)
+    # A member view acts as the member; a plain network copied into member 1 replaces it, the others unchanged
+    assert th.equal(stacked.member(2)(obs), stacked(obs)[2])
+    new = make_q_network(observation_space, extractor_class, extractor_kwargs, net_arch)
+    before = stacked(obs).detach().clone()
+    stacked.copy_member_from(1, new)
+    assert th.allclose(stacked.member(1)(obs), new(obs), atol=1e-5)
+    assert th.equal(stacked(obs)[0], before[0]) and th.equal(stacked(obs)[2], before[2])
+    with pytest.raises(ValueError, match="architecture"):
+        stacked.copy_member_from(0, other)
+    with pytest.raises(ValueError, match="member"):
+        stacked.member(N_MEMBERS)
 
 
 @pytest.mark.parametrize(

@@ -284,7 +284,7 @@ def gaussian_distillation_loss(
     return diagonal_gaussian_kl(student_mean, student_log_std, teacher_mean, teacher_log_std).mean()
 
 
-def student_td_targets(
+def dqn_td_targets(
     rewards: th.Tensor,
     dones: th.Tensor,
     discounts: th.Tensor | float,
@@ -292,17 +292,18 @@ def student_td_targets(
     teacher_next_q: th.Tensor | None = None,
 ) -> th.Tensor:
     """
-    TD targets of K students' own DQN loss ("self-learning") in real-time policy distillation
-    (Sun & Fazli, Real-time Policy Distillation):
+    DQN's TD targets for K stacked Q-networks: those of the teachers of EnsembleDistillDQN and of the
+    teacher of RealTimeDistillDQN (K = 1), and of the students' own DQN loss ("self-learning") in real-time
+    policy distillation (Sun & Fazli, "Real-time Policy Distillation in Deep Reinforcement Learning"):
 
+    - without a teacher (``teacher_next_q=None``, DQN, the paper's Eq. 4): ``y = r + gamma (1 - done) max_a Q^-(s', a)``;
     - with the teacher ("imitation", Eq. 5): ``y = r + gamma (1 - done) Q_S^-(s', argmax_a Q_T^-(s', a))``,
-      the teacher's target network picks the action and the student's target network values it;
-    - without (``teacher_next_q=None``, Eq. 4): ``y = r + gamma (1 - done) max_a Q_S^-(s', a)``.
+      the teacher's target network picks the action and the student's target network values it.
 
     :param rewards: (batch, 1)
     :param dones: (batch, 1)
     :param discounts: the discount factor gamma, or per-sample discounts of shape (batch, 1)
-    :param student_next_q: the students' target networks on s', shape (K, batch, n_actions)
+    :param student_next_q: the K target networks on s', shape (K, batch, n_actions)
     :param teacher_next_q: the teacher's target network on s', shape (batch, n_actions), or None
     :return: the targets, shape (K, batch), without gradient
     """
@@ -521,3 +522,19 @@ def value_gate(teacher_values: th.Tensor, student_values: th.Tensor) -> th.Tenso
     :return: the gate, 0.0 or 1.0, shape (batch,), without gradient
     """
     return (teacher_values.detach() > student_values.detach()).to(teacher_values.dtype)
+
+
+def stacked_huber_loss(q_values: th.Tensor, actions: th.Tensor, targets: th.Tensor) -> th.Tensor:
+    """
+    DQN's Huber loss of K stacked Q-networks, each averaged over the batch:
+    ``L_k = mean_i huber(Q_k(s_i, a_i) - y_{k,i})``. With K = 1 it is SB3's DQN loss.
+
+    :param q_values: the networks' Q-values on s, shape (K, batch, n_actions)
+    :param actions: the actions taken, shape (batch, 1)
+    :param targets: the TD targets (:func:`dqn_td_targets`), shape (K, batch)
+    :return: each network's loss, shape (K,)
+    """
+    # The Q-values of the actions taken: (K, batch)
+    index = actions.long().unsqueeze(0).expand(q_values.shape[0], -1, -1)
+    current = th.gather(q_values, dim=2, index=index).squeeze(2)
+    return F.smooth_l1_loss(current, targets, reduction="none").mean(dim=1)

@@ -411,6 +411,20 @@ class TeacherPreprocessing:
         normalized = (obs - self.obs_mean) / np.sqrt(self.obs_var + self.epsilon)
         return np.clip(normalized, -self.clip_obs, self.clip_obs).astype(np.float32)
 
+    def same_statistics(self, vec_normalize: VecNormalize) -> bool:
+        """Whether a ``VecNormalize`` normalises observations exactly as these frozen statistics do."""
+        obs_rms: Any = vec_normalize.obs_rms
+        return (
+            self.obs_mean is not None
+            and self.obs_var is not None
+            and bool(vec_normalize.norm_obs)
+            and not isinstance(obs_rms, dict)
+            and np.array_equal(obs_rms.mean, self.obs_mean)
+            and np.array_equal(obs_rms.var, self.obs_var)
+            and vec_normalize.clip_obs == self.clip_obs
+            and vec_normalize.epsilon == self.epsilon
+        )
+
     def vec_normalize(self, venv: VecEnv) -> VecNormalize:
         """
         ``venv`` wrapped in a frozen ``VecNormalize`` with these statistics (``training=False``, rewards left

@@ -13,6 +13,7 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.preprocessing import is_image_space, preprocess_obs
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor, NatureCNN
+from stable_baselines3.common.type_aliases import PyTorchObs
 from stable_baselines3.dqn.policies import QNetwork
 from torch import nn
 from torch.nn import functional as F
@@ -29,7 +30,7 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
-class CompactNatureCNN(BaseFeaturesExtractor):
+class CompactNatureCNN(NatureCNN):
     """
     The Nature-DQN CNN (Mnih et al. 2015) with configurable sizes, so that the networks of the
     distillation papers can be written as they are, ``{conv1, conv2, conv3 filters, fc units}``:
@@ -45,6 +46,9 @@ class CompactNatureCNN(BaseFeaturesExtractor):
     :param normalized_image: Whether to assume that the image is already normalized
         or not (this disables dtype and bounds checks): when True, it only checks that
         the space is a Box and has 3 dimensions.
+
+    It subclasses ``NatureCNN`` (same layers, sizes configurable) so that SB3's policies treat it as one: they
+    pass ``normalized_image=True`` to ``NatureCNN`` and its subclasses when ``normalize_images=False``.
     """
 
     def __init__(
@@ -65,7 +69,8 @@ class CompactNatureCNN(BaseFeaturesExtractor):
             raise ValueError(f"`filters` must be three positive integers (conv1, conv2, conv3), got {filters!r}")
         if features_dim < 1:
             raise ValueError(f"`features_dim` must be a positive integer, got {features_dim!r}")
-        super().__init__(observation_space, features_dim)
+        # NatureCNN's own layers are not built: only the features extractor's initialisation
+        BaseFeaturesExtractor.__init__(self, observation_space, features_dim)
         self.filters = tuple(int(f) for f in filters)
         n_input_channels = observation_space.shape[0]
         self.cnn = nn.Sequential(
@@ -320,7 +325,11 @@ def make_q_network(observation_space: spaces.Space, action_space: spaces.Discret
     :param kwargs: the network's description
     :return: the network, with SB3's initialisation
     """
-    features_extractor = kwargs["features_extractor_class"](observation_space, **kwargs["features_extractor_kwargs"])
+    features_extractor_kwargs = dict(kwargs["features_extractor_kwargs"])
+    # As SB3's policies (BaseModel): pre-normalized images skip the image checks of NatureCNN (and subclasses)
+    if not kwargs["normalize_images"] and issubclass(kwargs["features_extractor_class"], NatureCNN):
+        features_extractor_kwargs.setdefault("normalized_image", True)
+    features_extractor = kwargs["features_extractor_class"](observation_space, **features_extractor_kwargs)
     return QNetwork(
         observation_space,
         action_space,
@@ -454,6 +463,46 @@ class StackedQNetwork(nn.Module):
         """Put the ensemble in training or evaluation mode (as ``BasePolicy.set_training_mode``)."""
         self.train(mode)
 
+    def member(self, member: int) -> "MemberView":
+        """
+        One member seen as an ordinary Q-network (see :class:`MemberView`).
+
+        :param member: index of the member, in [0, M)
+        :return: the view
+        """
+        self._check_member(member)
+        return MemberView(self, member)
+
+    def _check_member(self, member: int) -> None:
+        if isinstance(member, bool) or not isinstance(member, int) or not 0 <= member < self.n_members:
+            raise ValueError(f"`member` must be in [0, {self.n_members}), got {member!r}")
+
+    def _paired_layers(self, q_network: QNetwork) -> list[tuple[Any, Any]]:
+        """The stacked layers with parameters, each paired with the plain layer of ``q_network`` it stacks."""
+        stacked_layers = [layer for layer in self.layers if isinstance(layer, (StackedLinear, StackedConv2d))]
+        plain_layers = [layer for layer in _q_network_layers(q_network) if isinstance(layer, (nn.Linear, nn.Conv2d))]
+        if len(stacked_layers) != len(plain_layers) or any(
+            any(size > stacked_size for size, stacked_size in zip(plain.weight.shape, stacked.weight.shape[1:], strict=True))
+            for stacked, plain in zip(stacked_layers, plain_layers, strict=True)
+        ):
+            raise ValueError("`q_network` does not have the architecture of the stacked members")
+        return list(zip(stacked_layers, plain_layers, strict=True))
+
+    def copy_member_from(self, member: int, q_network: QNetwork) -> None:
+        """
+        Copy the weights of an SB3 ``QNetwork`` into one member (the inverse of :meth:`copy_member_to`); the
+        zero padding of a narrower member stays zero.
+
+        :param member: index of the member, in [0, M)
+        :param q_network: a ``QNetwork`` with the member's architecture
+        """
+        self._check_member(member)
+        with th.no_grad():
+            for stacked, plain in self._paired_layers(q_network):
+                corner = (member, *[slice(0, size) for size in plain.weight.shape])
+                stacked.weight[corner] = plain.weight
+                stacked.bias[member, : plain.bias.shape[0]] = plain.bias
+
     def copy_member_to(self, member: int, q_network: QNetwork) -> QNetwork:
         """
         Copy the weights of one member into an SB3 ``QNetwork`` of the same architecture (the inverse of
@@ -463,18 +512,42 @@ class StackedQNetwork(nn.Module):
         :param q_network: a ``QNetwork`` with the members' architecture; its weights are overwritten
         :return: ``q_network``
         """
-        if not 0 <= member < self.n_members:
-            raise ValueError(f"`member` must be in [0, {self.n_members}), got {member!r}")
-        stacked_layers = [layer for layer in self.layers if isinstance(layer, (StackedLinear, StackedConv2d))]
-        plain_layers = [layer for layer in _q_network_layers(q_network) if isinstance(layer, (nn.Linear, nn.Conv2d))]
-        if len(stacked_layers) != len(plain_layers) or any(
-            any(size > stacked_size for size, stacked_size in zip(plain.weight.shape, stacked.weight.shape[1:], strict=True))
-            for stacked, plain in zip(stacked_layers, plain_layers, strict=True)
-        ):
-            raise ValueError("`q_network` does not have the architecture of the stacked members")
+        self._check_member(member)
         with th.no_grad():
-            for stacked, plain in zip(stacked_layers, plain_layers, strict=True):
+            for stacked, plain in self._paired_layers(q_network):
                 # The member's own weights: the leading corner of its (possibly zero-padded) slice
-                plain.weight.copy_(stacked.weight[(member, *[slice(0, size) for size in plain.weight.shape])])  # type: ignore[index]
-                plain.bias.copy_(stacked.bias[member, : plain.bias.shape[0]])  # type: ignore[union-attr]
+                plain.weight.copy_(stacked.weight[(member, *[slice(0, size) for size in plain.weight.shape])])
+                plain.bias.copy_(stacked.bias[member, : plain.bias.shape[0]])
         return q_network
+
+
+class MemberView(nn.Module):
+    """
+    One member of a :class:`StackedQNetwork` seen as an ordinary Q-network: ``forward(obs)`` gives its
+    Q-values, shape (batch, n_actions), so that it can act, be evaluated (``evaluate_q_functions``) or stand
+    where SB3 expects a ``q_net``. It holds no parameters of its own: the stack belongs to (and is saved,
+    moved and optimized by) the module that registers the stack, so its ``state_dict()`` is empty. To get
+    the member's weights as a plain SB3 ``QNetwork`` use :meth:`StackedQNetwork.copy_member_to` (what
+    ``export_student`` does), and :meth:`StackedQNetwork.copy_member_from` for the way back.
+
+    :param stack: the stacked networks
+    :param member: index of the member, in [0, M)
+    """
+
+    stack: StackedQNetwork
+
+    def __init__(self, stack: StackedQNetwork, member: int) -> None:
+        super().__init__()
+        # Not registered as a submodule: the stack's parameters are not this module's
+        self.__dict__["stack"] = stack
+        self.member = member
+
+    def forward(self, obs: PyTorchObs) -> th.Tensor:
+        return self.stack(obs)[self.member]
+
+    def set_training_mode(self, mode: bool) -> None:
+        """Put the view in training or evaluation mode (the stack's mode is its owner's to set)."""
+        self.train(mode)
+
+    def extra_repr(self) -> str:
+        return f"member={self.member} of {self.stack.n_members}"

@@ -15,6 +15,8 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 
+from sb3_distill.common.validation import UnsupportedSpaceError
+
 BaseAlgorithmT = TypeVar("BaseAlgorithmT", bound=BaseAlgorithm)
 
 
@@ -39,7 +41,9 @@ def clip_grad_norm_per_member_(parameters: Iterable[th.Tensor], max_norm: float,
     # (M, total number of parameters of one member) -> (M,) gradient norm of each member
     norms = th.linalg.vector_norm(th.cat([g.reshape(n_members, -1) for g in grads], dim=1), dim=1)
     clip_coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-    th._foreach_mul_(grads, [clip_coef.reshape(n_members, *([1] * (g.dim() - 1))) for g in grads])
+    # One in-place multiply per parameter tensor (each holding every member): no Python loop over members
+    for grad in grads:
+        grad.mul_(clip_coef.reshape(n_members, *([1] * (grad.dim() - 1))))
     return norms
 
 
@@ -267,7 +271,9 @@ def make_discrete_env(env: Any, verbose: int, algorithm: str) -> Any:
         return env
     env = maybe_make_env(env, verbose)
     if not isinstance(env.action_space, spaces.Discrete):
-        raise ValueError(f"{algorithm} needs a Discrete action space (its teachers are DQNs), got {env.action_space}")
+        raise UnsupportedSpaceError(
+            f"{algorithm} needs a Discrete action space (its teachers are DQNs), got {env.action_space}"
+        )
     return env
 
 

@@ -1,4 +1,6 @@
 import warnings
+from collections.abc import Callable
+from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -6,27 +8,45 @@ import torch as th
 from stable_baselines3 import DQN
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule
 from stable_baselines3.dqn.policies import QNetwork
-from torch.nn import functional as F
 
-from sb3_distill.common.base import PolicyLayoutMixin
-from sb3_distill.common.losses import check_loss_name, check_reduction_name, check_temperature, distillation_loss
+from sb3_distill.common.distill_dqn import DistillDQN
+from sb3_distill.common.losses import (
+    check_loss_name,
+    check_reduction_name,
+    check_temperature,
+    distillation_loss,
+    dqn_td_targets,
+    stacked_huber_loss,
+)
 from sb3_distill.common.torch_layers import StackedQNetwork, check_student_policy_kwargs, count_parameters
 from sb3_distill.common.utils import (
-    clip_grad_norm_per_member_,
-    dqn_for_export,
-    epsilon_greedy,
-    evaluate_q_functions,
     make_discrete_env,
+)
+from sb3_distill.common.validation import (
+    DQN_NUMBERS,
+    STUDENT_LEARNING_RATE,
+    TEMPERATURE,
+    Number,
+    check_arguments,
+    check_finite_losses,
+    warn_if_student_larger,
 )
 from sb3_distill.ensemble_distill_dqn.policies import CnnPolicy, EnsembleDistillDQNPolicy, MlpPolicy
 
 SelfEnsembleDistillDQN = TypeVar("SelfEnsembleDistillDQN", bound="EnsembleDistillDQN")
 
+#: The numeric arguments and what they accept (see :func:`sb3_distill.common.validation.check_arguments`)
+NUMBERS = {
+    **DQN_NUMBERS,
+    "n_teachers": Number(low=1, integer=True, meaning="M, the number of teachers"),
+    "temperature": TEMPERATURE,
+    "student_learning_rate": STUDENT_LEARNING_RATE,
+}
 
-class EnsembleDistillDQN(PolicyLayoutMixin, DQN):
+
+class EnsembleDistillDQN(DistillDQN):
     """
     Ensemble Policy Distillation (Sun & Fazli, "Ensemble Policy Distillation in Deep Reinforcement
     Learning", Algorithm 1): M DQN teachers act in turn, one environment step each, into one shared
@@ -192,6 +212,7 @@ class EnsembleDistillDQN(PolicyLayoutMixin, DQN):
 
     def _setup_model(self) -> None:
         # Validate here, not in __init__: `load()` and rl-zoo's `--trained-agent` bypass __init__
+        check_arguments(self, NUMBERS)
         if isinstance(self.n_teachers, bool) or not isinstance(self.n_teachers, int) or self.n_teachers < 1:
             raise ValueError(f"`n_teachers` must be an integer >= 1 (M, the number of teachers), got {self.n_teachers!r}")
         check_temperature(self.temperature)
@@ -208,44 +229,28 @@ class EnsembleDistillDQN(PolicyLayoutMixin, DQN):
         # The policy builds the teachers and the student (`policy_kwargs` stays the user's)
         self._setup_policy_with_layout(super()._setup_model)
         # The student's learning rate schedule (the teachers' is `lr_schedule`)
-        student_learning_rate = self.learning_rate if self.student_learning_rate is None else self.student_learning_rate
-        self.student_lr_schedule = FloatSchedule(student_learning_rate)
+        self._setup_student_schedule()
         # The losses of one gradient step, eager or compiled (not saved: rebuilt on load)
         self._compute_losses = th.compile(self._losses) if self.torch_compile else self._losses
+        warn_if_student_larger(self.compression_ratio, "one teacher")
 
     def _create_aliases(self) -> None:
         super()._create_aliases()
         self.student = self.policy.student
 
-    def _sample_action(
-        self,
-        learning_starts: int,
-        action_noise: Any = None,
-        n_envs: int = 1,
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def acting_q_values(self, obs: PyTorchObs, n_envs: int) -> th.Tensor:
         """
-        The teachers act in turn (Algorithm 1, Fig. 1): at vectorised step t, env i is driven by
-        teacher ``(t + i) mod M``, epsilon-greedy with the exploration schedule (one draw per env).
-        Before ``learning_starts``, actions are uniformly random, as in DQN.
+        The teachers act in turn (Algorithm 1, Fig. 1): at vectorised step t, env i is driven by teacher
+        ``(t + i) mod M`` (:meth:`acting_teachers`).
 
-        :param learning_starts: Number of steps before learning for the warm-up phase.
-        :param action_noise: unused (discrete actions)
-        :param n_envs: number of environments
-        :return: the actions to take and to store in the replay buffer (the same for discrete actions)
+        :param obs: the observations of the envs, shape (n_envs, ...)
+        :param n_envs: number of envs
+        :return: each env's acting teacher's Q-values, shape (n_envs, n_actions)
         """
-        if self.num_timesteps < learning_starts:
-            actions = np.array([self.action_space.sample() for _ in range(n_envs)])
-            return actions, actions
-        assert self._last_obs is not None, "self._last_obs was not set"
-        teacher_indices = self.acting_teachers(n_envs)
-        obs_tensor, _ = self.policy.obs_to_tensor(self._last_obs)
-        with th.no_grad():
-            # Q-values of every teacher: (M, n_envs, n_actions), one stacked forward pass
-            q_values = self.q_net(obs_tensor).cpu().numpy()
-        # Each env's acting teacher, greedy: (n_envs,), then epsilon-greedy with one draw per env
-        actions = q_values[teacher_indices, np.arange(n_envs)].argmax(axis=-1)
-        actions = epsilon_greedy(actions, self.exploration_rate, self.action_space)  # type: ignore[arg-type]
-        return actions, actions
+        # Q-values of every teacher: (M, n_envs, n_actions), one stacked forward pass
+        q_values = self.q_net(obs)
+        teachers = th.as_tensor(self.acting_teachers(n_envs), device=q_values.device)
+        return q_values[teachers, th.arange(n_envs, device=q_values.device)]
 
     def acting_teachers(self, n_envs: int | None = None) -> np.ndarray:
         """
@@ -262,11 +267,8 @@ class EnsembleDistillDQN(PolicyLayoutMixin, DQN):
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         # Switch to train mode (this affects batch norm / dropout)
         self.policy.set_training_mode(True)
-        # Update learning rates according to schedule: teachers, then student
-        self._update_learning_rate(self.policy.optimizer)
-        student_learning_rate = self.student_lr_schedule(self._current_progress_remaining)
-        update_learning_rate(self.policy.student_optimizer, student_learning_rate)
-        self.logger.record("train/student_learning_rate", student_learning_rate)
+        # Update learning rates according to schedule: teachers and student
+        self._update_learning_rates(self.policy.student_optimizer)
 
         teacher_parameters = list(self.q_net.parameters())
         student_parameters = list(self.student.parameters())
@@ -275,7 +277,7 @@ class EnsembleDistillDQN(PolicyLayoutMixin, DQN):
             # Sample replay buffer: one batch for every teacher and the student
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
             # For n-step replay, discount factor is gamma**n_steps (when no early termination)
-            discounts = replay_data.discounts.T if replay_data.discounts is not None else self.gamma
+            discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
 
             batch = (
                 replay_data.observations,
@@ -298,18 +300,19 @@ class EnsembleDistillDQN(PolicyLayoutMixin, DQN):
             teacher_losses.append(teacher_loss.detach())
             distill_losses.append(distill_loss.detach())
 
-            # Optimize teachers and student: their parameters are disjoint, so one backward pass of the
-            # sum gives each teacher the gradient of its own loss and the student that of the distillation.
-            # Clear the gradients first (what both optimizers' zero_grad() do, without their per-call overhead)
-            for param in teacher_parameters + student_parameters:
-                param.grad = None
-            (teacher_loss.sum() + distill_loss).backward()
-            # Clip gradient norm of each teacher, and of the student
-            clip_grad_norm_per_member_(teacher_parameters, self.max_grad_norm, self.n_teachers)
-            clip_grad_norm_per_member_(student_parameters, self.max_grad_norm, n_members=1)
+            # Optimize teachers and student: one backward pass of the sum, each teacher and the student clipped
+            self._backward_and_clip(
+                teacher_loss.sum() + distill_loss, [(teacher_parameters, self.n_teachers), (student_parameters, 1)]
+            )
             self.policy.optimizer.step()
             self.policy.student_optimizer.step()
 
+        # Stop on a NaN or infinite loss, naming the member (one device synchronisation per call)
+        teachers = [f"teacher_{j}" for j in range(self.n_teachers)]
+        check_finite_losses(
+            {"loss": (teachers, th.stack(teacher_losses)), "distill_loss": (["student"], th.stack(distill_losses))},
+            self._n_updates,
+        )
         # Increase update counter
         self._n_updates += gradient_steps
         mean_teacher_losses = th.stack(teacher_losses).mean(dim=0).cpu().numpy()
@@ -336,22 +339,17 @@ class EnsembleDistillDQN(PolicyLayoutMixin, DQN):
         :param next_observations: (batch, *obs_shape)
         :param rewards: (batch, 1)
         :param dones: (batch, 1)
-        :param discounts: the discount factor, or (1, batch) per-sample discounts for n-step returns
+        :param discounts: the discount factor, or (batch, 1) per-sample discounts for n-step returns
         :return: each teacher's DQN (Huber) loss, shape (M,), and the student's distillation loss, a scalar
         """
         with th.no_grad():
-            # Next Q-values of every teacher's target network: (M, batch, n_actions) -> (M, batch)
-            next_q_values, _ = self.q_net_target(next_observations).max(dim=2)
-            # 1-step TD targets, (batch, 1) rewards transposed to broadcast over teachers: (M, batch)
-            target_q_values = rewards.T + (1 - dones.T) * discounts * next_q_values
+            # 1-step TD targets of every teacher from its target network (M, batch, n_actions): (M, batch)
+            target_q_values = dqn_td_targets(rewards, dones, discounts, self.q_net_target(next_observations))
 
         # Current Q-values of every teacher: (M, batch, n_actions)
         all_q_values = self.q_net(observations)
-        # Q-values of the actions taken: (M, batch)
-        actions = actions.long().unsqueeze(0).expand(self.n_teachers, -1, -1)
-        current_q_values = th.gather(all_q_values, dim=2, index=actions).squeeze(2)
         # Each teacher's own Huber loss, averaged over the batch: (M,)
-        teacher_loss = F.smooth_l1_loss(current_q_values, target_q_values, reduction="none").mean(dim=1)
+        teacher_loss = stacked_huber_loss(all_q_values, actions, target_q_values)
 
         # Distillation on the same observations against the teachers' Q-values of this step
         # (the forward pass above, detached inside the loss)
@@ -370,21 +368,16 @@ class EnsembleDistillDQN(PolicyLayoutMixin, DQN):
         """The student's parameter count divided by one teacher's (e.g. 0.036 for the paper's student1)."""
         return count_parameters(self.student) / (count_parameters(self.q_net) / self.n_teachers)
 
-    def evaluate_members(
-        self,
-        env: GymEnv,
-        n_eval_episodes: int = 10,
-    ) -> dict[str, tuple[float, float]]:
+    def member_q_functions(self) -> dict[str, Callable[[PyTorchObs], th.Tensor]]:
         """
-        Evaluate every teacher and the student, each acting greedily on its own Q-values.
-
-        :param env: The evaluation environment (wrap it with ``Monitor`` to count the original rewards)
-        :param n_eval_episodes: Number of episodes per member
-        :return: member name (``"teacher_0"``, ..., ``"student"``) -> (mean return, std of the return)
+        Every member's Q-value function, for :meth:`evaluate_members` (member names ``"teacher_0"``, ...,
+        ``"student"``).
         """
-        q_functions: dict[str, Any] = {f"teacher_{j}": (lambda obs, j=j: self.q_net(obs)[j]) for j in range(self.n_teachers)}
+        q_functions: dict[str, Callable[[PyTorchObs], th.Tensor]] = {
+            f"teacher_{j}": partial(self.policy.teacher_q_values, member=j) for j in range(self.n_teachers)
+        }
         q_functions["student"] = self.student
-        return evaluate_q_functions(self.policy, q_functions, env, n_eval_episodes)
+        return q_functions
 
     def export_student(self) -> DQN:
         """
@@ -396,8 +389,7 @@ class EnsembleDistillDQN(PolicyLayoutMixin, DQN):
 
         :return: the exported ``DQN``
         """
-        learning_rate = self.learning_rate if self.student_learning_rate is None else self.student_learning_rate
-        exported = dqn_for_export(self, self.policy.student_kwargs, learning_rate)
+        exported = self._export_dqn(self.policy.student_kwargs)
         exported.policy.q_net.load_state_dict(self.student.state_dict())
         exported.policy.q_net_target.load_state_dict(self.student.state_dict())
         exported.policy.optimizer.load_state_dict(self.policy.student_optimizer.state_dict())
@@ -423,7 +415,3 @@ class EnsembleDistillDQN(PolicyLayoutMixin, DQN):
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "student", "_compute_losses"]
-
-    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
-        state_dicts = ["policy", "policy.optimizer", "policy.student_optimizer"]
-        return state_dicts, []

@@ -115,6 +115,16 @@ class EnsembleDistillDQNPolicy(DQNPolicy):
         """Build the student, a plain SB3 ``QNetwork`` (what :meth:`EnsembleDistillDQN.export_student` exports)."""
         return make_q_network(self.observation_space, self.action_space, self.student_kwargs).to(self.device)  # type: ignore[arg-type]
 
+    def teacher_q_values(self, obs: PyTorchObs, member: int) -> th.Tensor:
+        """
+        Q-values of one teacher (one stacked forward pass, the member's slice).
+
+        :param obs: observations, shape (batch, ...)
+        :param member: the teacher's index j in [0, M)
+        :return: Q-values, shape (batch, n_actions)
+        """
+        return self.q_net.member(member)(obs)
+
     def _predict(self, obs: PyTorchObs, deterministic: bool = True) -> th.Tensor:
         # The student is the deployed policy
         return self.student._predict(obs, deterministic=deterministic)

@@ -15,7 +15,15 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 
 from sb3_distill.common.base import PolicyLayoutMixin
 from sb3_distill.common.losses import gaussian_distillation_loss, mse_loss
+from sb3_distill.common.save import AtomicSaveMixin
 from sb3_distill.common.utils import fast_optimizer_kwargs
+from sb3_distill.common.validation import (
+    OFF_POLICY_NUMBERS,
+    Number,
+    UnsupportedSpaceError,
+    check_arguments,
+    check_finite_losses,
+)
 from sb3_distill.piekd_sac.policies import MemberPredictor, MlpPolicy, PIEKDSACPolicy, StackedActor, StackedCritic
 
 SelfPIEKDSAC = TypeVar("SelfPIEKDSAC", bound="PIEKDSAC")
@@ -23,6 +31,17 @@ SelfPIEKDSAC = TypeVar("SelfPIEKDSAC", bound="PIEKDSAC")
 POLICY_SELECTIONS = ("uniform",)
 TEACHER_SELECTIONS = ("best", "random")
 KNOWLEDGE_SHARINGS = ("distill", "hardcopy", "none", "extra_updates")
+#: The numeric arguments and what they accept (see :func:`sb3_distill.common.validation.check_arguments`)
+NUMBERS = {
+    **OFF_POLICY_NUMBERS,
+    "target_update_interval": Number(low=1, integer=True),
+    "ensemble_size": Number(low=1, integer=True, meaning="K, the number of SAC agents"),
+    "n_recent_episodes": Number(low=1, integer=True, meaning="M, the episodes of a member's statistic"),
+    "distill_interval": Number(low=1, integer=True, meaning="I, environment steps between sharing phases"),
+    "distill_epochs": Number(low=1, integer=True, meaning="epochs of a distillation phase"),
+    "distill_batch_size": Number(low=1, integer=True, meaning="minibatch size of distillation"),
+    "distill_learning_rate": Number(low=0, low_open=True),
+}
 
 
 def _check_positive_int(value: Any, name: str, meaning: str) -> None:
@@ -35,7 +54,7 @@ def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"`{name}` must be one of {choices}, got {value!r}")
 
 
-class PIEKDSAC(PolicyLayoutMixin, SAC):
+class PIEKDSAC(AtomicSaveMixin, PolicyLayoutMixin, SAC):
     """
     Periodic Intra-Ensemble Knowledge Distillation on SAC (Hong et al., "Periodic Intra-Ensemble Knowledge
     Distillation for Reinforcement Learning", Algorithm 1): an ensemble of K SAC agents (actor, twin critics,
@@ -183,7 +202,7 @@ class PIEKDSAC(PolicyLayoutMixin, SAC):
         if env is not None:
             env = maybe_make_env(env, verbose)
             if not isinstance(env.action_space, spaces.Box):
-                raise ValueError(
+                raise UnsupportedSpaceError(
                     f"PIEKDSAC needs a Box (continuous) action space, as SAC, got {env.action_space}; "
                     "for discrete actions see EnsembleDistillDQN"
                 )
@@ -231,6 +250,8 @@ class PIEKDSAC(PolicyLayoutMixin, SAC):
         self.recent_returns = []
         self.acting_members = np.zeros(0, dtype=np.int64)
         self._episode_returns = np.zeros(0)
+        # Whether each env's current episode is played by its member from its first step (not by the warm-up)
+        self._member_played = np.zeros(0, dtype=bool)
         self.teacher: int | None = None
         self.n_sharing_phases = 0
         self._last_sharing_timestep = 0
@@ -240,6 +261,7 @@ class PIEKDSAC(PolicyLayoutMixin, SAC):
 
     def _check_arguments(self) -> None:
         """Raise a ``ValueError`` or ``TypeError`` for a bad PIEKD argument (also after ``load(**kwargs)``)."""
+        check_arguments(self, NUMBERS)
         _check_positive_int(self.ensemble_size, "ensemble_size", "K, the number of SAC agents")
         _check_positive_int(self.n_recent_episodes, "n_recent_episodes", "M, the episodes of a member's statistic")
         _check_positive_int(self.distill_interval, "distill_interval", "I, environment steps between sharing phases")
@@ -301,6 +323,8 @@ class PIEKDSAC(PolicyLayoutMixin, SAC):
         if reset_num_timesteps or len(self.acting_members) != self.n_envs:
             self.acting_members = np.random.randint(self.ensemble_size, size=self.n_envs)
             self._episode_returns = np.zeros(self.n_envs)
+        if reset_num_timesteps or len(self._member_played) != self.n_envs:
+            self._member_played = np.full(self.n_envs, self.num_timesteps >= self.learning_starts)
         return total_timesteps, callback
 
     def _sample_action(
@@ -328,6 +352,8 @@ class PIEKDSAC(PolicyLayoutMixin, SAC):
             with th.no_grad():
                 # Every member's Gaussian in one stacked pass, then each env's own member: (n_envs, action_dim)
                 scaled_action = self.actor(obs_tensor, members).cpu().numpy()
+            # (n_envs, action_dim) -> (n_envs, *action_space.shape), as SB3's predict() does for Box actions
+            scaled_action = scaled_action.reshape((-1, *self.action_space.shape))  # type: ignore[misc]
         # Add noise to the action (improve exploration)
         if action_noise is not None:
             scaled_action = np.clip(scaled_action + action_noise(), -1, 1)
@@ -354,8 +380,12 @@ class PIEKDSAC(PolicyLayoutMixin, SAC):
             # wrapper's return when there is one (it counts the rewards of unwrapped env), else the running sum
             episode_info = infos[env_idx].get("episode")
             episode_return = float(episode_info["r"]) if episode_info is not None else float(self._episode_returns[env_idx])
-            self.recent_returns[self.acting_members[env_idx]].append(episode_return)
+            # Episodes (or their first steps) of the random warm-up were not the member's: not credited
+            if self._member_played[env_idx]:
+                self.recent_returns[self.acting_members[env_idx]].append(episode_return)
             self._episode_returns[env_idx] = 0.0
+            # The next episode's first action is the member's unless the warm-up is still on (see `_sample_action`)
+            self._member_played[env_idx] = self.num_timesteps >= self.learning_starts
             # Policy selection for the env's next episode (Algorithm 1, line 8)
             self.acting_members[env_idx] = np.random.randint(self.ensemble_size)
         if np.any(dones):
@@ -382,7 +412,7 @@ class PIEKDSAC(PolicyLayoutMixin, SAC):
         return 0 if np.all(np.isnan(statistics)) else int(np.nanargmax(statistics))
 
     def _update_predict_member(self) -> None:
-        self.policy.predict_member.fill_(self.best_member)
+        self.policy.predict_member = self.best_member
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         # Switch to train mode (this affects batch norm / dropout)
@@ -486,6 +516,10 @@ class PIEKDSAC(PolicyLayoutMixin, SAC):
             step_stats.append(th.stack([critic_loss, actor_loss, ent_coef, ent_coef_loss]).detach())
         if len(step_stats) == 0:
             return np.full((4, n_members), np.nan)
+        # Stop on a NaN or infinite loss, naming the member (one device synchronisation per call): (steps, 4, K)
+        stats, members = th.stack(step_stats), [f"member_{k}" for k in range(n_members)]
+        names = ("critic_loss", "actor_loss", "ent_coef", "ent_coef_loss")
+        check_finite_losses({name: (members, stats[:, i]) for i, name in enumerate(names)}, self._n_updates)
         # One transfer for all gradient steps: (gradient_steps, 4, K) -> (4, K)
         return th.stack(step_stats).mean(dim=0).cpu().numpy()
 
@@ -521,6 +555,9 @@ class PIEKDSAC(PolicyLayoutMixin, SAC):
         for member, statistic in enumerate(self.recent_return_statistics()):
             self.logger.record(f"train/recent_return_member_{member}", float(statistic))
         if self.ensemble_size == 1:
+            # Nothing to distill or copy; the extra updates still run (the paper's Vanilla-SAC (extra), Sec. 5.3)
+            if self.knowledge_sharing == "extra_updates":
+                self._extra_updates()
             return
         policy_kl, critic_mse = self.distillation_gaps(teacher)
         self.logger.record("train/distill_policy_kl_before", policy_kl)
@@ -530,13 +567,17 @@ class PIEKDSAC(PolicyLayoutMixin, SAC):
         elif self.knowledge_sharing == "hardcopy":
             self.hard_copy(teacher)
         elif self.knowledge_sharing == "extra_updates":
-            # As many SAC updates of every member, with the same batch size, as a distillation phase has steps
-            n_updates = self.distill_epochs * self._distill_batches_per_epoch()
-            self._sac_updates(n_updates, self.distill_batch_size)
-            self._n_updates += n_updates
+            self._extra_updates()
         policy_kl, critic_mse = self.distillation_gaps(teacher)
         self.logger.record("train/distill_policy_kl_after", policy_kl)
         self.logger.record("train/distill_critic_mse_after", critic_mse)
+
+    def _extra_updates(self) -> None:
+        """As many SAC updates of every member, with the same batch size, as a distillation phase has steps."""
+        n_updates = self.distill_epochs * self._distill_batches_per_epoch()
+        self._sac_updates(n_updates, self.distill_batch_size)
+        self._n_updates += n_updates
+        self.logger.record("train/n_extra_updates", n_updates)
 
     def _distill_batches_per_epoch(self) -> int:
         if self.distill_gradient_steps == "buffer":

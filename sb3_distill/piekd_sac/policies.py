@@ -1,4 +1,4 @@
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -202,12 +202,12 @@ class StackedActor(nn.Module):
         log_prob = log_prob - th.log(1 - actions.pow(2) + 1e-6).sum(dim=-1)
         return actions, log_prob
 
-    def forward(self, obs: th.Tensor, members: th.Tensor, deterministic: bool = False) -> th.Tensor:
+    def forward(self, obs: th.Tensor, members: th.Tensor | int, deterministic: bool = False) -> th.Tensor:
         """
         One squashed action per observation, each from its own member.
 
         :param obs: observations, shape (batch, *obs_shape)
-        :param members: the member acting for each observation, shape (batch,) (long) or a 0-d tensor for all
+        :param members: the member acting for each observation, shape (batch,) (long), or one member for all
         :param deterministic: the tanh of the mean instead of a sample
         :return: actions in [-1, 1], shape (batch, action_dim)
         """
@@ -332,12 +332,15 @@ class PIEKDSACPolicy(SACPolicy):
     :param n_critics: Number of critic networks of each member.
     :param share_features_extractor: Must be False (a flatten layer has nothing to share)
     :param n_members: Number of SAC agents in the ensemble (K in Hong et al.)
+    :param predict_member: The member ``predict()`` uses (a plain attribute, saved with the constructor
+        parameters: an integer tensor in the state dict would break code that treats every entry as a float
+        parameter, such as SB3's ``set_parameters`` round trips)
     """
 
     actor: StackedActor  # type: ignore[assignment]
     critic: StackedCritic  # type: ignore[assignment]
     critic_target: StackedCritic  # type: ignore[assignment]
-    predict_member: th.Tensor
+    predict_member: int
 
     def __init__(
         self,
@@ -358,6 +361,7 @@ class PIEKDSACPolicy(SACPolicy):
         n_critics: int = 2,
         share_features_extractor: bool = False,
         n_members: int = 3,
+        predict_member: int = 0,
     ) -> None:
         if isinstance(n_members, bool) or not isinstance(n_members, int) or n_members < 1:
             raise ValueError(f"`n_members` must be an integer >= 1 (K, the ensemble size), got {n_members!r}")
@@ -371,6 +375,7 @@ class PIEKDSACPolicy(SACPolicy):
         if share_features_extractor:
             raise ValueError("`share_features_extractor=True` is not supported by PIEKDSAC (a flatten layer has no weights)")
         self.n_members = n_members
+        self.predict_member = int(predict_member)
         super().__init__(
             observation_space,
             action_space,
@@ -403,8 +408,6 @@ class PIEKDSACPolicy(SACPolicy):
         self.critic_target = StackedCritic.from_critics(critics).to(self.device)
         # Target networks should always be in eval mode
         self.critic_target.set_training_mode(False)
-        # The member predict() uses, a buffer so that it is saved and follows the device
-        self.register_buffer("predict_member", th.zeros((), dtype=th.long, device=self.device))
         optimizer_kwargs = fast_optimizer_kwargs(self.optimizer_class, self.optimizer_kwargs, self.device)
         self.actor.optimizer = self.optimizer_class(self.actor.parameters(), lr=lr_schedule(1), **optimizer_kwargs)  # type: ignore[call-arg]
         self.critic.optimizer = self.optimizer_class(self.critic.parameters(), lr=lr_schedule(1), **optimizer_kwargs)  # type: ignore[call-arg]
@@ -424,8 +427,15 @@ class PIEKDSACPolicy(SACPolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(dict(n_members=self.n_members))
+        data.update(dict(n_members=self.n_members, predict_member=self.predict_member))
         return data
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        # Files saved before `predict_member` was a plain attribute hold it as an integer buffer
+        if "predict_member" in state_dict:
+            state_dict = dict(state_dict)
+            self.predict_member = int(state_dict.pop("predict_member"))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
 
 MlpPolicy = PIEKDSACPolicy

@@ -155,6 +155,8 @@ class DistillationPolicy(BasePolicy):
         :param deterministic: Whether or not to return deterministic actions.
         :return: the student's action and the state
         """
+        # Evaluation mode, as SB3's BasePolicy.predict (the student's predict switches only the student)
+        self.set_training_mode(False)
         return self.student.predict(self.normalize_obs(observation), state, episode_start, deterministic)
 
 

@@ -1,7 +1,7 @@
+import dataclasses
 import inspect
 import pathlib
 import warnings
-from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -15,6 +15,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.vec_env import unwrap_vec_normalize
 
 from sb3_distill.common.losses import check_temperature, distillation_loss, gaussian_distillation_loss
 from sb3_distill.common.teachers import (
@@ -31,16 +32,25 @@ from sb3_distill.common.teachers import (
     teacher_algorithm_of,
 )
 from sb3_distill.common.torch_layers import check_student_policy_kwargs, default_student_kwargs
+from sb3_distill.common.save import AtomicSaveMixin
 from sb3_distill.common.utils import model_for_export
+from sb3_distill.common.validation import (
+    OFF_POLICY_NUMBERS,
+    CheckedSchedule,
+    Number,
+    check_arguments,
+    check_finite_losses,
+    warn_if_student_larger,
+)
 from sb3_distill.policy_distillation.policies import CnnPolicy, DistillationPolicy, MlpPolicy, MultiInputPolicy
 
 SelfPolicyDistillation = TypeVar("SelfPolicyDistillation", bound="PolicyDistillation")
 
 #: Who acts while data is collected
-CONTROL_POLICIES = ("teacher", "student", "mixture")
+CONTROL_POLICIES = ("teacher", "student", "mixture", "uniform")
 
 
-class PolicyDistillation(OffPolicyAlgorithm):
+class PolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
     """
     Policy distillation (Rusu et al. 2015, "Policy Distillation") of a trained SB3 agent, the *teacher*,
     into a *student* network of the same SB3 kind, with the control-policy choices of Czarnecki et al.
@@ -104,11 +114,14 @@ class PolicyDistillation(OffPolicyAlgorithm):
     :param control: Who acts while data is collected: ``"student"`` (student-driven, the default: Czarnecki
         et al. report it needs about 3x fewer steps than teacher-driven to recover the teacher, and it was
         the best or tied in ``benchmarks/control_policy.py``), ``"teacher"`` (teacher-driven, Rusu et al.), or
-        ``"mixture"`` (each env step is the teacher's with probability ``teacher_prob``)
+        ``"mixture"`` (each env step is the teacher's with probability ``teacher_prob``), or ``"uniform"``
+        (uniformly random actions, Czarnecki et al.'s uniform control policy)
     :param teacher_prob: beta of the ``"mixture"`` control: the probability that the teacher takes a step,
         a float in [0, 1] or a schedule of the progress remaining (from 1 to 0), e.g. a DAgger-style decay
     :param deterministic_control: Whether the acting policy takes its mode instead of sampling (SB3's
-        ``deterministic`` flag of ``predict``); Q-value policies are greedy either way
+        ``deterministic`` flag of ``predict``). A Q-value student (DQN or QR-DQN teacher) samples from its
+        softmax policy ``softmax(q / temperature)``, the stochastic student of on-policy distillation
+        (Czarnecki et al.), or acts greedily with ``deterministic_control=True``; a Q-value teacher acts greedily
     :param value_coef: Weight of an MSE loss between the student's and the teacher's value functions (V of
         PPO/A2C; each Q head of SAC/TD3/DDPG on the buffer's state-action pairs, head to head), so that the
         exported student can be trained further with RL. 0 (default) distills the policy only, as Rusu et al.
@@ -226,9 +239,8 @@ class PolicyDistillation(OffPolicyAlgorithm):
             self.__dict__.pop("_new_teacher_state", None)
 
     def _setup_model(self) -> None:
+        check_arguments(self, NUMBERS)
         self._setup_teacher()
-        if isinstance(self.value_coef, bool) or not isinstance(self.value_coef, (int, float)) or not self.value_coef >= 0:
-            raise ValueError(f"`value_coef` must be a number >= 0, got {self.value_coef!r}")
         # The policy holds the teacher (frozen) and the student; `policy_kwargs` only sets the optimizer
         unknown = sorted(set(self.policy_kwargs) - {"optimizer_class", "optimizer_kwargs"})
         if unknown:
@@ -255,7 +267,8 @@ class PolicyDistillation(OffPolicyAlgorithm):
             self._new_teacher_state = self._new_teacher.policy.state_dict()
             self.policy.teacher.load_state_dict(self._new_teacher_state)
             self._new_teacher = None
-        self.teacher_prob_schedule = self.teacher_prob if callable(self.teacher_prob) else _constant(self.teacher_prob)
+        self.teacher_prob_schedule = CheckedSchedule(self.teacher_prob, "teacher_prob", NUMBERS["teacher_prob"])
+        warn_if_student_larger(self.compression_ratio)
 
     def _setup_teacher(self) -> None:
         """Load the teacher if given, and derive its policy, preprocessing and the student's algorithm."""
@@ -274,6 +287,10 @@ class PolicyDistillation(OffPolicyAlgorithm):
                 for key, value in loaded.model.policy._get_constructor_parameters().items()
                 if key not in ("observation_space", "action_space", "lr_schedule")
             }
+            env_normalizer = unwrap_vec_normalize(self.env) if self.env is not None else None
+            if env_normalizer is not None and self.teacher_preprocessing.same_statistics(env_normalizer):
+                # The env already normalises as the teacher was trained (e.g. the teacher's own VecNormalize env)
+                self.teacher_preprocessing = dataclasses.replace(self.teacher_preprocessing, obs_mean=None, obs_var=None)
             if self.env is not None:
                 # first, so that a missing wrapper is named rather than seen as a space mismatch
                 check_env_preprocessing(self.env, self.teacher_preprocessing)
@@ -393,10 +410,10 @@ class PolicyDistillation(OffPolicyAlgorithm):
         return ["policy", "policy.optimizer"], []
 
     def _control_mask(self, n_envs: int) -> np.ndarray:
-        """Which envs the teacher drives at this step (True) and which the student drives (False)."""
+        """Which envs the teacher drives at this step (True) and which the student (or the uniform policy) drives."""
         if self.control == "teacher":
             return np.ones(n_envs, dtype=bool)
-        if self.control == "student":
+        if self.control in ("student", "uniform"):
             return np.zeros(n_envs, dtype=bool)
         return np.random.rand(n_envs) < self.teacher_prob_schedule(self._current_progress_remaining)
 
@@ -417,11 +434,17 @@ class PolicyDistillation(OffPolicyAlgorithm):
         assert self._last_obs is not None, "self._last_obs was not set"
         by_teacher = self._control_mask(n_envs)
         actions = None
+        if self.control == "uniform":
+            # The uniform control policy: uniformly random actions
+            actions = np.array([self.action_space.sample() for _ in range(n_envs)])
         # Both policies see the observations through the teacher's preprocessing
         observations = self.policy.normalize_obs(self._last_obs)  # type: ignore[arg-type]
         for member, mask in ((self.policy.teacher, by_teacher), (self.policy.student, ~by_teacher)):
-            if mask.any():
-                member_actions, _ = member.predict(observations, deterministic=self.deterministic_control)  # type: ignore[arg-type]
+            if mask.any() and self.control != "uniform":
+                if member is self.policy.student and self._softmax_student():
+                    member_actions = self._softmax_student_actions(observations)
+                else:
+                    member_actions, _ = member.predict(observations, deterministic=self.deterministic_control)  # type: ignore[arg-type]
                 if actions is None:
                     actions = member_actions
                 else:
@@ -435,6 +458,23 @@ class PolicyDistillation(OffPolicyAlgorithm):
                 scaled_action = np.clip(scaled_action + action_noise(), -1, 1)
             return self.policy.unscale_action(scaled_action), scaled_action
         return actions, actions
+
+    def _softmax_student(self) -> bool:
+        """Whether the student acts by sampling from ``softmax(q / temperature)`` (a Q-value student, not greedy)."""
+        return isinstance(self.policy.student_adapter, DQNTeacher) and not self.deterministic_control
+
+    def _softmax_student_actions(self, observations: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+        """
+        A Q-value student's actions sampled from its softmax policy ``softmax(q / temperature)``.
+
+        :param observations: the observations, preprocessed as the teacher's were, shape (n_envs, ...)
+        :return: the actions, shape (n_envs,)
+        """
+        self.policy.set_training_mode(False)
+        obs_tensor, _ = self.policy.obs_to_tensor(observations)
+        with th.no_grad():
+            actions = self.policy.student_adapter.distribution(obs_tensor, self.distill_temperature).sample()
+        return actions.cpu().numpy()
 
     def _setup_learn(self, *args: Any, **kwargs: Any) -> Any:
         self._teacher_steps = 0
@@ -487,6 +527,11 @@ class PolicyDistillation(OffPolicyAlgorithm):
                 th.nn.utils.clip_grad_norm_(self.policy.student_trainable_parameters(), self.max_grad_norm)
             self.policy.optimizer.step()
 
+        # Stop on a NaN or infinite loss (one device synchronisation per call)
+        losses = {"distill_loss": (["student"], th.stack(distill_losses))}
+        if value_losses:
+            losses["value_loss"] = (["student"], th.stack(value_losses))
+        check_finite_losses(losses, self._n_updates)
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/distill_loss", th.stack(distill_losses).mean().item())
@@ -586,5 +631,11 @@ class PolicyDistillation(OffPolicyAlgorithm):
         return exported
 
 
-def _constant(value: float) -> Callable[[float], float]:
-    return lambda _: float(value)
+#: The numeric arguments and what they accept (see :func:`sb3_distill.common.validation.check_arguments`)
+NUMBERS = {
+    **OFF_POLICY_NUMBERS,
+    "temperature": Number(low=0, low_open=True, optional=True, meaning="the softmax temperature tau; None: by teacher"),
+    "teacher_prob": Number(low=0, high=1, schedule=True, meaning="beta, the probability that the teacher acts"),
+    "value_coef": Number(low=0, meaning="the weight of the value loss"),
+    "max_grad_norm": Number(low=0, low_open=True, optional=True, meaning="None: no clipping"),
+}

@@ -47,31 +47,6 @@ def member_names(n_students: int) -> list[str]:
     return ["teacher"] + [f"student_{index}" for index in range(n_students)]
 
 
-class StackMember(nn.Module):
-    """
-    One member of a :class:`StackedQNetwork` seen as an ordinary Q-network: ``forward(obs)`` gives its
-    Q-values, shape (batch, n_actions). It holds no parameters of its own: the stack belongs to (and is saved,
-    moved and optimized by) the module that registers it.
-
-    :param stack: the stack
-    :param member: the member's index in the stack
-    """
-
-    def __init__(self, stack: StackedQNetwork, member: int) -> None:
-        super().__init__()
-        # Not registered as a submodule: the stack's parameters are not this module's
-        self.__dict__["stack"] = stack
-        self.member = member
-
-    stack: StackedQNetwork
-
-    def forward(self, obs: PyTorchObs) -> th.Tensor:
-        return self.stack(obs)[self.member]
-
-    def set_training_mode(self, mode: bool) -> None:
-        self.train(mode)
-
-
 class RealTimeDistillDQNPolicy(DQNPolicy):
     """
     Policy for RealTimeDistillDQN: the teacher's Q-network and target (``q_net``, ``q_net_target``, as in
@@ -195,8 +170,8 @@ class RealTimeDistillDQNPolicy(DQNPolicy):
         if self.teacher_in_stack:
             # The teacher is member 0 of stack 0; one optimizer covers teacher and students (Adam is
             # elementwise: each member still has its own Adam)
-            self.q_net = StackMember(stacks[0], 0)  # type: ignore[assignment]
-            self.q_net_target = StackMember(targets[0], 0)  # type: ignore[assignment]
+            self.q_net = stacks[0].member(0)  # type: ignore[assignment]
+            self.q_net_target = targets[0].member(0)  # type: ignore[assignment]
             self.q_net_target.set_training_mode(False)
             self.optimizer = self.optimizer_class(  # type: ignore[call-arg]
                 self.student_stacks.parameters(),
@@ -252,7 +227,8 @@ class RealTimeDistillDQNPolicy(DQNPolicy):
         if member == "teacher":
             return self.q_net(obs)
         stack, index = self.student_members[int(member.split("_")[1])]
-        return self.student_stacks[stack](obs)[index]
+        stacked: StackedQNetwork = self.student_stacks[stack]  # type: ignore[assignment]
+        return stacked.member(index)(obs)
 
     def _predict(self, obs: PyTorchObs, deterministic: bool = True) -> th.Tensor:
         # Greedy action of the chosen member (a student by default: the deployed network)

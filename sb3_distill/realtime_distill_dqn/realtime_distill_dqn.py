@@ -1,4 +1,5 @@
 import warnings
+from collections.abc import Callable
 from functools import partial
 from typing import Any, ClassVar, TypeVar
 
@@ -7,20 +8,30 @@ import torch as th
 from stable_baselines3 import DQN
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import FloatSchedule, polyak_update, update_learning_rate
-from torch.nn import functional as F
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, ReplayBufferSamples, Schedule
+from stable_baselines3.common.utils import polyak_update
 
-from sb3_distill.common.base import PolicyLayoutMixin
-from sb3_distill.common.losses import check_loss_name, check_temperature, distillation_loss, student_td_targets
+from sb3_distill.common.distill_dqn import DistillDQN
+from sb3_distill.common.losses import (
+    check_loss_name,
+    check_temperature,
+    distillation_loss,
+    dqn_td_targets,
+    stacked_huber_loss,
+)
 from sb3_distill.common.torch_layers import StackedQNetwork
 from sb3_distill.common.utils import (
-    clip_grad_norm_per_member_,
-    dqn_for_export,
-    epsilon_greedy,
-    evaluate_q_functions,
     make_discrete_env,
     step_with_member_learning_rates,
+)
+from sb3_distill.common.validation import (
+    DQN_NUMBERS,
+    STUDENT_LEARNING_RATE,
+    TEMPERATURE,
+    Number,
+    check_arguments,
+    check_finite_losses,
+    warn_if_student_larger,
 )
 from sb3_distill.realtime_distill_dqn.policies import (
     CnnPolicy,
@@ -30,10 +41,19 @@ from sb3_distill.realtime_distill_dqn.policies import (
     member_names,
 )
 
+#: The numeric arguments and what they accept (see :func:`sb3_distill.common.validation.check_arguments`)
+NUMBERS = {
+    **DQN_NUMBERS,
+    "temperature": TEMPERATURE,
+    "distill_coef": Number(low=0, meaning="the weight of the distillation loss"),
+    "self_learning_coef": Number(low=0, meaning="the weight of the students' own DQN loss"),
+    "student_learning_rate": STUDENT_LEARNING_RATE,
+}
+
 SelfRealTimeDistillDQN = TypeVar("SelfRealTimeDistillDQN", bound="RealTimeDistillDQN")
 
 
-class RealTimeDistillDQN(PolicyLayoutMixin, DQN):
+class RealTimeDistillDQN(DistillDQN):
     """
     Real-time Policy Distillation (Sun & Fazli, "Real-time Policy Distillation in Deep Reinforcement
     Learning"): one DQN teacher acts and learns (Eq. 2) while one or more students of different sizes learn
@@ -209,6 +229,7 @@ class RealTimeDistillDQN(PolicyLayoutMixin, DQN):
 
     def _setup_model(self) -> None:
         # Validate here, not in __init__: `load()` and rl-zoo's `--trained-agent` bypass __init__
+        check_arguments(self, NUMBERS)
         check_students(self.students)
         check_temperature(self.temperature)
         check_loss_name(self.distill_loss, "distill_loss")
@@ -228,8 +249,8 @@ class RealTimeDistillDQN(PolicyLayoutMixin, DQN):
             raise ValueError(f"`stack_teacher` must be True or False, got {self.stack_teacher!r}")
         self._setup_policy_with_layout(super()._setup_model)
         # The students' learning rate schedule (the teacher's is `lr_schedule`)
-        student_learning_rate = self.learning_rate if self.student_learning_rate is None else self.student_learning_rate
-        self.student_lr_schedule = FloatSchedule(student_learning_rate)
+        self._setup_student_schedule()
+        warn_if_student_larger(self.compression_ratios)
         if self.distill_coef == 0 and self.self_learning_coef == 0:
             warnings.warn("`distill_coef` and `self_learning_coef` are both 0: the students will not learn")
 
@@ -238,30 +259,15 @@ class RealTimeDistillDQN(PolicyLayoutMixin, DQN):
         """Number of students."""
         return len(self.policy.student_members)
 
-    def _sample_action(
-        self,
-        learning_starts: int,
-        action_noise: Any = None,
-        n_envs: int = 1,
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def acting_q_values(self, obs: PyTorchObs, n_envs: int) -> th.Tensor:
         """
-        Only the teacher acts (epsilon-greedy with the exploration schedule, one draw per env), whatever
-        ``predict_member`` is; before ``learning_starts``, actions are uniformly random, as in DQN.
+        Only the teacher acts, whatever ``predict_member`` is.
 
-        :param learning_starts: Number of steps before learning for the warm-up phase.
-        :param action_noise: unused (discrete actions)
-        :param n_envs: number of environments
-        :return: the actions to take and to store in the replay buffer (the same for discrete actions)
+        :param obs: the observations of the envs, shape (n_envs, ...)
+        :param n_envs: number of envs
+        :return: the teacher's Q-values, shape (n_envs, n_actions)
         """
-        if self.num_timesteps < learning_starts:
-            actions = np.array([self.action_space.sample() for _ in range(n_envs)])
-            return actions, actions
-        assert self._last_obs is not None, "self._last_obs was not set"
-        obs_tensor, _ = self.policy.obs_to_tensor(self._last_obs)
-        with th.no_grad():
-            actions = self.q_net(obs_tensor).argmax(dim=1).cpu().numpy()
-        actions = epsilon_greedy(actions, self.exploration_rate, self.action_space)  # type: ignore[arg-type]
-        return actions, actions
+        return self.q_net(obs)
 
     def _on_step(self) -> None:
         # The teacher's target network and the exploration rate, as in DQN
@@ -273,98 +279,40 @@ class RealTimeDistillDQN(PolicyLayoutMixin, DQN):
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         # Switch to train mode (this affects batch norm / dropout)
         self.policy.set_training_mode(True)
-        # Update learning rates according to schedule: teacher, then students (with the teacher in their stack,
-        # one optimizer at the teacher's rate, the students' updates rescaled below)
-        student_learning_rate = self.student_lr_schedule(self._current_progress_remaining)
-        if self.policy.student_optimizer is not self.policy.optimizer:
-            update_learning_rate(self.policy.student_optimizer, student_learning_rate)
-        self._update_learning_rate(self.policy.optimizer)
-        self.logger.record("train/student_learning_rate", student_learning_rate)
+        # Update learning rates according to schedule: teacher and students (with the teacher in their stack,
+        # one optimizer at the teacher's rate, the students' updates rescaled after the step)
+        student_learning_rate = self._update_learning_rates(self.policy.student_optimizer)
         teacher_learning_rate = self.lr_schedule(self._current_progress_remaining)
         member_rates = self.policy.member_learning_rate_factors(teacher_learning_rate, student_learning_rate)
 
         stacks: list[StackedQNetwork] = list(self.policy.student_stacks)  # type: ignore[arg-type]
-        targets: list[StackedQNetwork] = list(self.policy.student_stack_targets)  # type: ignore[arg-type]
-        # With the teacher in the students' stack it is member 0 of stack 0, and has no parameters of its own
-        teacher_in_stack = self.policy.teacher_in_stack
-        teacher_parameters = [] if teacher_in_stack else list(self.q_net.parameters())
         stack_parameters = [list(stack.parameters()) for stack in stacks]
-        all_parameters = teacher_parameters + [param for parameters in stack_parameters for param in parameters]
+        # With the teacher in the students' stack it is member 0 of stack 0, and has no parameters of its own
+        teacher_group = [] if self.policy.teacher_in_stack else [(list(self.q_net.parameters()), 1)]
+        parameter_groups = teacher_group + [
+            (params, stack.n_members) for params, stack in zip(stack_parameters, stacks, strict=True)
+        ]
+        # The number of students K_i of each stack (the teacher is not one)
+        stack_sizes = th.as_tensor(
+            [sum(1 for stack, _ in self.policy.student_members if stack == i) for i in range(len(stacks))], device=self.device
+        )
         losses, distill_losses, student_td_losses = [], [], []
         for _ in range(gradient_steps):
             # Sample replay buffer: one batch for the teacher and every student
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-            # For n-step replay, discount factor is gamma**n_steps (when no early termination)
-            discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
-
-            with th.no_grad():
-                # Target networks on s': (K_i, batch, n_actions) per stack, computed when needed
-                next_stack_q: dict[int, th.Tensor] = {}
-                if teacher_in_stack:
-                    next_stack_q[0] = targets[0](replay_data.next_observations)
-                    teacher_next_q_values = next_stack_q[0][0]
-                else:
-                    # Compute the next Q-values using the teacher's target network
-                    teacher_next_q_values = self.q_net_target(replay_data.next_observations)
-                # Follow greedy policy: use the one with the highest value
-                next_q_values, _ = teacher_next_q_values.max(dim=1)
-                # Avoid potential broadcast issue
-                next_q_values = next_q_values.reshape(-1, 1)
-                # 1-step TD target (Eq. 4)
-                target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
-
-            # Current Q-values of every stack, (K_i, batch, n_actions), and of the teacher
-            stack_q_values = [stack(replay_data.observations) for stack in stacks]
-            all_q_values = stack_q_values[0][0] if teacher_in_stack else self.q_net(replay_data.observations)
-            # Retrieve the q-values for the actions from the replay buffer
-            current_q_values = th.gather(all_q_values, dim=1, index=replay_data.actions.long())
-            # Compute Huber loss (less sensitive to outliers): the teacher's DQN loss (Eq. 2)
-            loss = F.smooth_l1_loss(current_q_values, target_q_values)
-            total_loss = loss
-
-            # Students, one stack of same-architecture students at a time (without the teacher, member 0 of stack 0)
-            for index, target in enumerate(targets):
-                first = 1 if teacher_in_stack and index == 0 else 0
-                student_q_values = stack_q_values[index][first:]
-                n_members = student_q_values.shape[0]
-                # Distillation from the teacher's Q-values of this step (detached inside the loss);
-                # the loss averages over the K students, so K times it is the sum of their losses
-                distill = distillation_loss(
-                    student_q_values, all_q_values, loss=self.distill_loss, temperature=self.temperature
-                )
-                total_loss = total_loss + self.distill_coef * n_members * distill
-                distill_losses.append(distill.detach())
-                if self.self_learning_coef > 0:
-                    if index not in next_stack_q:
-                        with th.no_grad():
-                            next_stack_q[index] = target(replay_data.next_observations)
-                    # Self-learning: each student's own DQN loss, with the imitation target (Eq. 5) or its own (Eq. 4)
-                    student_targets = student_td_targets(
-                        replay_data.rewards,
-                        replay_data.dones,
-                        discounts,
-                        next_stack_q[index][first:],
-                        teacher_next_q_values if self.imitation else None,
-                    )
-                    actions = replay_data.actions.long().unsqueeze(0).expand(n_members, -1, -1)
-                    student_current = th.gather(student_q_values, dim=2, index=actions).squeeze(2)
-                    # Each student's Huber loss, averaged over the batch: (K,)
-                    td = F.smooth_l1_loss(student_current, student_targets, reduction="none").mean(dim=1)
-                    total_loss = total_loss + self.self_learning_coef * td.sum()
-                    student_td_losses.append(td.detach().mean())
+            loss, distill, student_td = self._losses(replay_data)
             losses.append(loss.detach())
+            distill_losses.append(distill.detach())
+            if student_td is not None:
+                student_td_losses.append(student_td.detach())
+            # Each stack's losses average over its K_i students: K_i times it is the sum of their losses
+            student_loss = self.distill_coef * distill + (
+                self.self_learning_coef * student_td if student_td is not None else 0
+            )
+            total_loss = loss + (stack_sizes * student_loss).sum()
 
-            # Optimize teacher and students: their parameters are disjoint (or disjoint slices of one stack),
-            # so one backward pass of the sum gives each network the gradient of its own loss. Clear the
-            # gradients first (what the optimizers' zero_grad() do, without their per-call overhead)
-            for param in all_parameters:
-                param.grad = None
-            total_loss.backward()
-            # Clip gradient norm of the teacher, and of each student (per member of each stack, the teacher included)
-            if not teacher_in_stack:
-                clip_grad_norm_per_member_(teacher_parameters, self.max_grad_norm, n_members=1)
-            for stack, parameters in zip(stacks, stack_parameters, strict=True):
-                clip_grad_norm_per_member_(parameters, self.max_grad_norm, stack.n_members)
+            # Optimize teacher and students: one backward pass, each member clipped
+            self._backward_and_clip(total_loss, parameter_groups)
             if member_rates is None:
                 self.policy.optimizer.step()
             else:
@@ -372,6 +320,8 @@ class RealTimeDistillDQN(PolicyLayoutMixin, DQN):
             if self.policy.student_optimizer is not self.policy.optimizer:
                 self.policy.student_optimizer.step()
 
+        # Stop on a NaN or infinite loss, naming the member (one device synchronisation per call)
+        check_finite_losses(self._losses_by_member(losses, distill_losses, student_td_losses), self._n_updates)
         # Increase update counter
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
@@ -379,6 +329,66 @@ class RealTimeDistillDQN(PolicyLayoutMixin, DQN):
         self.logger.record("train/distill_loss", th.stack(distill_losses).mean().item())
         if student_td_losses:
             self.logger.record("train/student_td_loss", th.stack(student_td_losses).mean().item())
+
+    def _losses(self, replay_data: ReplayBufferSamples) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
+        """
+        The losses of one gradient step on one batch.
+
+        :param replay_data: the batch
+        :return: the teacher's DQN loss (Eq. 2), and for each stack of students the mean over its K_i students of
+            the distillation loss and, with self-learning, of their DQN loss (Eq. 4, or Eq. 5 with ``imitation``),
+            shape (n_stacks,)
+        """
+        stacks, targets = self.policy.student_stacks, self.policy.student_stack_targets
+        # For n-step replay, discount factor is gamma**n_steps (when no early termination)
+        discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
+        in_stack = self.policy.teacher_in_stack
+        with th.no_grad():
+            # Target networks on s', (K_i, batch, n_actions) per stack; the teacher's, (1, batch, n_actions)
+            self_learning = self.self_learning_coef > 0
+            next_stack_q = [
+                target(replay_data.next_observations) if self_learning or (in_stack and index == 0) else None
+                for index, target in enumerate(targets)
+            ]
+            teacher_next_q = next_stack_q[0][:1] if in_stack else self.q_net_target(replay_data.next_observations)[None]  # type: ignore[index]
+            teacher_targets = dqn_td_targets(replay_data.rewards, replay_data.dones, discounts, teacher_next_q)
+        # Current Q-values of every stack, (K_i, batch, n_actions), and of the teacher, (1, batch, n_actions)
+        stack_q = [stack(replay_data.observations) for stack in stacks]
+        teacher_q = stack_q[0][:1] if in_stack else self.q_net(replay_data.observations)[None]
+        loss = stacked_huber_loss(teacher_q, replay_data.actions, teacher_targets)[0]
+
+        # Students, one stack of K_i at a time (without the teacher, member 0 of stack 0)
+        distill, student_td = [], []
+        for index, q_values in enumerate(stack_q):
+            first = 1 if in_stack and index == 0 else 0
+            student_q = q_values[first:]
+            # Distillation from the teacher's Q-values of this step (detached inside the loss), averaged over K_i
+            distill.append(distillation_loss(student_q, teacher_q[0], loss=self.distill_loss, temperature=self.temperature))
+            if self_learning:
+                # Self-learning, with the imitation target (Eq. 5: the teacher's target network picks a') or Eq. 4
+                student_targets = dqn_td_targets(
+                    replay_data.rewards,
+                    replay_data.dones,
+                    discounts,
+                    next_stack_q[index][first:],  # type: ignore[index]
+                    teacher_next_q[0] if self.imitation else None,
+                )
+                student_td.append(stacked_huber_loss(student_q, replay_data.actions, student_targets).mean())
+        return loss, th.stack(distill), th.stack(student_td) if self_learning else None
+
+    def _losses_by_member(
+        self, losses: list[th.Tensor], distill_losses: list[th.Tensor], student_td_losses: list[th.Tensor]
+    ) -> dict[str, tuple[list[str], th.Tensor]]:
+        """The losses of ``train()`` by gradient step and member, for :func:`check_finite_losses`."""
+        # The students of each stack (the distillation and TD losses are logged per stack): (gradient_steps, n_stacks)
+        stacks = [
+            "+".join(f"student_{index}" for index, (stack, _) in enumerate(self.policy.student_members) if stack == i)
+            for i in range(len(self.policy.student_stacks))
+        ]
+        by_member = {"loss": (["teacher"], th.stack(losses)), "distill_loss": (stacks, th.stack(distill_losses))}
+        if student_td_losses:
+            by_member["student_td_loss"] = (stacks, th.stack(student_td_losses))
+        return {name: (members, values.reshape(len(losses), -1)) for name, (members, values) in by_member.items()}
 
     @property
     def compression_ratios(self) -> dict[str, float]:
@@ -390,16 +400,9 @@ class RealTimeDistillDQN(PolicyLayoutMixin, DQN):
             for index, (stack, member) in enumerate(self.policy.student_members)
         }
 
-    def evaluate_members(self, env: GymEnv, n_eval_episodes: int = 10) -> dict[str, tuple[float, float]]:
-        """
-        Evaluate the teacher and every student, each acting greedily on its own Q-values.
-
-        :param env: The evaluation environment (wrap it with ``Monitor`` to count the original rewards)
-        :param n_eval_episodes: Number of episodes per member
-        :return: member name (``"teacher"``, ``"student_0"``, ...) -> (mean return, std of the return)
-        """
-        q_functions = {name: partial(self.policy.member_q_values, member=name) for name in member_names(self.n_students)}
-        return evaluate_q_functions(self.policy, q_functions, env, n_eval_episodes)  # type: ignore[arg-type]
+    def member_q_functions(self) -> dict[str, Callable[[PyTorchObs], th.Tensor]]:
+        """Every member's Q-value function, for :meth:`evaluate_members` (``"teacher"``, ``"student_0"``, ...)."""
+        return {name: partial(self.policy.member_q_values, member=name) for name in member_names(self.n_students)}
 
     def export_student(self, index: int = 0) -> DQN:
         """
@@ -414,8 +417,7 @@ class RealTimeDistillDQN(PolicyLayoutMixin, DQN):
         """
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < self.n_students:
             raise ValueError(f"`index` must be a student index in [0, {self.n_students}), got {index!r}")
-        learning_rate = self.learning_rate if self.student_learning_rate is None else self.student_learning_rate
-        exported = dqn_for_export(self, self.policy.student_kwargs[index], learning_rate)
+        exported = self._export_dqn(self.policy.student_kwargs[index])
         stack, member = self.policy.student_members[index]
         self.policy.student_stacks[stack].copy_member_to(member, exported.policy.q_net)  # type: ignore[operator]
         exported.policy.q_net_target.load_state_dict(exported.policy.q_net.state_dict())
@@ -438,7 +440,3 @@ class RealTimeDistillDQN(PolicyLayoutMixin, DQN):
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )
-
-    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
-        state_dicts = ["policy", "policy.optimizer", "policy.student_optimizer"]
-        return state_dicts, []

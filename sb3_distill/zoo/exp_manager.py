@@ -6,7 +6,9 @@ rl-zoo3's ``ExperimentManager`` with what the sb3_distill algorithms need and rl
 - ``student_learning_rate``, ``teacher_prob`` and ``distill_coef`` accept rl-zoo3's schedule strings
   (``lin_5e-3``) like ``learning_rate``;
 - ``-optimize`` on an RDB storage can turn on Optuna's heartbeat, so that the trial of a killed worker is
-  marked failed and retried instead of staying RUNNING forever.
+  marked failed and retried instead of staying RUNNING forever;
+- rl-zoo3 options that cannot work with these algorithms (:data:`UNSUPPORTED_CALLBACKS`) are refused with a
+  clear message before anything is built, instead of a run that fails later or trains nothing.
 """
 
 from typing import Any
@@ -20,6 +22,7 @@ from rl_zoo3.utils import SimpleLinearSchedule
 from stable_baselines3.common.torch_layers import FlattenExtractor, NatureCNN
 
 from sb3_distill.common.torch_layers import CompactNatureCNN
+from sb3_distill.zoo.registry import ZOO_ALGORITHMS
 
 try:
     from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -37,6 +40,35 @@ EVAL_KEYS = ("policy_kwargs", "student_policy_kwargs", "students")
 SCHEDULE_KEYS = ("student_learning_rate", "teacher_prob", "distill_coef")
 #: Added to rl-zoo3's evaluation namespace (which has ``nn``, ``th``, SB3's classes)
 EXTRA_NAMESPACE = {"CompactNatureCNN": CompactNatureCNN, "NatureCNN": NatureCNN, "FlattenExtractor": FlattenExtractor}
+
+#: rl-zoo3 callbacks that cannot work with the sb3_distill algorithms, and why
+UNSUPPORTED_CALLBACKS = {
+    "ParallelTrainCallback": (
+        "it trains, in a thread, a copy of the model reloaded with `SAC.load` or `TQC.load` (which drops PIEKDSAC's "
+        "ensemble: K members, K entropy coefficients, knowledge sharing; the other sb3_distill algorithms are not SAC "
+        "at all) and switches the model's own `train()` off, so nothing would be trained"
+    ),
+}
+
+
+def check_zoo_options(algo: str, hyperparams: dict[str, Any]) -> None:
+    """
+    Raise a ``ValueError`` for an rl-zoo3 option that cannot work with an sb3_distill algorithm (rl-zoo3 would
+    build the run and fail later, or train nothing and exit 0).
+
+    :param algo: the ``--algo`` key
+    :param hyperparams: the hyperparameters of the run (YAML and ``-params``), before rl-zoo3 processes them
+    """
+    if algo not in ZOO_ALGORITHMS:
+        return
+    # rl-zoo3's `callback` hyperparameter: a class path, a {path: kwargs} dict, or a list of those
+    callbacks = hyperparams.get("callback")
+    for name, reason in UNSUPPORTED_CALLBACKS.items():
+        if name in repr(callbacks):
+            raise ValueError(
+                f"rl-zoo3's `{name}` cannot be used with `--algo {algo}`: {reason}. "
+                f"Remove it from the `callback` hyperparameter (YAML or `-params`), got callback={callbacks!r}"
+            )
 
 
 def eval_hyperparameter(expression: str) -> Any:
@@ -128,6 +160,7 @@ class DistillExperimentManager(ExperimentManager):
             make_heartbeat_storage(self.storage, heartbeat_interval, heartbeat_grace_period, heartbeat_max_retry)
 
     def _preprocess_hyperparams(self, hyperparams: dict[str, Any]) -> tuple[dict[str, Any], Any, Any, Any]:
+        check_zoo_options(self.algo, hyperparams)
         # Python expressions in the YAML (rl-zoo3 evaluates `policy_kwargs` without CompactNatureCNN in scope)
         for key in EVAL_KEYS:
             if isinstance(hyperparams.get(key), str):

@@ -1,0 +1,119 @@
+"""
+Atomic saves: a crash (or ``kill -9``) during ``save()`` or ``save_replay_buffer()`` leaves the previous file
+intact. SB3 opens the target with ``"wb"`` (truncating it) and writes in place, so a crash during a save over a
+good file leaves a truncated, unloadable one. Here the data go to a temporary file in the target's folder,
+which is flushed to disk and then renamed over the target with ``os.replace`` (atomic on POSIX and Windows
+when both are on the same file system, which the same folder ensures).
+"""
+
+import contextlib
+import io
+import os
+import pathlib
+import tempfile
+import warnings
+from collections.abc import Iterable, Iterator
+
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+
+
+def resolve_save_path(path: str | os.PathLike, suffix: str) -> pathlib.Path:
+    """
+    The file SB3 would write for ``path`` (``open_path_pathlib`` in ``stable_baselines3.common.save_util``):
+    ``.suffix`` added when the path has none, ``<path>_2`` when the path is a folder.
+
+    :param path: the path given to ``save()`` / ``save_replay_buffer()``
+    :param suffix: the default suffix, ``"zip"`` or ``"pkl"``
+    :return: the file's path
+    """
+    target = pathlib.Path(path)
+    if target.suffix == "":
+        target = pathlib.Path(f"{target}.{suffix}")
+    if target.is_dir():
+        warnings.warn(f"Path '{target}' is a folder. Will save instead to {target}_2")
+        target = pathlib.Path(f"{target}_2")
+    return target
+
+
+def _new_file_mode(target: pathlib.Path) -> int:
+    """The target's permissions if it exists, else those of a new file (0o666 less the umask)."""
+    if target.exists():
+        return target.stat().st_mode & 0o7777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _fsync(path: str | pathlib.Path, directory: bool = False) -> None:
+    """Flush a file (or, best effort, a folder's entries) to disk."""
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    except OSError:
+        if directory:
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_save_path(
+    path: str | os.PathLike | io.BufferedIOBase, suffix: str
+) -> Iterator[str | os.PathLike | io.BufferedIOBase]:
+    """
+    Give the writer a temporary path next to the target, then rename it over the target once the writer is
+    done; on an error the temporary file is removed and the target left as it was. A file-like object is
+    passed through unchanged (the caller owns it).
+
+    :param path: the path given to ``save()`` / ``save_replay_buffer()``, or a file-like object
+    :param suffix: the default suffix SB3 adds, ``"zip"`` or ``"pkl"``
+    :return: (context) what to give SB3's writer instead of ``path``
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        yield path
+        return
+    target = resolve_save_path(path, suffix)
+    if not target.parent.exists():
+        warnings.warn(f"Path '{target.parent}' does not exist. Will create it.")
+        target.parent.mkdir(parents=True, exist_ok=True)
+    # A name of its own in the same folder (same file system: the rename is atomic); its suffix stops SB3
+    # from adding one
+    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        yield pathlib.Path(temporary)
+        os.chmod(temporary, _new_file_mode(target))
+        _fsync(temporary)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
+    _fsync(target.parent, directory=True)
+
+
+class AtomicSaveMixin(OffPolicyAlgorithm):
+    """
+    ``save()`` and ``save_replay_buffer()`` that never leave a half-written file: they write to a temporary
+    file in the same folder and rename it over the target (see :func:`atomic_save_path`). SB3's path
+    conventions hold (``.zip`` / ``.pkl`` added when the path has no suffix; file-like objects accepted).
+    Put it first in the bases: ``class EnsembleDistillDQN(AtomicSaveMixin, DQN)``.
+    """
+
+    def save(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        exclude: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
+    ) -> None:
+        with atomic_save_path(path, "zip") as save_path:
+            super().save(save_path, exclude=exclude, include=include)  # type: ignore[arg-type]
+
+    def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
+        with atomic_save_path(path, "pkl") as save_path:
+            super().save_replay_buffer(save_path)  # type: ignore[arg-type]

@@ -1,0 +1,124 @@
+"""
+Tiny models of every sb3_distill algorithm, for the tests that hold for all of them (test_contracts.py,
+test_validation.py, test_atomic_save.py): a few hundred steps train each in well under a second.
+"""
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from stable_baselines3 import DQN, SAC
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.base_class import maybe_make_env
+from stable_baselines3.common.envs import FakeImageEnv
+
+from sb3_distill import PIEKDSAC, EnsembleDistillDQN, PolicyDistillation, RealTimeDistillDQN
+
+MODEL_LIST: list[type[BaseAlgorithm]] = [EnsembleDistillDQN, RealTimeDistillDQN, PIEKDSAC, PolicyDistillation]
+#: The algorithms that act in discrete action spaces only
+DISCRETE_ONLY = (EnsembleDistillDQN, RealTimeDistillDQN)
+#: The algorithms that act in Box action spaces only
+BOX_ONLY = (PIEKDSAC,)
+
+TINY_CONFIGS: dict[type[BaseAlgorithm], dict] = {
+    EnsembleDistillDQN: dict(
+        learning_starts=50,
+        batch_size=16,
+        buffer_size=500,
+        target_update_interval=50,
+        train_freq=2,
+        n_teachers=2,
+        policy_kwargs=dict(net_arch=[16]),
+        student_policy_kwargs=dict(net_arch=[8]),
+    ),
+    RealTimeDistillDQN: dict(
+        learning_starts=50,
+        batch_size=16,
+        buffer_size=500,
+        target_update_interval=50,
+        train_freq=2,
+        policy_kwargs=dict(net_arch=[16]),
+        students=[dict(net_arch=[8])],
+    ),
+    PIEKDSAC: dict(
+        learning_starts=50,
+        batch_size=16,
+        buffer_size=500,
+        ensemble_size=2,
+        distill_interval=100,
+        distill_epochs=1,
+        distill_batch_size=16,
+        distill_gradient_steps=2,
+        n_recent_episodes=2,
+        policy_kwargs=dict(net_arch=[16]),
+    ),
+    PolicyDistillation: dict(
+        learning_starts=32,
+        batch_size=16,
+        buffer_size=500,
+        student_policy_kwargs=dict(net_arch=[8]),
+    ),
+}
+
+
+def default_env_id(model_class: type[BaseAlgorithm]) -> str:
+    """A small env the algorithm supports: CartPole (discrete actions) or Pendulum (Box actions)."""
+    return "Pendulum-v1" if model_class in BOX_ONLY else "CartPole-v1"
+
+
+def untrained_teacher(env: gym.Env | str, policy: str = "MlpPolicy", seed: int = 0) -> BaseAlgorithm:
+    """A freshly initialised DQN (discrete actions) or SAC (Box actions) teacher for PolicyDistillation."""
+    env = maybe_make_env(env, verbose=0)
+    net_arch = [] if policy == "CnnPolicy" else [32, 32]
+    teacher_class = DQN if isinstance(env.action_space, spaces.Discrete) else SAC
+    return teacher_class(policy, env, policy_kwargs=dict(net_arch=net_arch), buffer_size=100, seed=seed)
+
+
+def make_model(
+    model_class: type[BaseAlgorithm], env=None, policy: str = "MlpPolicy", teacher=None, seed: int = 0, **kwargs
+) -> BaseAlgorithm:
+    """
+    A tiny model of ``model_class`` on ``env`` (default: :func:`default_env_id`); PolicyDistillation gets an
+    untrained teacher of the env's spaces unless ``teacher`` is given. ``kwargs`` override the tiny config.
+    """
+    env = default_env_id(model_class) if env is None else env
+    config = {**TINY_CONFIGS[model_class], "seed": seed, **kwargs}
+    if model_class is PolicyDistillation:
+        env = maybe_make_env(env, verbose=0)
+        config["teacher"] = untrained_teacher(env, policy) if teacher is None else teacher
+    return model_class(policy, env, **config)
+
+
+class BoxActionEnv(gym.Env):
+    """
+    A tiny env with Box actions of any shape (multi-dimensional by default) and vector observations:
+    reward ``-mean((action - 0.5)^2)``, 20-step episodes.
+    """
+
+    def __init__(self, action_shape: tuple[int, ...] = (2, 2), obs_dim: int = 3) -> None:
+        super().__init__()
+        self.action_space = spaces.Box(-1.0, 1.0, shape=action_shape, dtype=np.float32)
+        self.observation_space = spaces.Box(-1.0, 1.0, shape=(obs_dim,), dtype=np.float32)
+        self._steps = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._steps = 0
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        assert np.shape(action) == self.action_space.shape, f"action of shape {np.shape(action)}"
+        self._steps += 1
+        reward = -float(np.mean((np.asarray(action) - 0.5) ** 2))
+        return self.observation_space.sample(), reward, False, self._steps >= 20, {}
+
+
+def image_env(normalized: bool = False, discrete: bool = True) -> gym.Env:
+    """
+    A small fake Atari env (36x36, one channel first, the smallest a Nature-CNN takes): uint8 images, or with
+    ``normalized=True`` float32 images already in [0, 1] (to use with ``normalize_images=False``).
+    """
+    env: gym.Env = FakeImageEnv(screen_height=36, screen_width=36, n_channels=1, discrete=discrete, channel_first=True)
+    if normalized:
+        space = spaces.Box(0.0, 1.0, env.observation_space.shape, np.float32)
+        env = gym.wrappers.TransformObservation(env, lambda obs: (obs / 255.0).astype(np.float32), space)
+    return env

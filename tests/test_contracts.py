@@ -1,0 +1,313 @@
+"""
+SB3's contracts, for every algorithm (modelled on SB3's and sb3-contrib's test_run.py, test_save_load.py,
+test_predict.py and test_spaces.py): run, multi-env, seeding, exact save/load of every member and optimizer,
+get/set_parameters, load with overrides, replay buffer, predict shapes and dtypes per supported space, training
+and evaluation modes, callbacks, VecNormalize, images normalised or not, unsupported spaces and features.
+PolicyDistillation runs with an untrained teacher (tests/models.py): the contracts do not need a good one.
+"""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+from stable_baselines3 import DQN
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback, EvalCallback
+from stable_baselines3.common.envs import IdentityEnv, IdentityEnvBox, IdentityEnvMultiDiscrete
+from stable_baselines3.common.utils import get_device
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+from sb3_distill import PIEKDSAC, EnsembleDistillDQN, PolicyDistillation, RealTimeDistillDQN
+from sb3_distill.common.torch_layers import CompactNatureCNN
+from sb3_distill.common.validation import UnsupportedSpaceError
+from tests.helpers import assert_optimizer_states_equal
+from tests.models import (
+    BOX_ONLY,
+    DISCRETE_ONLY,
+    MODEL_LIST,
+    BoxActionEnv,
+    default_env_id,
+    image_env,
+    make_model,
+    untrained_teacher,
+)
+
+
+def recursive_getattr(obj, name: str):
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def same_policy_weights(first, second) -> bool:
+    first_state, second_state = first.policy.state_dict(), second.policy.state_dict()
+    return first_state.keys() == second_state.keys() and all(th.equal(first_state[k], second_state[k]) for k in first_state)
+
+
+@pytest.mark.parametrize("model_class", MODEL_LIST)
+def test_run(model_class):
+    model = make_model(model_class)
+    model.learn(150)
+    assert model._n_updates > 0 and model.num_timesteps == 150
+
+
+@pytest.mark.parametrize("model_class", MODEL_LIST)
+def test_multi_env(model_class):
+    env = DummyVecEnv([lambda: gym.make(default_env_id(model_class))] * 2)
+    model = make_model(model_class, env=env)
+    model.learn(150)
+    assert model._n_updates > 0 and model.num_timesteps >= 150
+
+
+@pytest.mark.parametrize("model_class", MODEL_LIST)
+def test_seeding(model_class):
+    # The same seed gives the same training, bit for bit; another seed does not
+    models = [make_model(model_class, seed=seed).learn(120) for seed in (3, 3, 4)]
+    assert same_policy_weights(models[0], models[1])
+    assert not same_policy_weights(models[0], models[2])
+
+
+@pytest.mark.parametrize("model_class", MODEL_LIST)
+def test_save_load_exact(model_class, tmp_path):
+    model = make_model(model_class).learn(150)
+    model.save(tmp_path / "model.zip")
+    loaded = model_class.load(tmp_path / "model.zip", env=gym.make(default_env_id(model_class)))
+    # Every member: the policy's state dict holds every network (teachers, students, members, targets)
+    assert same_policy_weights(model, loaded)
+    # Every optimizer, and the other PyTorch variables (PIEKDSAC's entropy coefficients)
+    state_dicts, variables = model._get_torch_save_params()
+    for name in state_dicts:
+        if name != "policy":
+            assert_optimizer_states_equal(recursive_getattr(model, name), recursive_getattr(loaded, name))
+    for name in variables:
+        assert th.equal(recursive_getattr(model, name), recursive_getattr(loaded, name))
+    obs = np.stack([model.observation_space.sample() for _ in range(5)])
+    np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
+    assert loaded.num_timesteps == model.num_timesteps and loaded._n_updates == model._n_updates
+    # Training continues from the loaded state
+    loaded.learn(60, reset_num_timesteps=False)
+
+
+@pytest.mark.parametrize("model_class", MODEL_LIST)
+def test_get_set_parameters(model_class):
+    model = make_model(model_class)
+    params = model.get_parameters()
+    # Every entry of the policy is a float tensor (SB3's round trips perturb them all)
+    assert all(value.is_floating_point() for value in params["policy"].values())
+    perturbed = {"policy": {key: value + 1.0 for key, value in params["policy"].items()}}
+    model.set_parameters(perturbed, exact_match=False)
+    for key, value in model.policy.state_dict().items():
+        assert th.equal(value, perturbed["policy"][key])
+    # exact_match=True accepts what get_parameters gives, and rejects a missing object
+    model.set_parameters(params, exact_match=True)
+    assert all(th.equal(value, params["policy"][key]) for key, value in model.policy.state_dict().items())
+    with pytest.raises(ValueError):
+        model.set_parameters(perturbed, exact_match=True)
+
+
+@pytest.mark.parametrize("model_class", MODEL_LIST)
+def test_load_with_overrides(model_class, tmp_path):
+    make_model(model_class).save(tmp_path / "model")
+    loaded = model_class.load(
+        tmp_path / "model", env=gym.make(default_env_id(model_class)), learning_rate=5e-4, batch_size=8, learning_starts=10
+    )
+    assert loaded.batch_size == 8 and loaded.lr_schedule(1.0) == pytest.approx(5e-4)
+    loaded.learn(40)
+    assert loaded._n_updates > 0
+
+
+@pytest.mark.parametrize("model_class", MODEL_LIST)
+def test_replay_buffer(model_class, tmp_path):
+    model = make_model(model_class).learn(100)
+    model.save_replay_buffer(tmp_path / "buffer")
+    loaded = make_model(model_class)
+    loaded.load_replay_buffer(tmp_path / "buffer.pkl")
+    for name in ("observations", "actions", "rewards", "dones", "next_observations"):
+        np.testing.assert_array_equal(getattr(loaded.replay_buffer, name), getattr(model.replay_buffer, name))
+    assert loaded.replay_buffer.pos == model.replay_buffer.pos
+    loaded.learn(60)
+
+
+# (env factory, its name) for the action spaces each algorithm supports
+DISCRETE_ENVS = [(lambda: gym.make("CartPole-v1"), "CartPole"), (lambda: IdentityEnv(4), "IdentityDiscrete")]
+BOX_ENVS = [
+    (lambda: gym.make("Pendulum-v1"), "Pendulum"),
+    (lambda: IdentityEnvBox(ep_length=20), "IdentityBox"),
+    (lambda: BoxActionEnv((2, 2)), "Box(2,2)"),
+    (lambda: BoxActionEnv((2, 1, 3)), "Box(2,1,3)"),
+]
+PREDICT_CASES = [
+    pytest.param(model_class, make_env, id=f"{model_class.__name__}-{name}")
+    for model_class in MODEL_LIST
+    for make_env, name in (DISCRETE_ENVS if model_class not in BOX_ONLY else [])
+    + (BOX_ENVS if model_class not in DISCRETE_ONLY else [])
+]
+
+
+@pytest.mark.parametrize("model_class, make_env", PREDICT_CASES)
+def test_predict_shapes_and_dtypes(model_class, make_env):
+    env = make_env()
+    # Learn past `learning_starts`, so that the algorithm's own actions (not random ones) reach the env
+    model = make_model(model_class, env=env).learn(80)
+    action_space = model.action_space
+    obs = env.observation_space.sample()
+    for deterministic in (True, False):
+        action, state = model.predict(obs, deterministic=deterministic)
+        assert state is None and action.shape == action_space.shape and action_space.contains(action)
+        actions, _ = model.predict(np.stack([obs] * 5), deterministic=deterministic)
+        assert actions.shape == (5, *action_space.shape)
+        assert all(action_space.contains(a) for a in actions)
+        if isinstance(action_space, spaces.Discrete):
+            assert np.issubdtype(actions.dtype, np.integer)
+        else:
+            assert actions.dtype == action_space.dtype
+    # With a VecEnv, as SB3's evaluate_policy calls it
+    vec_env = DummyVecEnv([make_env])
+    actions, _ = model.predict(vec_env.reset(), deterministic=True)
+    vec_env.step(actions)
+
+
+@pytest.mark.parametrize("model_class", MODEL_LIST)
+def test_train_and_eval_modes(model_class):
+    model = make_model(model_class).learn(80)
+    model.predict(model.observation_space.sample())
+    # predict() puts the policy in evaluation mode, train() in training mode (batch norm, dropout)
+    assert not model.policy.training
+    model.train(gradient_steps=1, batch_size=8)
+    assert model.policy.training
+    model.policy.set_training_mode(False)
+    assert not any(module.training for module in model.policy.modules() if len(list(module.parameters())) > 0)
+
+
+class CountingCallback(BaseCallback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = {"training_start": 0, "step": 0, "rollout_end": 0, "training_end": 0}
+
+    def _on_training_start(self) -> None:
+        self.calls["training_start"] += 1
+
+    def _on_step(self) -> bool:
+        self.calls["step"] += 1
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self.calls["rollout_end"] += 1
+
+    def _on_training_end(self) -> None:
+        self.calls["training_end"] += 1
+
+
+class StopAt(BaseCallback):
+    def _on_step(self) -> bool:
+        return self.num_timesteps < 70
+
+
+@pytest.mark.parametrize("model_class", MODEL_LIST)
+def test_callbacks(model_class, tmp_path):
+    counting = CountingCallback()
+    checkpoint = CheckpointCallback(save_freq=50, save_path=str(tmp_path), save_replay_buffer=True)
+    evaluation = EvalCallback(gym.make(default_env_id(model_class)), eval_freq=100, n_eval_episodes=1, warn=False)
+    model = make_model(model_class)
+    model.learn(120, callback=CallbackList([counting, checkpoint, evaluation]))
+    assert counting.calls["training_start"] == 1 and counting.calls["training_end"] == 1
+    assert counting.calls["step"] == 120 and counting.calls["rollout_end"] > 0
+    assert evaluation.n_calls == 120 and np.isfinite(evaluation.last_mean_reward)
+    checkpoints = sorted(path.name for path in tmp_path.glob("rl_model_*_steps.zip"))
+    assert checkpoints == ["rl_model_100_steps.zip", "rl_model_50_steps.zip"]
+    model_class.load(tmp_path / "rl_model_100_steps.zip")
+    # A callback that returns False stops training
+    model = make_model(model_class).learn(500, callback=StopAt())
+    assert model.num_timesteps == 70
+
+
+@pytest.mark.parametrize("model_class", MODEL_LIST)
+def test_vec_normalize(model_class, tmp_path):
+    env = VecNormalize(DummyVecEnv([lambda: gym.make(default_env_id(model_class))] * 2), gamma=0.99)
+    model = make_model(model_class, env=env).learn(150)
+    assert model.get_vec_normalize_env() is env and env.obs_rms.count > 100
+    assert model._n_updates > 0
+    env.save(str(tmp_path / "vec_normalize.pkl"))
+    VecNormalize.load(str(tmp_path / "vec_normalize.pkl"), DummyVecEnv([lambda: gym.make(default_env_id(model_class))]))
+
+
+IMAGE_MODELS = [EnsembleDistillDQN, RealTimeDistillDQN, PolicyDistillation]
+CNN_KWARGS = {
+    EnsembleDistillDQN: dict(student_policy_kwargs=dict(features_extractor_kwargs=dict(filters=(2, 2, 2), features_dim=4))),
+    RealTimeDistillDQN: dict(students=[dict(features_extractor_kwargs=dict(filters=(2, 2, 2), features_dim=4))]),
+    PolicyDistillation: dict(student_policy_kwargs=dict(features_extractor_kwargs=dict(filters=(2, 2, 2), features_dim=4))),
+}
+
+
+@pytest.mark.parametrize("model_class", IMAGE_MODELS)
+@pytest.mark.parametrize("normalized", [False, True])
+def test_image_inputs(model_class, normalized, tmp_path):
+    env = image_env(normalized=normalized)
+    # Pre-normalized float images: `normalize_images=False` (SB3's NatureCNN then skips its uint8 checks)
+    network = dict(normalize_images=not normalized, features_extractor_kwargs=dict(features_dim=8))
+    kwargs = dict(CNN_KWARGS[model_class], learning_starts=10, batch_size=4, buffer_size=100)
+    if model_class is PolicyDistillation:
+        kwargs["teacher"] = DQN("CnnPolicy", env, policy_kwargs=network, buffer_size=10)
+    else:
+        kwargs["policy_kwargs"] = network
+    model = make_model(model_class, env=env, policy="CnnPolicy", **kwargs).learn(30)
+    obs = np.stack([env.observation_space.sample() for _ in range(3)])
+    actions, _ = model.predict(obs, deterministic=True)
+    assert actions.shape == (3,)
+    model.save(tmp_path / "model.zip")
+    loaded = model_class.load(tmp_path / "model.zip")
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], actions)
+
+
+def test_compact_nature_cnn_is_a_nature_cnn():
+    # SB3 passes `normalized_image=True` to NatureCNN and its subclasses when `normalize_images=False`
+    env = image_env(normalized=True)
+    policy = DQN("CnnPolicy", env, policy_kwargs=dict(features_extractor_class=CompactNatureCNN, normalize_images=False))
+    assert isinstance(policy.q_net.features_extractor, CompactNatureCNN)
+    assert policy.policy.features_extractor_kwargs["normalized_image"] is True
+
+
+def test_piekd_sac_rejects_images():
+    with pytest.raises(ValueError, match="FlattenExtractor"):
+        make_model(PIEKDSAC, env=image_env(discrete=False), policy_kwargs=dict(features_extractor_class=CompactNatureCNN))
+
+
+UNSUPPORTED = [
+    (EnsembleDistillDQN, lambda: gym.make("Pendulum-v1")),
+    (EnsembleDistillDQN, lambda: IdentityEnvMultiDiscrete(2)),
+    (RealTimeDistillDQN, lambda: gym.make("Pendulum-v1")),
+    (PIEKDSAC, lambda: gym.make("CartPole-v1")),
+    (PIEKDSAC, lambda: IdentityEnvMultiDiscrete(2)),
+    (PolicyDistillation, lambda: IdentityEnvMultiDiscrete(2)),
+]
+
+
+@pytest.mark.parametrize("model_class, make_env", UNSUPPORTED)
+def test_unsupported_action_space(model_class, make_env):
+    env = make_env()
+    kwargs = {}
+    if model_class is PolicyDistillation:
+        kwargs["teacher"] = untrained_teacher("CartPole-v1")
+    # An AssertionError, as SB3's check of `supported_action_spaces` (code written against SB3 catches it)
+    with pytest.raises(AssertionError) as error:
+        model_class("MlpPolicy", env, **kwargs)
+    if model_class is not PolicyDistillation:
+        assert isinstance(error.value, UnsupportedSpaceError) and isinstance(error.value, ValueError)
+        assert "action space" in str(error.value)
+
+
+@pytest.mark.parametrize("model_class", MODEL_LIST)
+def test_gsde_unsupported(model_class):
+    # gSDE: PIEKDSAC keeps SAC's argument and rejects it clearly; the others do not take it
+    if model_class is PIEKDSAC:
+        with pytest.raises(ValueError, match="`use_sde=True` is not supported"):
+            make_model(model_class, use_sde=True)
+    else:
+        with pytest.raises(TypeError, match="use_sde"):
+            make_model(model_class, use_sde=True)
+
+
+@pytest.mark.parametrize("model_class", MODEL_LIST)
+def test_device(model_class):
+    model = make_model(model_class)
+    assert all(param.device.type == get_device("auto").type for param in model.policy.parameters())

@@ -1,0 +1,244 @@
+"""Every numeric argument of every algorithm: checked for type, finiteness and range, at construction and on load."""
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from stable_baselines3.common.utils import LinearSchedule
+
+from sb3_distill import PIEKDSAC, EnsembleDistillDQN, PolicyDistillation, RealTimeDistillDQN
+from sb3_distill.common.validation import (
+    STUDENT_LEARNING_RATE,
+    ArgumentTypeError,
+    CheckedSchedule,
+    Number,
+    check_net_arch,
+    check_number,
+)
+from tests.models import MODEL_LIST, default_env_id, make_model
+
+NAN, INF = float("nan"), float("inf")
+
+# Bad values of the arguments every algorithm checks (SB3's own off-policy arguments included)
+COMMON_BAD = [
+    ("learning_rate", NAN),
+    ("learning_rate", -1e-3),
+    ("learning_rate", True),
+    ("gamma", 1.5),
+    ("tau", INF),
+    ("batch_size", 0),
+    ("batch_size", 16.5),
+    ("buffer_size", "500"),
+    ("learning_starts", -1),
+    ("gradient_steps", -2),
+]
+# Bad values of each algorithm's own arguments (those the issue found accepted are all here)
+OWN_BAD = {
+    EnsembleDistillDQN: [
+        ("n_teachers", 0),
+        ("n_teachers", True),
+        ("n_teachers", 2.5),
+        ("temperature", INF),
+        ("temperature", 0),
+        ("student_learning_rate", NAN),
+        ("student_learning_rate", INF),
+        ("student_learning_rate", -1e-3),
+        ("student_learning_rate", True),
+        ("max_grad_norm", "10"),
+        ("max_grad_norm", NAN),
+        ("exploration_final_eps", 1.5),
+        ("target_update_interval", 0),
+    ],
+    RealTimeDistillDQN: [
+        ("temperature", INF),
+        ("distill_coef", NAN),
+        ("distill_coef", INF),
+        ("distill_coef", -1.0),
+        ("self_learning_coef", NAN),
+        ("student_learning_rate", NAN),
+        ("student_learning_rate", INF),
+        ("student_learning_rate", -1e-3),
+        ("student_learning_rate", True),
+        ("max_grad_norm", "10"),
+    ],
+    PIEKDSAC: [
+        ("ensemble_size", 0),
+        ("ensemble_size", True),
+        ("ensemble_size", 2.0),
+        ("n_recent_episodes", 0),
+        ("distill_interval", INF),
+        ("distill_epochs", "5"),
+        ("distill_batch_size", 0),
+        ("distill_learning_rate", NAN),
+        ("distill_learning_rate", INF),
+        ("distill_learning_rate", 0.0),
+        ("target_update_interval", 0),
+    ],
+    PolicyDistillation: [
+        ("temperature", INF),
+        ("temperature", -1.0),
+        ("value_coef", NAN),
+        ("value_coef", -1.0),
+        ("max_grad_norm", "10"),
+        ("max_grad_norm", NAN),
+        ("teacher_prob", NAN),
+        ("teacher_prob", 1.5),
+    ],
+}
+BAD_CASES = [
+    pytest.param(model_class, name, value, id=f"{model_class.__name__}-{name}-{value!r}")
+    for model_class in MODEL_LIST
+    for name, value in COMMON_BAD + OWN_BAD[model_class]
+]
+
+
+def _error_pattern(name: str) -> str:
+    # The argument in backticks, then what is allowed, then the value received
+    return rf"`{name}` must be .*got "
+
+
+@pytest.mark.parametrize("model_class, name, value", BAD_CASES)
+def test_bad_number_at_construction(model_class, name, value):
+    with pytest.raises(ValueError, match=_error_pattern(name)) as error:
+        make_model(model_class, **{name: value})
+    # Not a number: also a TypeError
+    if isinstance(value, (str, bool)):
+        assert isinstance(error.value, TypeError)
+
+
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory):
+    """One saved tiny model per algorithm (saving once keeps the load tests fast)."""
+    folder = tmp_path_factory.mktemp("saved")
+    paths = {}
+    for model_class in MODEL_LIST:
+        paths[model_class] = folder / f"{model_class.__name__}.zip"
+        make_model(model_class).save(paths[model_class])
+    return paths
+
+
+@pytest.mark.parametrize("model_class, name, value", BAD_CASES)
+def test_bad_number_on_load(model_class, name, value, saved_models):
+    # `load(path, **kwargs)` (and rl-zoo3's `--trained-agent` with `-params`) bypasses __init__
+    with pytest.raises(ValueError, match=_error_pattern(name)):
+        model_class.load(saved_models[model_class], **{name: value})
+
+
+GOOD_NUMPY = {
+    EnsembleDistillDQN: dict(n_teachers=np.int64(2), temperature=np.float32(0.5), student_learning_rate=np.float64(1e-3)),
+    RealTimeDistillDQN: dict(distill_coef=np.float64(0.5), self_learning_coef=np.int32(1), batch_size=np.int64(16)),
+    PIEKDSAC: dict(ensemble_size=np.int64(2), distill_learning_rate=np.float32(1e-3), distill_interval=np.int16(100)),
+    PolicyDistillation: dict(temperature=np.float64(0.5), value_coef=np.int64(0), teacher_prob=np.float32(0.25)),
+}
+
+
+@pytest.mark.parametrize("model_class", MODEL_LIST)
+def test_numpy_numbers_accepted(model_class, saved_models):
+    kwargs = GOOD_NUMPY[model_class]
+    loaded = model_class.load(saved_models[model_class], env=gym.make(default_env_id(model_class)), **kwargs)
+    for model in (make_model(model_class, **kwargs), loaded):
+        for name, value in kwargs.items():
+            # Stored as a plain Python number (json-able, and what the policies and rl-zoo3 expect)
+            assert type(getattr(model, name)) in (int, float) and getattr(model, name) == pytest.approx(float(value))
+        model.learn(60)
+
+
+NET_ARCH_CASES = [
+    (EnsembleDistillDQN, dict(policy_kwargs=dict(net_arch=[-1])), r"`policy_kwargs\['net_arch'\]`"),
+    (EnsembleDistillDQN, dict(student_policy_kwargs=dict(net_arch=[8, 0])), r"`student_policy_kwargs\['net_arch'\]`"),
+    (RealTimeDistillDQN, dict(policy_kwargs=dict(net_arch=[-1])), r"`policy_kwargs\['net_arch'\]`"),
+    (RealTimeDistillDQN, dict(students=[dict(net_arch=[8]), dict(net_arch=[4.5])]), r"`students\[1\]\['net_arch'\]`"),
+    (PIEKDSAC, dict(policy_kwargs=dict(net_arch=dict(pi=[16], qf=[-1]))), r"`policy_kwargs\['net_arch'\]\['qf'\]`"),
+    (PIEKDSAC, dict(policy_kwargs=dict(net_arch=16)), r"`policy_kwargs\['net_arch'\]` must be a list"),
+    (PolicyDistillation, dict(student_policy_kwargs=dict(net_arch=[-1])), r"`student_policy_kwargs\['net_arch'\]`"),
+]
+
+
+@pytest.mark.parametrize("model_class, kwargs, match", NET_ARCH_CASES)
+def test_bad_layer_sizes(model_class, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_model(model_class, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "model_class, kwargs",
+    [
+        (EnsembleDistillDQN, dict(student_policy_kwargs=dict(net_arch=[64, 64]))),
+        (RealTimeDistillDQN, dict(students=[dict(net_arch=[8]), dict(net_arch=[64, 64])])),
+        (PolicyDistillation, dict(student_policy_kwargs=dict(net_arch=[128, 128]))),
+    ],
+)
+def test_student_larger_than_teacher_warns(model_class, kwargs):
+    with pytest.warns(UserWarning, match="times as many parameters as"):
+        make_model(model_class, **kwargs)
+    # The default, compact student does not warn
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_model(model_class)
+
+
+def test_schedules_checked_where_evaluated():
+    # Legal at both endpoints, NaN in between: caught when the schedule is evaluated in `train()`
+    def schedule(progress: float) -> float:
+        return 1e-3 if progress > 0.9 or progress < 0.1 else NAN
+
+    for model_class in (EnsembleDistillDQN, RealTimeDistillDQN):
+        model = make_model(model_class, student_learning_rate=schedule)
+        with pytest.raises(ValueError, match=r"`student_learning_rate` must be .*got nan .*at progress remaining"):
+            model.learn(200)
+    beta = lambda progress: 2.0 if 0.2 < progress < 0.8 else 0.5  # noqa: E731
+    model = make_model(PolicyDistillation, control="mixture", teacher_prob=beta)
+    with pytest.raises(ValueError, match=r"`teacher_prob` must be a number in \[0, 1\].*got 2.0 at progress remaining"):
+        model.learn(100)
+
+
+@pytest.mark.parametrize("value", [1, 2.5, np.int64(3), np.float32(0.25), np.uint8(4)])
+def test_check_number_accepts_numbers(value):
+    checked = check_number(value, "x", Number(low=0))
+    assert type(checked) in (int, float) and checked == pytest.approx(float(value))
+
+
+@pytest.mark.parametrize(
+    "value, spec, error, match",
+    [
+        (True, Number(), ArgumentTypeError, r"`x` must be a number, got True of type bool"),
+        (np.bool_(True), Number(), ArgumentTypeError, "of type bool"),
+        ("1", Number(), ArgumentTypeError, "got '1' of type str"),
+        (None, Number(), ArgumentTypeError, "of type NoneType"),
+        (NAN, Number(), ValueError, r"got nan \(not finite\)"),
+        (-INF, Number(), ValueError, r"got -inf \(not finite\)"),
+        (2.5, Number(integer=True), ValueError, r"`x` must be an integer, got 2.5 \(not an integer\)"),
+        (0, Number(low=0, low_open=True, meaning="the rate"), ValueError, r"`x` must be a number > 0 \(the rate\), got 0"),
+        (1.5, Number(low=0, high=1), ValueError, r"must be a number in \[0, 1\], got 1.5"),
+        (1.0, Number(low=0, high=1, high_open=True), ValueError, r"in \[0, 1\), got 1.0"),
+    ],
+)
+def test_check_number_rejects(value, spec, error, match):
+    with pytest.raises(error, match=match):
+        check_number(value, "x", spec)
+
+
+def test_checked_schedule_and_net_arch():
+    schedule = CheckedSchedule(lambda progress: progress - 0.5, "lr", Number(low=0))
+    assert schedule(1.0) == 0.5 and isinstance(schedule(1.0), float)
+    with pytest.raises(ValueError, match=r"`lr` must be a number >= 0, got -0.5 at progress remaining 0"):
+        schedule(0.0)
+    assert CheckedSchedule(0.25, "lr", Number(low=0))(0.3) == 0.25
+    check_net_arch(None, "net_arch")
+    check_net_arch(dict(pi=[8], vf=[np.int64(8)]), "net_arch")
+    with pytest.raises(ValueError, match=r"`net_arch` must be an integer >= 1 \(every layer size\), got -1"):
+        check_net_arch([-1], "net_arch")
+
+
+def test_schedule_may_decay_to_an_open_bound():
+    # A learning rate decaying linearly to 0 (rl-zoo3's `lin_` schedules, the demo's settings) is legal
+    schedule = CheckedSchedule(LinearSchedule(5e-3, 0.0, 1.0), "student_learning_rate", STUDENT_LEARNING_RATE)
+    assert schedule(0.0) == 0.0
+    with pytest.raises(ValueError, match=r"got -0\.001"):
+        CheckedSchedule(lambda _: -1e-3, "student_learning_rate", STUDENT_LEARNING_RATE)(0.5)
+    # A constant still must be > 0
+    with pytest.raises(ValueError, match="> 0"):
+        CheckedSchedule(0.0, "student_learning_rate", STUDENT_LEARNING_RATE)(0.5)
+    for model_class in (EnsembleDistillDQN, RealTimeDistillDQN):
+        make_model(model_class, student_learning_rate=LinearSchedule(5e-3, 0.0, 1.0)).learn(100)
