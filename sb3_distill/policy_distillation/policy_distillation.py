@@ -1,4 +1,5 @@
 import inspect
+import io
 import pathlib
 import warnings
 from typing import Any, ClassVar, TypeVar
@@ -410,6 +411,24 @@ class PolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
             )
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"`max_grad_norm` must be a number > 0 or None, got {self.max_grad_norm!r}")
+
+    @classmethod
+    def load(
+        cls: type[SelfPolicyDistillation],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfPolicyDistillation:
+        model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+        # A teacher given to `load(path, teacher=...)` (a model or a path) is the teacher: its weights win over the
+        # teacher weights saved with this model, which SB3's `load()` sets after `_setup_model()` copied them
+        if isinstance(model.teacher, BaseAlgorithm):
+            model.policy.teacher.load_state_dict(model.teacher.policy.state_dict())
+        return model
 
     def _excluded_save_params(self) -> list[str]:
         # The teacher model is not pickled: its weights are in `policy.teacher`, its description in `teacher_policy_*`
