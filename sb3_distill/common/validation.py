@@ -251,9 +251,10 @@ def check_finite_losses(losses: Mapping[str, tuple[Sequence[str], th.Tensor]], n
         (gradient_steps, n_members), or (gradient_steps,) for one member)
     :param n_updates: the update counter before these gradient steps (``_n_updates``)
     """
-    values = {name: (members, steps.reshape(steps.shape[0], -1)) for name, (members, steps) in losses.items()}
-    if bool(th.stack([steps.isfinite().all() for _, steps in values.values()]).all()):
+    # One kernel and one synchronisation on the concatenated losses
+    if bool(th.cat([steps.reshape(-1) for _, steps in losses.values()]).isfinite().all()):
         return
+    values = {name: (members, steps.reshape(steps.shape[0], -1)) for name, (members, steps) in losses.items()}
     # The first gradient step with a non-finite loss, and every member and loss bad at that step
     first_step = min(
         int((~steps.isfinite()).any(dim=1).nonzero()[0]) for _, steps in values.values() if not steps.isfinite().all()
