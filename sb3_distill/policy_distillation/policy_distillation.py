@@ -495,6 +495,12 @@ class PolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
         obs_tensor, _ = self.policy.obs_to_tensor(self._last_obs)  # type: ignore[arg-type]
         with th.no_grad():
             q_values, _ = policy_outputs("q_values", self.policy.student, obs_tensor)
+        if not bool(q_values.isfinite().all()):
+            raise ValueError(
+                f"The student's Q-values are not finite at step {self.num_timesteps}: a NaN or infinite observation "
+                "(wrap the env with SB3's `VecCheckNan` to find it) or diverged weights"
+            )
+        with th.no_grad():
             actions = th.distributions.Categorical(logits=q_values / self.distill_temperature).sample()
         return actions.cpu().numpy()
 
