@@ -13,7 +13,7 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback, EvalCallback
-from stable_baselines3.common.envs import IdentityEnv, IdentityEnvBox, IdentityEnvMultiDiscrete
+from stable_baselines3.common.envs import IdentityEnv, IdentityEnvBox, IdentityEnvMultiDiscrete, SimpleMultiObsEnv
 from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
@@ -311,3 +311,28 @@ def test_gsde_unsupported(model_class):
 def test_device(model_class):
     model = make_model(model_class)
     assert all(param.device.type == get_device("auto").type for param in model.policy.parameters())
+
+
+def test_dict_observations(tmp_path):
+    # PolicyDistillation supports Dict observations (MultiInputPolicy, as its teachers)
+    env = SimpleMultiObsEnv(random_start=False)
+    teacher = DQN("MultiInputPolicy", env, policy_kwargs=dict(net_arch=[32]), buffer_size=100)
+    model = make_model(PolicyDistillation, env=env, policy="MultiInputPolicy", teacher=teacher, learning_starts=20).learn(60)
+    obs = env.observation_space.sample()
+    action, _ = model.predict(obs, deterministic=True)
+    assert action.shape == () and model.action_space.contains(int(action))
+    actions, _ = model.predict({key: np.stack([value] * 3) for key, value in obs.items()}, deterministic=True)
+    assert actions.shape == (3,)
+    model.save(tmp_path / "model.zip")
+    loaded = PolicyDistillation.load(tmp_path / "model.zip")
+    assert int(loaded.predict(obs, deterministic=True)[0]) == int(action)
+
+
+@pytest.mark.parametrize("model_class", [EnsembleDistillDQN, RealTimeDistillDQN, PIEKDSAC])
+def test_dict_observations_unsupported(model_class):
+    # The stacked members take flat or image observations only: SB3's clear errors
+    env = SimpleMultiObsEnv(random_start=False, discrete_actions=model_class is not PIEKDSAC)
+    with pytest.raises(ValueError, match="MultiInputPolicy"):
+        model_class("MlpPolicy", env)
+    with pytest.raises(ValueError, match="Policy MultiInputPolicy unknown"):
+        model_class("MultiInputPolicy", env)

@@ -95,3 +95,19 @@ def test_teacher_driven_q_values_stay_greedy():
     actions, _ = model._sample_action(learning_starts=0, n_envs=50)
     teacher_actions, _ = model.policy.teacher.predict(obs, deterministic=True)
     assert np.array_equal(actions, teacher_actions)
+
+
+def test_load_with_another_teacher_uses_its_weights(tmp_path):
+    model = make_model(PolicyDistillation, env="CartPole-v1", seed=0)
+    model.save(tmp_path / "model.zip")
+    other = untrained_teacher("CartPole-v1", seed=1)
+    for teacher in (other, tmp_path / "other.zip"):
+        other.save(tmp_path / "other.zip")
+        loaded = PolicyDistillation.load(tmp_path / "model.zip", teacher=teacher)
+        for key, value in other.policy.state_dict().items():
+            assert th.equal(loaded.policy.teacher.state_dict()[key], value)
+    # Without a teacher, the saved one
+    loaded = PolicyDistillation.load(tmp_path / "model.zip")
+    for key, value in model.policy.teacher.state_dict().items():
+        assert th.equal(loaded.policy.teacher.state_dict()[key], value)
+    assert any(not th.equal(value, other.policy.state_dict()[key]) for key, value in model.policy.teacher.state_dict().items())

@@ -178,6 +178,13 @@ def test_student_larger_than_teacher_warns(model_class, kwargs):
         make_model(model_class)
 
 
+@pytest.mark.parametrize("model_class", MODEL_LIST)
+def test_zero_learning_rate_on_load(model_class, saved_models):
+    # rl-zoo3's `enjoy` loads every model with `custom_objects={"learning_rate": 0.0, "lr_schedule": ...}`
+    model = model_class.load(saved_models[model_class], custom_objects={"learning_rate": 0.0, "lr_schedule": lambda _: 0.0})
+    assert model.learning_rate == 0.0
+
+
 def test_schedules_checked_where_evaluated():
     # Legal at both endpoints, NaN in between: caught when the schedule is evaluated in `train()`
     def schedule(progress: float) -> float:
@@ -237,8 +244,8 @@ def test_schedule_may_decay_to_an_open_bound():
     assert schedule(0.0) == 0.0
     with pytest.raises(ValueError, match=r"got -0\.001"):
         CheckedSchedule(lambda _: -1e-3, "student_learning_rate", STUDENT_LEARNING_RATE)(0.5)
-    # A constant still must be > 0
+    # An open bound stays open for a constant
     with pytest.raises(ValueError, match="> 0"):
-        CheckedSchedule(0.0, "student_learning_rate", STUDENT_LEARNING_RATE)(0.5)
+        CheckedSchedule(0.0, "temperature", Number(low=0, low_open=True))(0.5)
     for model_class in (EnsembleDistillDQN, RealTimeDistillDQN):
         make_model(model_class, student_learning_rate=LinearSchedule(5e-3, 0.0, 1.0)).learn(100)

@@ -149,7 +149,8 @@ class CheckedSchedule:
 
 #: SB3's off-policy arguments that SB3 itself does not check (see ``OffPolicyAlgorithm``)
 OFF_POLICY_NUMBERS: dict[str, Number] = {
-    "learning_rate": Number(low=0, low_open=True, schedule=True),
+    # 0 is legal: rl-zoo3's `enjoy` loads models with `custom_objects={"learning_rate": 0.0, ...}`
+    "learning_rate": Number(low=0, schedule=True),
     "buffer_size": Number(low=1, integer=True),
     "learning_starts": Number(low=0, integer=True),
     "batch_size": Number(low=1, integer=True),
@@ -167,7 +168,7 @@ DQN_NUMBERS: dict[str, Number] = {
     "max_grad_norm": Number(low=0, low_open=True),
 }
 #: A student's learning rate: None (the teachers'), a number or a schedule
-STUDENT_LEARNING_RATE = Number(low=0, low_open=True, optional=True, schedule=True, meaning="None: `learning_rate`")
+STUDENT_LEARNING_RATE = Number(low=0, optional=True, schedule=True, meaning="None: `learning_rate`")
 #: A softmax temperature
 TEMPERATURE = Number(low=0, low_open=True, meaning="the softmax temperature tau")
 
@@ -251,9 +252,10 @@ def check_finite_losses(losses: Mapping[str, tuple[Sequence[str], th.Tensor]], n
         (gradient_steps, n_members), or (gradient_steps,) for one member)
     :param n_updates: the update counter before these gradient steps (``_n_updates``)
     """
-    values = {name: (members, steps.reshape(steps.shape[0], -1)) for name, (members, steps) in losses.items()}
-    if bool(th.stack([steps.isfinite().all() for _, steps in values.values()]).all()):
+    # One kernel and one synchronisation on the concatenated losses
+    if bool(th.cat([steps.reshape(-1) for _, steps in losses.values()]).isfinite().all()):
         return
+    values = {name: (members, steps.reshape(steps.shape[0], -1)) for name, (members, steps) in losses.items()}
     # The first gradient step with a non-finite loss, and every member and loss bad at that step
     first_step = min(
         int((~steps.isfinite()).any(dim=1).nonzero()[0]) for _, steps in values.values() if not steps.isfinite().all()

@@ -1,5 +1,6 @@
 import dataclasses
 import inspect
+import io
 import pathlib
 import warnings
 from typing import Any, ClassVar, TypeVar
@@ -378,6 +379,24 @@ class PolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"`max_grad_norm` must be a number > 0 or None, got {self.max_grad_norm!r}")
 
+    @classmethod
+    def load(
+        cls: type[SelfPolicyDistillation],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfPolicyDistillation:
+        model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+        # A teacher given to `load(path, teacher=...)` (a model or a path) is the teacher: its weights win over the
+        # teacher weights saved with this model, which SB3's `load()` sets after `_setup_model()` copied them
+        if isinstance(model.teacher, BaseAlgorithm):
+            model.policy.teacher.load_state_dict(model.teacher.policy.state_dict())
+        return model
+
     def _excluded_save_params(self) -> list[str]:
         # The teacher model is not pickled: its weights are in `policy.teacher`, its description in `teacher_policy_*`
         return [*super()._excluded_save_params(), "teacher", "teacher_prob_schedule", "_new_teacher", "_new_teacher_state"]
@@ -473,7 +492,14 @@ class PolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
         self.policy.set_training_mode(False)
         obs_tensor, _ = self.policy.obs_to_tensor(observations)
         with th.no_grad():
-            actions = self.policy.student_adapter.distribution(obs_tensor, self.distill_temperature).sample()
+            q_values, _ = self.policy.student_adapter.outputs(obs_tensor)
+        if not bool(q_values.isfinite().all()):
+            raise ValueError(
+                f"The student's Q-values are not finite at step {self.num_timesteps}: a NaN or infinite observation "
+                "(wrap the env with SB3's `VecCheckNan` to find it) or diverged weights"
+            )
+        with th.no_grad():
+            actions = th.distributions.Categorical(logits=q_values / self.distill_temperature).sample()
         return actions.cpu().numpy()
 
     def _setup_learn(self, *args: Any, **kwargs: Any) -> Any:
