@@ -75,8 +75,8 @@ class RealTimeDistillDQNPolicy(DQNPolicy):
     :param predict_member: The member ``predict()`` uses: ``"teacher"`` or ``"student_<i>"``
     :param stack_teacher: Put the teacher into the first students' stack it can join (member 0; same layer
         structure, zero-padding where widths differ): teacher and students then run as one batched forward,
-        backward and optimizer step, and ``q_net`` / ``q_net_target`` are views of that member. The algorithm
-        sets it only when the students use the teacher's learning rate (one optimizer covers the stack).
+        backward and optimizer step, and ``q_net`` / ``q_net_target`` are views of that member (one optimizer
+        covers the stack; the algorithm rescales the students' updates when their learning rate differs).
     """
 
     student_stacks: nn.ModuleList
