@@ -105,3 +105,46 @@ def _same(new: Any, stored: Any) -> bool:
         return bool(new == stored)
     except Exception:  # e.g. arrays or objects without a truth value
         return False
+
+
+class TeacherWeightsMixin:
+    """
+    For an algorithm whose policy holds a frozen copy of a teacher (``policy.teacher``): the weights of a
+    teacher given to ``load(path, teacher=other)`` replace the saved teacher's (whose network may differ),
+    instead of being overwritten by them when SB3's ``load()`` restores the saved parameters after
+    ``_setup_model()``. ``_setup_model()`` calls :meth:`_install_new_teacher` with the new teacher's weights.
+    """
+
+    policy: Any
+
+    def _install_new_teacher(self, teacher_state: dict[str, Any]) -> None:
+        """Copy a new teacher's weights into the policy, and keep them until ``load()`` sets the parameters."""
+        self._new_teacher_state = teacher_state
+        self.policy.teacher.load_state_dict(teacher_state)
+
+    def _forget_new_teacher(self) -> None:
+        """Called by ``__init__`` after ``_setup_model()``: no saved parameters will follow."""
+        self.__dict__.pop("_new_teacher_state", None)
+
+    def set_parameters(
+        self,
+        load_path_or_dict: str | dict[str, Any],
+        exact_match: bool = True,
+        device: Any = "auto",
+    ) -> None:
+        """
+        SB3's ``set_parameters``; after ``load(path, teacher=other)``, with ``other``'s weights for the teacher.
+        """
+        teacher_state = self.__dict__.pop("_new_teacher_state", None)
+        if teacher_state is None:
+            super().set_parameters(load_path_or_dict, exact_match=exact_match, device=device)  # type: ignore[misc]
+            return
+        params: Any
+        if isinstance(load_path_or_dict, dict):
+            params = dict(load_path_or_dict)
+        else:
+            _, params, _ = load_from_zip_file(load_path_or_dict, device=device, load_data=False)
+        policy_state = {key: value for key, value in params["policy"].items() if not key.startswith("teacher.")}
+        policy_state.update({f"teacher.{key}": value for key, value in teacher_state.items()})
+        params["policy"] = policy_state
+        super().set_parameters(params, exact_match=exact_match, device=device)  # type: ignore[misc]

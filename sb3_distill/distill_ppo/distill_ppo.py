@@ -15,13 +15,12 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize, unwrap_vec_wrapper
 from torch.nn import functional as F
 
-from sb3_distill.common.base import PolicyLayoutMixin
+from sb3_distill.common.base import PolicyLayoutMixin, TeacherWeightsMixin
 from sb3_distill.common.losses import (
     DISTILL_UPDATE_RULES,
     VALUE_RULES,
@@ -69,7 +68,7 @@ class _RolloutRecord:
     next_observations: np.ndarray
 
 
-class DistillPPO(PolicyLayoutMixin, PPO):
+class DistillPPO(TeacherWeightsMixin, PolicyLayoutMixin, PPO):
     """
     PPO with the student-driven distillation updates of Czarnecki et al. 2019, "Distilling Policy
     Distillation" (arXiv:1902.02186): every row of its Table 1 and Sec. 4, and *kickstarting* (Schmitt et al.
@@ -274,16 +273,15 @@ class DistillPPO(PolicyLayoutMixin, PPO):
         self.temperature = temperature
         if _init_setup_model:
             self._setup_model()
-            self.__dict__.pop("_new_teacher_state", None)
+            self._forget_new_teacher()
 
     def _setup_model(self) -> None:
         self._check_rule_arguments()
         self._setup_teacher()
         self._setup_policy_with_layout(super()._setup_model)
         if self._new_teacher is not None:
-            # Kept until `set_parameters` when `load(path, teacher=other)` gave the teacher (see there)
-            self._new_teacher_state = self._new_teacher.policy.state_dict()
-            self.policy.teacher.load_state_dict(self._new_teacher_state)
+            # Kept until `load()` has restored the saved parameters (see `TeacherWeightsMixin`)
+            self._install_new_teacher(self._new_teacher.policy.state_dict())
             self._new_teacher = None
         self.teacher_adapter = Teacher.for_policy(self.policy.teacher)
         self._check_teacher_arguments()
@@ -423,32 +421,6 @@ class DistillPPO(PolicyLayoutMixin, PPO):
             "teacher_prob_schedule",
             "_gate_fractions",
         ]
-
-    def set_parameters(
-        self,
-        load_path_or_dict: str | dict[str, th.Tensor],
-        exact_match: bool = True,
-        device: th.device | str = "auto",
-    ) -> None:
-        """
-        SB3's ``set_parameters``; when ``load(path, teacher=other)`` gave a new teacher, its weights replace the
-        saved teacher's (whose network may differ) instead of being overwritten by them.
-        """
-        teacher_state = self.__dict__.pop("_new_teacher_state", None)
-        if teacher_state is None:
-            super().set_parameters(load_path_or_dict, exact_match=exact_match, device=device)
-            return
-        params: Any
-        if isinstance(load_path_or_dict, dict):
-            params = dict(load_path_or_dict)  # type: ignore[arg-type]
-        else:
-            _, params, _ = load_from_zip_file(load_path_or_dict, device=device, load_data=False)  # type: ignore[assignment]
-        policy_state = {key: value for key, value in params["policy"].items() if not key.startswith("teacher.")}
-        policy_state.update({f"teacher.{key}": value for key, value in teacher_state.items()})
-        params["policy"] = policy_state
-        super().set_parameters(params, exact_match=exact_match, device=device)
-
-    # --- Rollouts: the control policy acts, and the rewards become r [env_reward] + distill_coef * r^
 
     def _control_step(self, obs_tensor: th.Tensor, n_envs: int) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """The control policy's actions, with the student's values and log-probabilities of those actions."""

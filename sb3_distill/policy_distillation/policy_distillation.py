@@ -1,6 +1,5 @@
 import dataclasses
 import inspect
-import io
 import pathlib
 import warnings
 from typing import Any, ClassVar, TypeVar
@@ -14,7 +13,6 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.vec_env import unwrap_vec_normalize
 
@@ -33,6 +31,7 @@ from sb3_distill.common.teachers import (
     teacher_algorithm_of,
 )
 from sb3_distill.common.torch_layers import check_student_policy_kwargs, default_student_kwargs
+from sb3_distill.common.base import TeacherWeightsMixin
 from sb3_distill.common.save import AtomicSaveMixin
 from sb3_distill.common.utils import model_for_export
 from sb3_distill.common.validation import (
@@ -51,7 +50,7 @@ SelfPolicyDistillation = TypeVar("SelfPolicyDistillation", bound="PolicyDistilla
 CONTROL_POLICIES = ("teacher", "student", "mixture", "uniform")
 
 
-class PolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
+class PolicyDistillation(TeacherWeightsMixin, AtomicSaveMixin, OffPolicyAlgorithm):
     """
     Policy distillation (Rusu et al. 2015, "Policy Distillation") of a trained SB3 agent, the *teacher*,
     into a *student* network of the same SB3 kind, with the control-policy choices of Czarnecki et al.
@@ -237,7 +236,7 @@ class PolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
         self.max_grad_norm = max_grad_norm
         if _init_setup_model:
             self._setup_model()
-            self.__dict__.pop("_new_teacher_state", None)
+            self._forget_new_teacher()
 
     def _setup_model(self) -> None:
         check_arguments(self, NUMBERS)
@@ -264,9 +263,8 @@ class PolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
         self.policy_kwargs = user_policy_kwargs
         self._check_distillation_arguments()
         if self._new_teacher is not None:
-            # Kept until `load()` has restored the saved parameters (see `set_parameters`)
-            self._new_teacher_state = self._new_teacher.policy.state_dict()
-            self.policy.teacher.load_state_dict(self._new_teacher_state)
+            # Kept until `load()` has restored the saved parameters (see `TeacherWeightsMixin`)
+            self._install_new_teacher(self._new_teacher.policy.state_dict())
             self._new_teacher = None
         self.teacher_prob_schedule = CheckedSchedule(self.teacher_prob, "teacher_prob", NUMBERS["teacher_prob"])
         warn_if_student_larger(self.compression_ratio)
@@ -379,51 +377,9 @@ class PolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"`max_grad_norm` must be a number > 0 or None, got {self.max_grad_norm!r}")
 
-    @classmethod
-    def load(
-        cls: type[SelfPolicyDistillation],
-        path: str | pathlib.Path | io.BufferedIOBase,
-        env: GymEnv | None = None,
-        device: th.device | str = "auto",
-        custom_objects: dict[str, Any] | None = None,
-        print_system_info: bool = False,
-        force_reset: bool = True,
-        **kwargs: Any,
-    ) -> SelfPolicyDistillation:
-        model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
-        # A teacher given to `load(path, teacher=...)` (a model or a path) is the teacher: its weights win over the
-        # teacher weights saved with this model, which SB3's `load()` sets after `_setup_model()` copied them
-        if isinstance(model.teacher, BaseAlgorithm):
-            model.policy.teacher.load_state_dict(model.teacher.policy.state_dict())
-        return model
-
     def _excluded_save_params(self) -> list[str]:
         # The teacher model is not pickled: its weights are in `policy.teacher`, its description in `teacher_policy_*`
         return [*super()._excluded_save_params(), "teacher", "teacher_prob_schedule", "_new_teacher", "_new_teacher_state"]
-
-    def set_parameters(
-        self,
-        load_path_or_dict: str | dict[str, th.Tensor],
-        exact_match: bool = True,
-        device: th.device | str = "auto",
-    ) -> None:
-        """
-        SB3's ``set_parameters``; when ``load(path, teacher=other)`` gave a new teacher, its weights replace the
-        saved teacher's (whose network may differ) instead of being overwritten by them.
-        """
-        teacher_state = self.__dict__.pop("_new_teacher_state", None)
-        if teacher_state is None:
-            super().set_parameters(load_path_or_dict, exact_match=exact_match, device=device)
-            return
-        params: Any
-        if isinstance(load_path_or_dict, dict):
-            params = dict(load_path_or_dict)  # type: ignore[arg-type]
-        else:
-            _, params, _ = load_from_zip_file(load_path_or_dict, device=device, load_data=False)  # type: ignore[assignment]
-        policy_state = {key: value for key, value in params["policy"].items() if not key.startswith("teacher.")}
-        policy_state.update({f"teacher.{key}": value for key, value in teacher_state.items()})
-        params["policy"] = policy_state
-        super().set_parameters(params, exact_match=exact_match, device=device)
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer"], []
