@@ -424,13 +424,22 @@ def _median_range(values: list[float]) -> str:
     return f"{np.median(values):.0f} [{min(values):.0f}, {max(values):.0f}]"
 
 
-# The papers' numbers for the games MinAtar shares with them (% of the teacher, max / mean of the last 10
-# evaluations): Sun & Fazli, "Real-time Policy Distillation", Table 1, Net3 {16,16,16,64} (3.7 %), and PD
-# (Rusu et al.) as quoted there. Only Breakout, SpaceInvaders and Seaquest (ensemble paper) overlap.
+# The papers' numbers for the games MinAtar shares with them (% of the teacher, max / mean; Atari, Nature-DQN
+# teacher {32, 64, 64, 512}, 10-20M agent steps), for the student of about the same ratio:
+# - [RT] Sun & Fazli, "Real-time Policy Distillation in Deep Reinforcement Learning" (2019, arXiv:1912.12630):
+#   Table 1, Net3 {16, 16, 16, 64} (3.7 %), imitation on, and PD (Rusu et al.) as quoted there (max only);
+#   Table 2, Net5 {8, 16, 8, 64} (1.7 %), forward KL, imitation on. Mean = mean % over the last 10 evaluations.
+# - [EN] Sun & Fazli, "Ensemble Policy Distillation in Deep Reinforcement Learning" (2020): Table 1 (student1
+#   {16, 16, 16, 64}, 3.7 %) and Table 2 (student2 {8, 8, 16, 64}, 1.7 %), M=3; the third column group
+#   (reverse KL: its header reads "Ensemble-FKL" a second time in our text copy), quoted next to mean_loss,
+#   which is the paper's Eq. 4 (sb3_distill.common.losses.distillation_loss); mean_probs is not in the paper.
 PAPER: dict[tuple[str, str], dict[str, str]] = {
-    ("rtpd-fkl", "student1"): {"Breakout": "69.5 / 91.1", "SpaceInvaders": "94.2 / 95.4"},
-    ("rtpd-rkl", "student1"): {"Breakout": "101.2 / 107.7", "SpaceInvaders": "102.6 / 98.4"},
-    ("pd", "student1"): {"Breakout": "78.6 / -", "SpaceInvaders": "20.9 / -"},
+    ("rtpd-fkl", "student1"): {"Breakout": "69.5 / 91.1 [RT]", "SpaceInvaders": "94.2 / 95.4 [RT]"},
+    ("rtpd-rkl", "student1"): {"Breakout": "101.2 / 107.7 [RT]", "SpaceInvaders": "102.6 / 98.4 [RT]"},
+    ("rtpd-fkl", "student2"): {"Breakout": "92.1 / 100.4 [RT]", "SpaceInvaders": "94.2 / 86.0 [RT]"},
+    ("pd", "student1"): {"Breakout": "78.6 / - [RT]", "SpaceInvaders": "20.9 / - [RT]"},
+    ("ensemble-mean_loss", "student1"): {"Breakout": "120.6 / 112.8 [EN]", "Seaquest": "132.3 / 126.5 [EN]"},
+    ("ensemble-mean_loss", "student2"): {"Breakout": "119.5 / 113.8 [EN]", "Seaquest": "132.1 / 125.2 [EN]"},
 }
 
 
