@@ -387,6 +387,15 @@ def percentages(student: list[float], teacher: list[float], last: int = 10) -> t
     return max_pct, mean_pct
 
 
+def in_run_teacher(run: dict[str, Any]) -> list[float] | None:
+    """The evaluation curve of the teacher trained inside a distillation run (the ensemble: its teachers' mean)."""
+    if run["variant"].startswith("rtpd-"):
+        return run["returns"]["teacher"]
+    if run["variant"].startswith("ensemble-"):
+        return list(np.mean([values for name, values in run["returns"].items() if name.startswith("teacher_")], axis=0))
+    return None
+
+
 def scores(runs: list[dict[str, Any]]) -> dict[tuple[str, str], list[tuple[int, float, float]]]:
     """(variant, student) -> [(seed, max %, mean %)] for every distillation run whose teacher is known."""
     teachers = {run["seed"]: run["returns"]["teacher"] for run in runs if run["variant"] == "teacher"}
@@ -404,13 +413,9 @@ def scores(runs: list[dict[str, Any]]) -> dict[tuple[str, str], list[tuple[int, 
                     continue
                 reference = [teachers[run["seed"]][-1]] * len(returns[student])
                 max_pct, mean_pct = percentages(returns[student], reference)
-            elif run["variant"].startswith("ensemble-"):
-                # The papers' rule for the ensemble: the average of the teachers' scores
-                teacher_names = [name for name in returns if name.startswith("teacher_")]
-                reference = list(np.mean([returns[name] for name in teacher_names], axis=0))
-                max_pct, mean_pct = percentages(returns[student], reference)
             else:
-                max_pct, mean_pct = percentages(returns[student], returns["teacher"])
+                # Its own teacher; the ensemble: the average of the teachers' scores (the papers' rule)
+                max_pct, mean_pct = percentages(returns[student], in_run_teacher(run))  # type: ignore[arg-type]
             table.setdefault((run["variant"], student), []).append((run["seed"], max_pct, mean_pct))
     return table
 
@@ -468,6 +473,17 @@ def report(game: str, runs: list[dict[str, Any]]) -> str:
         )
         + ".",
         "",
+        "The teachers trained inside the distillation runs (the ensemble: mean of its 3), per seed, final / max: "
+        + (
+            "; ".join(
+                f"{run['variant']} seed {run['seed']}: {in_run[-1]:.1f} / {max(in_run):.1f}"
+                for run in sorted(runs, key=lambda run: (run["variant"], run["seed"]))
+                if (in_run := in_run_teacher(run)) is not None
+            )
+            or "none yet"
+        )
+        + ".",
+        "",
         "| variant | student | seeds | max % of teacher, median [range] | mean % (last 10 evals), median [range] "
         "| paper (max / mean %) |",
         "|---|---|---|---|---|---|",
@@ -513,6 +529,8 @@ def write_report(folder: Path, game: str) -> None:
     runs = load_runs(folder, game)
     if not runs:
         return
+    # One budget per table: the latest run's (runs at other budgets stay in the JSON)
+    runs = [run for run in runs if (run["timesteps"], run["train_freq"]) == (runs[-1]["timesteps"], runs[-1]["train_freq"])]
     text = report(game, runs)
     print("\n" + text, flush=True)
     (folder / f"minatar_{game}.md").write_text(text + "\n")

@@ -162,3 +162,29 @@ def test_runner_smoke(monkeypatch, tmp_path):
     minatar.main([*argv, "--variants", "rtpd-rkl", "--append", "--output", str(tmp_path)])
     runs = json.loads((tmp_path / f"minatar_{GAME}.json").read_text())["runs"]
     assert len(runs) == 4 and {run["variant"]: run for run in runs}["rtpd-rkl"]["seconds"] == seconds
+
+
+def test_scores_and_report():
+    budget = dict(timesteps=100, train_freq=4, eval_freq=50, eval_episodes=1, steps=[50, 100], seconds=1.0)
+    runs = [
+        dict(variant="teacher", seed=0, returns={"teacher": [2.0, 8.0]}, **budget),
+        dict(variant="rtpd-rkl", seed=0, returns={"teacher": [2.0, 4.0], "student1": [1.0, 4.0]}, **budget),
+        dict(variant="rtpd-rkl", seed=1, returns={"teacher": [2.0, 4.0], "student1": [2.0, 2.0]}, **budget),
+        dict(
+            variant="ensemble-mean_loss",
+            seed=0,
+            returns={"teacher_0": [1.0, 2.0], "teacher_1": [3.0, 6.0], "teacher_2": [2.0, 4.0], "student1": [2.0, 2.0]},
+            **budget,
+        ),
+        # PD against the plain teacher's final evaluation (8.0); seed 1 has no teacher run: left out
+        dict(variant="pd", seed=0, returns={"student1": [4.0, 8.0]}, **budget),
+        dict(variant="pd", seed=1, returns={"student1": [4.0, 8.0]}, **budget),
+    ]
+    table = minatar.scores(runs)
+    assert table[("rtpd-rkl", "student1")] == [(0, 100.0, 75.0), (1, 50.0, 75.0)]
+    assert table[("ensemble-mean_loss", "student1")] == [(0, 50.0, 75.0)]
+    assert table[("pd", "student1")] == [(0, 100.0, 75.0)]
+    text = minatar.report(GAME, runs)
+    assert "| rtpd-rkl | student1 | [0, 1] | 75 [50, 100] | 75 [75, 75] | 101.2 / 107.7 [RT] |" in text
+    assert "| pd | student1 | [0] | 100 | 75 | 78.6 / - [RT] |" in text
+    assert "seed 0: 8.0 / 8.0" in text and "ensemble-mean_loss seed 0: 4.0 / 4.0" in text
