@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 LINT_PATHS = sb3_distill tests benchmarks examples
 
-.PHONY: help venv install test test-slow demo bench bench-latency bench-realtime bench-control bench-piekd bench-distill-ppo lint format check-format type clean
+.PHONY: help venv install test test-slow demo bench bench-latency bench-realtime bench-control bench-piekd bench-distill-ppo bench-minatar lint format check-format type clean
 
 help:
 	@echo "make demo       - set up, train EnsembleDistillDQN on CartPole-v1 and print the scores table"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench-control - PolicyDistillation: teacher- vs student- vs mixture-driven, Rusu's losses"
 	@echo "make bench-piekd - PIEKDSAC vs SAC vs Ensemble-SAC sample efficiency, and PIEKDSAC vs SAC throughput"
 	@echo "make bench-distill-ppo - DistillPPO: Figs. 4-6 of Distilling Policy Distillation, kickstarting vs PPO"
+	@echo "make bench-minatar - the distillation papers' tables on MinAtar (teachers, real-time, ensemble, PD; hours of CPU)"
 	@echo "make lint / format / check-format / type"
 
 $(PYTHON):
@@ -74,6 +75,17 @@ bench-piekd: $(VENV)/.install-bench $(VENV)/.install-mujoco
 	$(PYTHON) benchmarks/piekd_sample_efficiency.py --env Hopper-v5 --seeds 0 1 --timesteps 20000
 	$(PYTHON) benchmarks/throughput.py --suite sac --steps 5000 --repeats 3 --sac-net-arch 64 64 --sac-batch-size 64
 	$(PYTHON) benchmarks/throughput.py --suite sac --steps 2000 --repeats 2 --distill-interval 2000
+
+# Each line is one batch, resumable (--append skips the runs already saved in benchmarks/results/minatar/);
+# the teacher runs are cached there (models/) and reused by PolicyDistillation
+MINATAR = $(PYTHON) -m benchmarks.minatar --games Breakout SpaceInvaders --timesteps 500000 --train-freq 4 --append
+bench-minatar: $(VENV)/.install-bench
+	$(PYTHON) -m benchmarks.minatar --param-counts
+	$(MINATAR) --seeds 0 --variants rtpd-rkl teacher
+	$(MINATAR) --seeds 1 2 --variants teacher rtpd-rkl
+	$(MINATAR) --seeds 0 1 2 --variants pd rtpd-fkl
+	$(MINATAR) --seeds 0 1 2 --variants ensemble-mean_loss ensemble-mean_probs
+	$(PYTHON) -m benchmarks.minatar --games Breakout SpaceInvaders --report-only
 
 lint: $(VENV)/.install-tests
 	$(PYTHON) -m ruff check $(LINT_PATHS)

@@ -1,0 +1,581 @@
+"""
+Atari-like evidence at CPU scale: the distillation papers' tables on MinAtar.
+
+MinAtar (Young & Tian, "MinAtar: An Atari-Inspired Testbed for Thorough and Reproducible Reinforcement
+Learning Experiments", 2019, arXiv:1903.03176) keeps Atari's image input and game structure at 10x10xC.
+This script trains, for each game and seed:
+
+- ``teacher``: plain SB3 DQN with the MinAtar paper's network (one 3x3 conv of 16 filters, 128 units),
+  cached under ``--output``/models so that every variant of a game and seed compares with (and
+  PolicyDistillation distils from) the same teacher run;
+- ``rtpd-fkl`` / ``rtpd-rkl``: RealTimeDistillDQN (Sun & Fazli, "Real-time Policy Distillation in Deep
+  Reinforcement Learning", 2019, arXiv:1912.12630) with forward / reverse KL, imitation on, one teacher and
+  the students ``STUDENTS_RUN`` trained together;
+- ``ensemble-mean_loss`` / ``ensemble-mean_probs``: EnsembleDistillDQN (Sun & Fazli, "Ensemble Policy
+  Distillation in Deep Reinforcement Learning", 2020), M=3 teachers, reverse KL, both reductions;
+- ``pd``: PolicyDistillation (Rusu et al., "Policy Distillation", 2015, arXiv:1511.06295) from the cached
+  teacher, student-driven (Czarnecki et al., "Distilling Policy Distillation", 2019, arXiv:1902.02186).
+
+Every ``--eval-freq`` env steps each member is evaluated greedily on ``--eval-episodes`` episodes. Reported,
+as in the papers: a student's max evaluation return as % of its teacher's max, and the mean over the last
+10 evaluations of the student's return as % of its teacher's at the same evaluation; medians over seeds and
+the range. Results are written to ``--output``/minatar_<game>.json after every run (``--append`` keeps the
+saved runs and skips those already there), then the markdown table and the plot.
+
+    python -m benchmarks.minatar --games Breakout SpaceInvaders --seeds 0 1 2 --variants teacher
+    python -m benchmarks.minatar --games Breakout --seeds 0 --variants rtpd-rkl --append
+    python -m benchmarks.minatar --games Breakout SpaceInvaders --report-only
+    python -m benchmarks.minatar --param-counts
+"""
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3 import DQN
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+from sb3_distill import EnsembleDistillDQN, PolicyDistillation, RealTimeDistillDQN
+from sb3_distill.common.torch_layers import CompactNatureCNN, count_parameters, make_q_network, resolve_student_kwargs
+
+GAMES = ("Breakout", "SpaceInvaders", "Freeway", "Asterix", "Seaquest")
+# Our env ids: MinAtar's own `MinAtar/<Game>-v1` (minimal action set, sticky actions 0.1, difficulty
+# ramping, as the MinAtar paper) seen through `MinAtarImage`, with a time limit that keeps evaluation bounded
+ENV_PREFIX = "MinAtarImage"
+MAX_EPISODE_STEPS = 10_000
+
+
+def env_id(game: str) -> str:
+    """Our gymnasium id of a MinAtar game, e.g. ``MinAtarImage/Breakout-v1``."""
+    return f"{ENV_PREFIX}/{game}-v1"
+
+
+class MinAtarImage(gym.ObservationWrapper):
+    """
+    MinAtar's boolean ``(10, 10, C)`` frames as the channel-first ``uint8`` images in {0, 255} that SB3's
+    ``is_image_space`` accepts, so that ``CnnPolicy`` divides them by 255 back to {0, 1} (``normalize_images``)
+    and does not add a ``VecTransposeImage``.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        height, width, channels = env.observation_space.shape  # type: ignore[misc]
+        self.observation_space = spaces.Box(0, 255, shape=(channels, height, width), dtype=np.uint8)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return np.transpose(observation, (2, 0, 1)).astype(np.uint8) * np.uint8(255)
+
+
+def make_minatar_image(game: str, **kwargs: Any) -> gym.Env:
+    """MinAtar's gymnasium env of ``game`` (minimal action set) wrapped by :class:`MinAtarImage`."""
+    from minatar.gym import BaseEnv
+
+    snake_case = {"SpaceInvaders": "space_invaders"}.get(game, game.lower())
+    return MinAtarImage(BaseEnv(snake_case, use_minimal_action_set=True, **kwargs))
+
+
+def register_minatar_envs() -> None:
+    """Register ``MinAtarImage/<Game>-v1`` for every MinAtar game (once; later calls do nothing)."""
+    for game in GAMES:
+        if env_id(game) not in gym.registry:
+            gym.register(
+                env_id(game),
+                entry_point=make_minatar_image,  # type: ignore[arg-type]
+                kwargs=dict(game=game),
+                max_episode_steps=MAX_EPISODE_STEPS,
+            )
+
+
+register_minatar_envs()
+
+
+class MinAtarCNN(CompactNatureCNN):
+    """
+    The MinAtar paper's DQN network body: one 3x3 convolution of ``filters`` filters (stride 1, no padding),
+    ReLU, then a fully connected layer of ``features_dim`` units and ReLU (the Q head is SB3's). Teacher:
+    ``filters=16, features_dim=128``.
+
+    It subclasses ``CompactNatureCNN`` only so that sb3_distill stacks it (``StackedQNetwork`` accepts
+    ``NatureCNN``/``CompactNatureCNN``, whose layers are ``cnn`` then ``linear``); Nature-DQN's 8x8 stride-4
+    convolution does not fit a 10x10 frame, so the parent's constructor is skipped.
+
+    :param observation_space: channel-first image observation space (``MinAtarImage``)
+    :param features_dim: number of units of the fully connected layer
+    :param filters: number of filters of the convolution
+    """
+
+    def __init__(self, observation_space: gym.Space, features_dim: int = 128, filters: int = 16) -> None:
+        if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 3:
+            raise ValueError(f"`MinAtarCNN` needs a channel-first image Box observation space, got {observation_space}")
+        BaseFeaturesExtractor.__init__(self, observation_space, features_dim)
+        self.filters = (int(filters),)
+        n_channels, height, width = observation_space.shape
+        self.cnn = nn.Sequential(nn.Conv2d(n_channels, filters, kernel_size=3, stride=1), nn.ReLU(), nn.Flatten())
+        n_flatten = filters * (height - 2) * (width - 2)
+        self.linear = nn.Sequential(nn.Linear(n_flatten, features_dim), nn.ReLU())
+
+
+def network(filters: int, units: int) -> dict[str, Any]:
+    """The policy kwargs of a MinAtar network ``{filters, units}`` (no hidden layer after the extractor)."""
+    return dict(
+        features_extractor_class=MinAtarCNN, features_extractor_kwargs=dict(filters=filters, features_dim=units), net_arch=[]
+    )
+
+
+# {filters, units}: the teacher (the MinAtar paper's DQN) and students at about the papers' ratios
+# (25.2 %, 6.7 %, 3.7 %, 1.7 % of the teacher's parameters; exact counts: `--param-counts`)
+TEACHER_NET = (16, 128)
+STUDENT_NETS: dict[str, tuple[int, int]] = {
+    "net1": (8, 64),  # ~25 %
+    "net2": (4, 34),  # ~7 %
+    "student1": (4, 18),  # ~3.6 %
+    "student2": (2, 16),  # ~1.8 %
+}
+# The students every distillation run trains (RealTimeDistillDQN trains both in one run; the others one run each)
+STUDENTS_RUN = ("student1", "student2")
+
+# The MinAtar paper's DQN (Young & Tian 2019, Sec. 4): RMSProp (lr 2.5e-4, alpha 0.95, eps 0.01, centered),
+# batch 32, replay 100k, target update every 1000 updates, epsilon 1 -> 0.1 over the first 100k frames,
+# 5000 random steps first, gamma 0.99. `train_freq` is a command-line option (the paper: 1).
+OPTIMIZER = dict(optimizer_class=th.optim.RMSprop, optimizer_kwargs=dict(alpha=0.95, eps=0.01, centered=True))
+
+
+def dqn_settings(timesteps: int, train_freq: int) -> dict[str, Any]:
+    """The teacher's DQN settings for a run of ``timesteps`` env steps."""
+    return dict(
+        learning_rate=2.5e-4,
+        buffer_size=100_000,
+        learning_starts=5_000,
+        batch_size=32,
+        gamma=0.99,
+        train_freq=train_freq,
+        gradient_steps=1,
+        # every 1000 gradient steps, in env steps
+        target_update_interval=1_000 * train_freq,
+        exploration_initial_eps=1.0,
+        exploration_final_eps=0.1,
+        exploration_fraction=min(1.0, 100_000 / timesteps),
+        max_grad_norm=10,
+    )
+
+
+def parameter_counts(game: str) -> dict[str, int]:
+    """Parameter count of the teacher and every student (the whole Q-network, head included) on ``game``."""
+    env = gym.make(env_id(game))
+    counts = {}
+    for name, (filters, units) in {"teacher": TEACHER_NET, **STUDENT_NETS}.items():
+        kwargs = resolve_student_kwargs(network(filters, units), MinAtarCNN, True, th.optim.RMSprop, None)
+        counts[name] = count_parameters(make_q_network(env.observation_space, env.action_space, kwargs))  # type: ignore[arg-type]
+    return counts
+
+
+def parameter_table(games: list[str]) -> str:
+    lines = [
+        "| network {filters, units} | " + " | ".join(games) + " |",
+        "|---|" + "---|" * len(games),
+    ]
+    counts = {game: parameter_counts(game) for game in games}
+    for name, net in {"teacher": TEACHER_NET, **STUDENT_NETS}.items():
+        cells = [f"{counts[g][name]} ({100 * counts[g][name] / counts[g]['teacher']:.1f} %)" for g in games]
+        lines.append(f"| {name} {{{net[0]}, {net[1]}}} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+class EvalCurve(BaseCallback):
+    """
+    Every ``eval_freq`` env steps, evaluate members greedily on ``n_episodes`` episodes and record the mean returns.
+
+    :param evaluate: model -> {member name: mean return}
+    """
+
+    def __init__(self, game: str, eval_freq: int, n_episodes: int, seed: int, evaluate: Callable[[Any], dict[str, float]]):
+        super().__init__()
+        self.env = Monitor(gym.make(env_id(game)))
+        self.env.reset(seed=seed + 1000)
+        self.eval_freq, self.n_episodes, self.evaluate = eval_freq, n_episodes, evaluate
+        self.steps: list[int] = []
+        self.returns: dict[str, list[float]] = {}
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps % self.eval_freq == 0:
+            for name, value in self.evaluate(self).items():
+                self.returns.setdefault(name, []).append(value)
+            self.steps.append(self.num_timesteps)
+            latest = {name: round(values[-1], 2) for name, values in self.returns.items()}
+            print(f"  {self.num_timesteps} steps, {time.strftime('%H:%M:%S')}: {latest}", flush=True)
+        return True
+
+
+def _evaluate_members(rename: dict[str, str]) -> Callable[[EvalCurve], dict[str, float]]:
+    """Evaluate with the model's ``evaluate_members`` and rename its members (e.g. student_0 -> student1)."""
+
+    def evaluate(curve: EvalCurve) -> dict[str, float]:
+        results = curve.model.evaluate_members(curve.env, curve.n_episodes)  # type: ignore[attr-defined]
+        return {rename.get(name, name): mean for name, (mean, _) in results.items()}
+
+    return evaluate
+
+
+def _evaluate_policy(name: str, get_policy: Callable[[Any], Any]) -> Callable[[EvalCurve], dict[str, float]]:
+    def evaluate(curve: EvalCurve) -> dict[str, float]:
+        policy = get_policy(curve.model)
+        policy.set_training_mode(False)
+        mean, _ = evaluate_policy(policy, curve.env, curve.n_episodes, warn=False)
+        return {name: float(mean)}  # type: ignore[arg-type]
+
+    return evaluate
+
+
+def teacher_path(folder: Path, game: str, seed: int, args: argparse.Namespace) -> Path:
+    return folder / "models" / f"dqn_{game}_seed{seed}_{args.timesteps}steps_tf{args.train_freq}.zip"
+
+
+VARIANTS = ("teacher", "rtpd-fkl", "rtpd-rkl", "ensemble-mean_loss", "ensemble-mean_probs", "pd")
+
+
+def build(variant: str, game: str, seed: int, args: argparse.Namespace) -> tuple[list[BaseAlgorithm], list[EvalCurve]]:
+    """
+    The models of one variant (one per student where the method trains one student per run) and their
+    evaluation callbacks.
+    """
+    settings = dqn_settings(args.timesteps, args.train_freq)
+    teacher_kwargs = dict(**network(*TEACHER_NET), **OPTIMIZER)
+    common = dict(seed=seed, device="cpu")
+
+    def curve(evaluate: Callable[[EvalCurve], dict[str, float]]) -> EvalCurve:
+        return EvalCurve(game, args.eval_freq, args.eval_episodes, seed, evaluate)
+
+    if variant == "teacher":
+        model = DQN("CnnPolicy", env_id(game), policy_kwargs=teacher_kwargs, **settings, **common)
+        return [model], [curve(_evaluate_policy("teacher", lambda m: m.policy))]
+    if variant.startswith("rtpd-"):
+        students = [network(*STUDENT_NETS[name]) for name in STUDENTS_RUN]
+        model = RealTimeDistillDQN(
+            "CnnPolicy",
+            env_id(game),
+            policy_kwargs=teacher_kwargs,
+            students=students,
+            distill_loss={"rtpd-fkl": "forward_kl", "rtpd-rkl": "reverse_kl"}[variant],
+            imitation=True,
+            temperature=0.1,
+            # The teacher on its own: stacked with the students, they would be zero-padded to its width
+            # and cost as much as the teacher each
+            stack_teacher=False,
+            **settings,
+            **common,
+        )
+        rename = {f"student_{i}": name for i, name in enumerate(STUDENTS_RUN)}
+        return [model], [curve(_evaluate_members(rename))]
+    models: list[BaseAlgorithm] = []
+    curves = []
+    for name in STUDENTS_RUN:
+        if variant.startswith("ensemble-"):
+            model = EnsembleDistillDQN(
+                "CnnPolicy",
+                env_id(game),
+                policy_kwargs=teacher_kwargs,
+                student_policy_kwargs=network(*STUDENT_NETS[name]),
+                n_teachers=3,
+                distill_loss="reverse_kl",
+                ensemble_reduction=variant.removeprefix("ensemble-"),
+                temperature=0.1,
+                **settings,
+                **common,
+            )
+            rename = {"student": name}
+            curves.append(curve(_evaluate_members(rename)))
+        elif variant == "pd":
+            teacher = DQN.load(teacher_path(args.output, game, seed, args), device="cpu")
+            model = PolicyDistillation(
+                "CnnPolicy",
+                env_id(game),
+                teacher=teacher,
+                student_policy_kwargs=dict(**network(*STUDENT_NETS[name]), **OPTIMIZER),
+                control="student",
+                loss="forward_kl",
+                temperature=0.1,
+                **{
+                    key: settings[key]
+                    for key in ("learning_rate", "buffer_size", "learning_starts", "batch_size", "train_freq")
+                },
+                **common,
+            )
+            curves.append(curve(_evaluate_policy(name, lambda m: m.policy.student)))
+        else:
+            raise ValueError(f"`variant` must be one of {VARIANTS}, got {variant!r}")
+        models.append(model)
+    return models, curves
+
+
+def run(variant: str, game: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Train one variant on one game and seed; return its evaluation curves."""
+    th.manual_seed(seed)
+    if variant == "pd" and not teacher_path(args.output, game, seed, args).exists():
+        run_teacher = run("teacher", game, seed, args)
+        save_run(args.output, game, run_teacher, args)
+    models, curves = build(variant, game, seed, args)
+    result: dict[str, Any] = dict(
+        variant=variant,
+        seed=seed,
+        timesteps=args.timesteps,
+        train_freq=args.train_freq,
+        eval_freq=args.eval_freq,
+        eval_episodes=args.eval_episodes,
+        returns={},
+        seconds=0.0,
+    )
+    for model, eval_curve in zip(models, curves, strict=True):
+        start = time.perf_counter()
+        model.learn(args.timesteps, callback=eval_curve)
+        result["seconds"] += time.perf_counter() - start
+        result["steps"] = eval_curve.steps
+        result["returns"].update(eval_curve.returns)
+        if variant == "teacher":
+            path = teacher_path(args.output, game, seed, args)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            model.save(path)
+    summary = {name: round(values[-1], 1) for name, values in result["returns"].items()}
+    print(f"{game} seed {seed} {variant}: final {summary}, {result['seconds']:.0f} s", flush=True)
+    return result
+
+
+def results_path(folder: Path, game: str) -> Path:
+    return folder / f"minatar_{game}.json"
+
+
+def load_runs(folder: Path, game: str) -> list[dict[str, Any]]:
+    path = results_path(folder, game)
+    return json.loads(path.read_text())["runs"] if path.exists() else []
+
+
+def save_run(folder: Path, game: str, result: dict[str, Any], args: argparse.Namespace) -> None:
+    """Add one run to the saved results of ``game`` (re-read first, so that runs saved meanwhile are kept)."""
+    runs = [
+        saved
+        for saved in load_runs(folder, game)
+        if not (saved["variant"] == result["variant"] and saved["seed"] == result["seed"] and same_budget(saved, args))
+    ]
+    folder.mkdir(parents=True, exist_ok=True)
+    results_path(folder, game).write_text(json.dumps({"game": game, "runs": [*runs, result]}, indent=1))
+
+
+def same_budget(saved: dict[str, Any], args: argparse.Namespace) -> bool:
+    return saved["timesteps"] == args.timesteps and saved["train_freq"] == args.train_freq
+
+
+def percentages(student: list[float], teacher: list[float], last: int = 10) -> tuple[float, float]:
+    """
+    The papers' two scores (Sun & Fazli 2019, Sec. 3): the student's max evaluation return as % of the teacher's
+    max, and the mean over the last ``last`` evaluations of the student's return as % of the teacher's.
+    Evaluations where the teacher scored 0 are left out of the mean (nan if none is left).
+    """
+    max_pct = 100 * max(student) / max(teacher) if max(teacher) > 0 else float("nan")
+    pairs = [(s, t) for s, t in zip(student[-last:], teacher[-last:], strict=True) if t > 0]
+    mean_pct = float(np.mean([100 * s / t for s, t in pairs])) if pairs else float("nan")
+    return max_pct, mean_pct
+
+
+def in_run_teacher(run: dict[str, Any]) -> list[float] | None:
+    """The evaluation curve of the teacher trained inside a distillation run (the ensemble: its teachers' mean)."""
+    if run["variant"].startswith("rtpd-"):
+        return run["returns"]["teacher"]
+    if run["variant"].startswith("ensemble-"):
+        return list(np.mean([values for name, values in run["returns"].items() if name.startswith("teacher_")], axis=0))
+    return None
+
+
+def scores(runs: list[dict[str, Any]]) -> dict[tuple[str, str], list[tuple[int, float, float]]]:
+    """(variant, student) -> [(seed, max %, mean %)] for every distillation run whose teacher is known."""
+    teachers = {run["seed"]: run["returns"]["teacher"] for run in runs if run["variant"] == "teacher"}
+    table: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
+    for run in runs:
+        if run["variant"] == "teacher":
+            continue
+        returns = run["returns"]
+        for student in STUDENTS_RUN:
+            if student not in returns:
+                continue
+            if run["variant"] == "pd":
+                # A fixed teacher: its curve is the teacher run's; its score is that run's final return
+                if run["seed"] not in teachers:
+                    continue
+                reference = [teachers[run["seed"]][-1]] * len(returns[student])
+                max_pct, mean_pct = percentages(returns[student], reference)
+            else:
+                # Its own teacher; the ensemble: the average of the teachers' scores (the papers' rule)
+                max_pct, mean_pct = percentages(returns[student], in_run_teacher(run))  # type: ignore[arg-type]
+            table.setdefault((run["variant"], student), []).append((run["seed"], max_pct, mean_pct))
+    return table
+
+
+def _median_range(values: list[float]) -> str:
+    values = [v for v in values if np.isfinite(v)]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.0f}"
+    return f"{np.median(values):.0f} [{min(values):.0f}, {max(values):.0f}]"
+
+
+# The papers' numbers for the games MinAtar shares with them (% of the teacher, max / mean; Atari, Nature-DQN
+# teacher {32, 64, 64, 512}, 10-20M agent steps), for the student of about the same ratio:
+# - [RT] Sun & Fazli, "Real-time Policy Distillation in Deep Reinforcement Learning" (2019, arXiv:1912.12630):
+#   Table 1, Net3 {16, 16, 16, 64} (3.7 %), imitation on, and PD (Rusu et al.) as quoted there (max only);
+#   Table 2, Net5 {8, 16, 8, 64} (1.7 %), forward KL, imitation on. Mean = mean % over the last 10 evaluations.
+# - [EN] Sun & Fazli, "Ensemble Policy Distillation in Deep Reinforcement Learning" (2020): Table 1 (student1
+#   {16, 16, 16, 64}, 3.7 %) and Table 2 (student2 {8, 8, 16, 64}, 1.7 %), M=3; the third column group
+#   (reverse KL: its header reads "Ensemble-FKL" a second time in our text copy), quoted next to mean_loss,
+#   which is the paper's Eq. 4 (sb3_distill.common.losses.distillation_loss); mean_probs is not in the paper.
+PAPER: dict[tuple[str, str], dict[str, str]] = {
+    ("rtpd-fkl", "student1"): {"Breakout": "69.5 / 91.1 [RT]", "SpaceInvaders": "94.2 / 95.4 [RT]"},
+    ("rtpd-rkl", "student1"): {"Breakout": "101.2 / 107.7 [RT]", "SpaceInvaders": "102.6 / 98.4 [RT]"},
+    ("rtpd-fkl", "student2"): {"Breakout": "92.1 / 100.4 [RT]", "SpaceInvaders": "94.2 / 86.0 [RT]"},
+    ("pd", "student1"): {"Breakout": "78.6 / - [RT]", "SpaceInvaders": "20.9 / - [RT]"},
+    ("ensemble-mean_loss", "student1"): {"Breakout": "120.6 / 112.8 [EN]", "Seaquest": "132.3 / 126.5 [EN]"},
+    ("ensemble-mean_loss", "student2"): {"Breakout": "119.5 / 113.8 [EN]", "Seaquest": "132.1 / 125.2 [EN]"},
+}
+
+
+def report(game: str, runs: list[dict[str, Any]]) -> str:
+    teachers = {run["seed"]: run for run in runs if run["variant"] == "teacher"}
+    first = runs[0]
+    counts = parameter_counts(game)
+    lines = [
+        f"MinAtar {game} (`{env_id(game)}`): {first['timesteps']} env steps per run, train_freq "
+        f"{first['train_freq']}, greedy evaluation every {first['eval_freq']} steps on {first['eval_episodes']} "
+        f"episodes; CPU, torch {th.__version__}. Teacher {{16, 128}} = {counts['teacher']} parameters; "
+        + ", ".join(
+            f"{s} {{{STUDENT_NETS[s][0]}, {STUDENT_NETS[s][1]}}} = {counts[s]} "
+            f"({100 * counts[s] / counts['teacher']:.1f} %)"
+            for s in STUDENTS_RUN
+        )
+        + ".",
+        "",
+        "Teacher (plain SB3 DQN) per seed, final / max evaluation return: "
+        + (
+            ", ".join(
+                f"seed {seed}: {run['returns']['teacher'][-1]:.1f} / {max(run['returns']['teacher']):.1f}"
+                for seed, run in sorted(teachers.items())
+            )
+            or "none yet"
+        )
+        + ".",
+        "",
+        "The teachers trained inside the distillation runs (the ensemble: mean of its 3), per seed, final / max: "
+        + (
+            "; ".join(
+                f"{run['variant']} seed {run['seed']}: {in_run[-1]:.1f} / {max(in_run):.1f}"
+                for run in sorted(runs, key=lambda run: (run["variant"], run["seed"]))
+                if (in_run := in_run_teacher(run)) is not None
+            )
+            or "none yet"
+        )
+        + ".",
+        "",
+        "| variant | student | seeds | max % of teacher, median [range] | mean % (last 10 evals), median [range] "
+        "| paper (max / mean %) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (variant, student), values in sorted(scores(runs).items()):
+        paper = PAPER.get((variant, student), {}).get(game, "-")
+        lines.append(
+            f"| {variant} | {student} | {sorted(seed for seed, _, _ in values)} | {_median_range([v[1] for v in values])} "
+            f"| {_median_range([v[2] for v in values])} | {paper} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(game: str, runs: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    curves: dict[str, list[tuple[list[int], list[float]]]] = {}
+    for run in runs:
+        for member, values in run["returns"].items():
+            if member.startswith("teacher_"):
+                continue
+            label = "teacher (DQN)" if run["variant"] == "teacher" else f"{run['variant']} {member}"
+            curves.setdefault(label, []).append((run["steps"], values))
+    for label, members in sorted(curves.items()):
+        length = min(len(values) for _, values in members)
+        mean = np.mean([values[:length] for _, values in members], axis=0)
+        style = dict(color="black", linewidth=2) if label.startswith("teacher (") else {}
+        ax.plot(members[0][0][:length], mean, label=f"{label} ({len(members)} seeds)", **style)  # type: ignore[arg-type]
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("greedy evaluation return (mean over seeds)")
+    ax.set_title(f"MinAtar {game}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(folder: Path, game: str) -> None:
+    runs = load_runs(folder, game)
+    if not runs:
+        return
+    # One budget per table: the latest run's (runs at other budgets stay in the JSON)
+    runs = [run for run in runs if (run["timesteps"], run["train_freq"]) == (runs[-1]["timesteps"], runs[-1]["train_freq"])]
+    text = report(game, runs)
+    print("\n" + text, flush=True)
+    (folder / f"minatar_{game}.md").write_text(text + "\n")
+    plot(game, runs, folder / f"minatar_{game}.png")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--games", nargs="+", default=["Breakout", "SpaceInvaders"], choices=GAMES)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=["teacher"], choices=VARIANTS)
+    parser.add_argument("--timesteps", type=int, default=500_000)
+    parser.add_argument("--train-freq", type=int, default=4)
+    parser.add_argument("--eval-freq", type=int, default=25_000)
+    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "minatar")
+    parser.add_argument("--append", action="store_true", help="keep the saved runs; skip the runs already saved")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the tables and plots from the saved JSON")
+    parser.add_argument("--param-counts", action="store_true", help="print the networks' parameter counts and exit")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    th.set_num_threads(1)
+    if args.param_counts:
+        print(parameter_table(list(GAMES)))
+        return
+    if not args.report_only:
+        if not args.append:
+            for game in args.games:
+                results_path(args.output, game).unlink(missing_ok=True)
+        # Seed-major order: every variant of seed 0 on every game first, so that a batch cut short still has
+        # complete seeds
+        for seed in args.seeds:
+            for game in args.games:
+                for variant in args.variants:
+                    done = [r for r in load_runs(args.output, game) if r["variant"] == variant and r["seed"] == seed]
+                    if any(same_budget(r, args) for r in done):
+                        continue
+                    save_run(args.output, game, run(variant, game, seed, args), args)
+                    write_report(args.output, game)
+    for game in args.games:
+        write_report(args.output, game)
+
+
+if __name__ == "__main__":
+    main()

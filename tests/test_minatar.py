@@ -1,0 +1,190 @@
+"""The MinAtar benchmark set-up: env wrapper, network family, every algorithm on a MinAtar game, the runner."""
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3 import DQN
+from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.vec_env import VecTransposeImage
+
+from sb3_distill import EnsembleDistillDQN, PolicyDistillation, RealTimeDistillDQN
+
+minatar = pytest.importorskip("benchmarks.minatar", reason="needs the `minatar` package (bench / tests extras)")
+
+GAME = "Breakout"
+TINY = dict(learning_starts=50, buffer_size=500, batch_size=8, train_freq=4, target_update_interval=40)
+
+
+@pytest.mark.parametrize("game", minatar.GAMES)
+def test_wrapper_gives_channel_first_uint8_images(game):
+    env = gym.make(minatar.env_id(game))
+    raw = env.unwrapped.game
+    obs, _ = env.reset(seed=0)
+    height, width, channels = raw.state_shape()
+    assert env.observation_space == gym.spaces.Box(0, 255, (channels, height, width), np.uint8)
+    assert obs.dtype == np.uint8 and obs.shape == (channels, height, width)
+    for _ in range(20):
+        obs, *_ = env.step(env.action_space.sample())
+        # The same frame as MinAtar's, channel first, True -> 255
+        np.testing.assert_array_equal(obs, np.transpose(raw.state(), (2, 0, 1)) * 255)
+    assert set(np.unique(obs)) <= {0, 255}
+    # SB3 sees an image, channel first (no VecTransposeImage) and divides it by 255 back to {0, 1}
+    assert is_image_space(env.observation_space, check_channels=False)
+    assert env.spec.max_episode_steps == minatar.MAX_EPISODE_STEPS
+
+
+def test_envs_registered_once_and_seeded():
+    minatar.register_minatar_envs()  # a second call keeps the existing registrations
+    assert sum(key.startswith(f"{minatar.ENV_PREFIX}/") for key in gym.registry) == len(minatar.GAMES)
+    env_a, env_b = gym.make(minatar.env_id(GAME)), gym.make(minatar.env_id(GAME))
+    obs_a, obs_b = env_a.reset(seed=3)[0], env_b.reset(seed=3)[0]
+    for _ in range(50):
+        action = 1
+        obs_a, obs_b = env_a.step(action)[0], env_b.step(action)[0]
+        np.testing.assert_array_equal(obs_a, obs_b)
+
+
+def test_no_transpose_wrapper_added():
+    model = DQN("CnnPolicy", minatar.env_id(GAME), policy_kwargs=minatar.network(*minatar.TEACHER_NET), **TINY)
+    assert not isinstance(model.get_env(), VecTransposeImage)
+
+
+@pytest.mark.parametrize(
+    "filters, units, expected",
+    # Breakout: 4 channels, 3 actions; conv (4*9+1)*filters, fc (filters*8*8+1)*units, head (units+1)*3
+    [(16, 128, 592 + 131_200 + 387), (8, 64, 296 + 32_832 + 195), (4, 18, 148 + 4_626 + 57), (2, 16, 74 + 2_064 + 51)],
+)
+def test_network_parameter_counts(filters, units, expected):
+    env = gym.make(minatar.env_id(GAME))
+    extractor = minatar.MinAtarCNN(env.observation_space, features_dim=units, filters=filters)
+    model = DQN("CnnPolicy", env, policy_kwargs=minatar.network(filters, units), **TINY)
+    assert sum(p.numel() for p in model.q_net.parameters()) == expected
+    obs = th.as_tensor(np.stack([env.observation_space.sample()] * 5)).float()
+    assert extractor(obs).shape == (5, units)
+    assert model.q_net(obs).shape == (5, 3)
+
+
+def test_student_family_matches_the_papers_ratios():
+    counts = minatar.parameter_counts(GAME)
+    ratios = {name: 100 * counts[name] / counts["teacher"] for name in minatar.STUDENT_NETS}
+    # The papers: Net1 25.2 %, Net2 6.7 %, student1 / Net3 3.7 %, student2 / Net5 1.7 %
+    for name, paper in {"net1": 25.2, "net2": 6.7, "student1": 3.7, "student2": 1.7}.items():
+        assert abs(ratios[name] - paper) < 0.5, (name, ratios[name])
+    assert "| student1 {4, 18} | 4831 (3.7 %)" in minatar.parameter_table([GAME])
+
+
+def test_bad_observation_space():
+    with pytest.raises(ValueError, match="MinAtarCNN"):
+        minatar.MinAtarCNN(gym.spaces.Box(0, 1, (4,)))
+
+
+def _algorithm(name, env_id):
+    teacher_kwargs = dict(**minatar.network(*minatar.TEACHER_NET), **minatar.OPTIMIZER)
+    students = [minatar.network(*minatar.STUDENT_NETS[name]) for name in ("student1", "student2")]
+    if name == "rtpd":
+        return RealTimeDistillDQN("CnnPolicy", env_id, policy_kwargs=teacher_kwargs, students=students, **TINY)
+    if name == "rtpd-stacked":
+        return RealTimeDistillDQN(
+            "CnnPolicy", env_id, policy_kwargs=teacher_kwargs, students=students, stack_teacher=True, **TINY
+        )
+    if name == "ensemble":
+        return EnsembleDistillDQN(
+            "CnnPolicy", env_id, policy_kwargs=teacher_kwargs, student_policy_kwargs=students[0], n_teachers=3, **TINY
+        )
+    teacher = DQN("CnnPolicy", env_id, policy_kwargs=teacher_kwargs, **TINY)
+    return PolicyDistillation(
+        "CnnPolicy",
+        env_id,
+        teacher=teacher,
+        student_policy_kwargs=students[0],
+        **{key: value for key, value in TINY.items() if key != "target_update_interval"},
+    )
+
+
+@pytest.mark.parametrize("name", ["rtpd", "rtpd-stacked", "ensemble", "pd"])
+def test_algorithms_run_with_minatar_students(name, tmp_path):
+    model = _algorithm(name, minatar.env_id(GAME))
+    model.learn(200)
+    counts = minatar.parameter_counts(GAME)
+    if name.startswith("rtpd"):
+        ratios = model.compression_ratios
+        assert ratios["student_0"] == pytest.approx(counts["student1"] / counts["teacher"])
+        assert ratios["student_1"] == pytest.approx(counts["student2"] / counts["teacher"])
+    else:
+        assert model.compression_ratio == pytest.approx(counts["student1"] / counts["teacher"])
+    # The custom extractor is saved by reference and rebuilt on load, with the same predictions
+    obs = np.stack([model.observation_space.sample() for _ in range(4)])
+    model.save(tmp_path / "model.zip")
+    loaded = type(model).load(tmp_path / "model.zip", env=model.get_env())
+    np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
+
+
+@pytest.mark.parametrize(
+    "student, teacher, expected",
+    [
+        ([1.0, 2.0, 4.0], [2.0, 2.0, 4.0], (100.0, 100 * (0.5 + 1 + 1) / 3)),
+        ([0.0, 3.0], [0.0, 2.0], (150.0, 150.0)),  # an evaluation where the teacher scored 0 is left out
+        ([1.0], [0.0], (np.nan, np.nan)),
+    ],
+)
+def test_percentages(student, teacher, expected):
+    np.testing.assert_allclose(minatar.percentages(student, teacher), expected)
+
+
+def test_runner_smoke(monkeypatch, tmp_path):
+    settings = minatar.dqn_settings
+
+    def tiny(timesteps, train_freq):
+        return settings(timesteps, train_freq) | dict(learning_starts=50, buffer_size=500, batch_size=8)
+
+    monkeypatch.setattr(minatar, "dqn_settings", tiny)
+    # One student: one run per student for PD and the ensemble
+    monkeypatch.setattr(minatar, "STUDENTS_RUN", ("student1",))
+    argv = ["--games", GAME, "--seeds", "0", "--timesteps", "200", "--eval-freq", "100", "--eval-episodes", "1"]
+    # PolicyDistillation trains the teacher it needs first and caches it
+    minatar.main([*argv, "--variants", "pd", "rtpd-rkl", "ensemble-mean_probs", "--output", str(tmp_path)])
+    runs = json.loads((tmp_path / f"minatar_{GAME}.json").read_text())["runs"]
+    assert sorted(run["variant"] for run in runs) == ["ensemble-mean_probs", "pd", "rtpd-rkl", "teacher"]
+    assert (tmp_path / "models" / f"dqn_{GAME}_seed0_200steps_tf4.zip").exists()
+    by_variant = {run["variant"]: run for run in runs}
+    assert by_variant["teacher"]["steps"] == [100, 200]
+    assert set(by_variant["rtpd-rkl"]["returns"]) == {"teacher", "student1"}
+    assert set(by_variant["ensemble-mean_probs"]["returns"]) == {"teacher_0", "teacher_1", "teacher_2", "student1"}
+    assert set(by_variant["pd"]["returns"]) == {"student1"}
+    table = (tmp_path / f"minatar_{GAME}.md").read_text()
+    assert "| rtpd-rkl | student1 | [0] |" in table and "| pd | student1 | [0] |" in table
+    assert (tmp_path / f"minatar_{GAME}.png").stat().st_size > 0
+    # --append keeps the saved runs and skips those already there (no training: the saved seconds stay)
+    seconds = by_variant["rtpd-rkl"]["seconds"]
+    minatar.main([*argv, "--variants", "rtpd-rkl", "--append", "--output", str(tmp_path)])
+    runs = json.loads((tmp_path / f"minatar_{GAME}.json").read_text())["runs"]
+    assert len(runs) == 4 and {run["variant"]: run for run in runs}["rtpd-rkl"]["seconds"] == seconds
+
+
+def test_scores_and_report():
+    budget = dict(timesteps=100, train_freq=4, eval_freq=50, eval_episodes=1, steps=[50, 100], seconds=1.0)
+    runs = [
+        dict(variant="teacher", seed=0, returns={"teacher": [2.0, 8.0]}, **budget),
+        dict(variant="rtpd-rkl", seed=0, returns={"teacher": [2.0, 4.0], "student1": [1.0, 4.0]}, **budget),
+        dict(variant="rtpd-rkl", seed=1, returns={"teacher": [2.0, 4.0], "student1": [2.0, 2.0]}, **budget),
+        dict(
+            variant="ensemble-mean_loss",
+            seed=0,
+            returns={"teacher_0": [1.0, 2.0], "teacher_1": [3.0, 6.0], "teacher_2": [2.0, 4.0], "student1": [2.0, 2.0]},
+            **budget,
+        ),
+        # PD against the plain teacher's final evaluation (8.0); seed 1 has no teacher run: left out
+        dict(variant="pd", seed=0, returns={"student1": [4.0, 8.0]}, **budget),
+        dict(variant="pd", seed=1, returns={"student1": [4.0, 8.0]}, **budget),
+    ]
+    table = minatar.scores(runs)
+    assert table[("rtpd-rkl", "student1")] == [(0, 100.0, 75.0), (1, 50.0, 75.0)]
+    assert table[("ensemble-mean_loss", "student1")] == [(0, 50.0, 75.0)]
+    assert table[("pd", "student1")] == [(0, 100.0, 75.0)]
+    text = minatar.report(GAME, runs)
+    assert "| rtpd-rkl | student1 | [0, 1] | 75 [50, 100] | 75 [75, 75] | 101.2 / 107.7 [RT] |" in text
+    assert "| pd | student1 | [0] | 100 | 75 | 78.6 / - [RT] |" in text
+    assert "seed 0: 8.0 / 8.0" in text and "ensemble-mean_loss seed 0: 4.0 / 4.0" in text
