@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor, NatureCNN
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor, NatureCNN
 from stable_baselines3.dqn.policies import QNetwork
 from torch import nn
 
-from sb3_distill.common.torch_layers import CompactNatureCNN, StackedQNetwork, count_parameters
+from sb3_distill.common.torch_layers import CompactNatureCNN, StackedQNetwork, count_parameters, resolve_student_kwargs
+from sb3_distill.common.torch_layers import make_q_network as make_described_q_network
 from sb3_distill.common.utils import clip_grad_norm_per_member_
 
 N_MEMBERS = 3
@@ -246,3 +247,34 @@ def test_unpaddable_members():
     other = QNetwork(observation_space, spaces.Discrete(2), features_extractor, 3, [4], normalize_images=False)
     with pytest.raises(ValueError, match="normalize_images"):
         StackedQNetwork.from_q_networks([make_q_network(observation_space, FlattenExtractor, None, [4], 2), other])
+
+
+class SmallImageCNN(BaseFeaturesExtractor):
+    """A user's extractor with NatureCNN's layout (`cnn`, then `linear`) for 10x10 frames."""
+
+    def __init__(self, observation_space: spaces.Box, features_dim: int = 8, filters: int = 4) -> None:
+        super().__init__(observation_space, features_dim)
+        n_channels, height, width = observation_space.shape
+        self.cnn = th.nn.Sequential(th.nn.Conv2d(n_channels, filters, 3), th.nn.ReLU(), th.nn.Flatten())
+        self.linear = th.nn.Sequential(th.nn.Linear(filters * (height - 2) * (width - 2), features_dim), th.nn.ReLU())
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        return self.linear(self.cnn(observations))
+
+
+def test_any_extractor_of_nature_cnn_layout_stacks_and_small_images_get_a_clear_error():
+    space = spaces.Box(0, 255, (3, 10, 10), np.uint8)
+    networks = [
+        make_described_q_network(space, spaces.Discrete(3), resolve_student_kwargs(
+            dict(features_extractor_class=SmallImageCNN, features_extractor_kwargs=dict(filters=filters), net_arch=[]),
+            CompactNatureCNN, True, th.optim.Adam, {},
+        ))
+        for filters in (4, 2)
+    ]  # fmt: skip
+    stacked = StackedQNetwork.from_q_networks(networks)
+    obs = th.as_tensor(np.stack([space.sample() for _ in range(5)]))
+    for member, network in enumerate(networks):
+        assert th.allclose(stacked(obs)[member], network(obs), atol=1e-5)
+    # The default Nature-DQN-shaped student does not fit 10x10 frames: a ValueError that says what to do
+    with pytest.raises(ValueError, match="does not fit observations of shape"):
+        CompactNatureCNN(space)

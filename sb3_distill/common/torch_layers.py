@@ -83,8 +83,15 @@ class CompactNatureCNN(NatureCNN):
             nn.Flatten(),
         )
         # Compute shape by doing one forward pass
-        with th.no_grad():
-            n_flatten = self.cnn(th.as_tensor(observation_space.sample()[None]).float()).shape[1]
+        try:
+            with th.no_grad():
+                n_flatten = self.cnn(th.as_tensor(observation_space.sample()[None]).float()).shape[1]
+        except RuntimeError as error:
+            raise ValueError(
+                f"`CompactNatureCNN`'s Nature-DQN layout (8x8 stride 4, 4x4 stride 2, 3x3 convolutions) does not fit "
+                f"observations of shape {observation_space.shape}: give the student another network "
+                f"(`student_policy_kwargs` / `students`), e.g. an extractor built for small images ({error})"
+            ) from None
         self.linear = nn.Sequential(nn.Linear(n_flatten, features_dim), nn.ReLU())
 
     def forward(self, observations: th.Tensor) -> th.Tensor:
@@ -346,12 +353,17 @@ def _q_network_layers(q_network: QNetwork) -> list[nn.Module]:
     features_extractor = q_network.features_extractor
     if isinstance(features_extractor, FlattenExtractor):
         layers = [features_extractor.flatten]
-    elif isinstance(features_extractor, _STACKABLE_CNNS):
-        layers = [*features_extractor.cnn, *features_extractor.linear]
+    elif isinstance(getattr(features_extractor, "cnn", None), nn.Sequential) and isinstance(
+        getattr(features_extractor, "linear", None), nn.Sequential
+    ):
+        # NatureCNN's layout (CompactNatureCNN, or any extractor of the same shape): `cnn`, then `linear`
+        layers = [*features_extractor.cnn, *features_extractor.linear]  # type: ignore[misc]
     else:
         raise ValueError(
             f"The teachers' `features_extractor_class` {type(features_extractor).__name__} cannot be stacked: "
-            "use FlattenExtractor (MlpPolicy), NatureCNN (CnnPolicy) or sb3_distill's CompactNatureCNN"
+            "use FlattenExtractor (MlpPolicy), NatureCNN (CnnPolicy), sb3_distill's CompactNatureCNN, or an "
+            "extractor whose forward pass is `self.linear(self.cnn(obs))` with two nn.Sequential of Conv2d, Linear, "
+            "Flatten and activation layers"
         )
     return layers + list(q_network.q_net)
 
