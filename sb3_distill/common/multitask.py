@@ -82,13 +82,19 @@ class MultiTaskVecEnv(VecEnv):
     :param task_envs: task name -> its vectorised env (a discrete action space, a ``Box`` observation space
         that is not an image; the same number of envs for every task)
     :param preprocessings: task name -> its teacher's preprocessing (None: none)
+    :param env_ids: task name -> the env id its envs were made from (None: unknown), so that a model can build
+        evaluation envs and this env again after ``load()``
     """
 
     def __init__(
-        self, task_envs: dict[str, VecEnv], preprocessings: dict[str, TeacherPreprocessing | None] | None = None
+        self,
+        task_envs: dict[str, VecEnv],
+        preprocessings: dict[str, TeacherPreprocessing | None] | None = None,
+        env_ids: dict[str, str | None] | None = None,
     ) -> None:
         _check_task_envs(task_envs)
         self.tasks = list(task_envs)
+        self.env_ids = {task: (env_ids or {}).get(task) for task in self.tasks}
         self.task_envs = list(task_envs.values())
         self.preprocessings = [(preprocessings or {}).get(task) for task in self.tasks]
         self.n_envs_per_task = self.task_envs[0].num_envs

@@ -164,11 +164,10 @@ class MultiTaskPolicyDistillation(OffPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
-        task_env_ids: dict[str, str | None] = {}
         if env is None and teachers is not None:
             # The teachers decide each task's wrappers and normalisation: load them once, here
             teachers = load_teachers(teachers)
-            env, task_env_ids = make_multitask_env(teachers, envs, n_envs_per_task)
+            env = make_multitask_env(teachers, envs, n_envs_per_task)
         elif env is not None and not isinstance(env, MultiTaskVecEnv):
             raise ValueError(
                 f"`env` of MultiTaskPolicyDistillation is the MultiTaskVecEnv built from `teachers` and `envs`, got "
@@ -198,7 +197,7 @@ class MultiTaskPolicyDistillation(OffPolicyAlgorithm):
             supported_action_spaces=(spaces.Discrete,),
         )
         self.teachers = teachers
-        self.task_env_ids = task_env_ids
+        self.task_env_ids = dict(env.env_ids) if env is not None else {}
         self.loss = loss
         self.temperature = temperature
         self.control = control
@@ -561,7 +560,8 @@ class MultiTaskPolicyDistillation(OffPolicyAlgorithm):
             if env_id is None:
                 raise ValueError(f"Task {task!r} was given as an env object: build the MultiTaskVecEnv yourself")
             task_envs[task] = make_teacher_env(env_id, self.teacher_preprocessings[index], n_envs=n_envs_per_task)
-        return MultiTaskVecEnv(task_envs, dict(zip(self.tasks, self.teacher_preprocessings, strict=True)))
+        preprocessings = dict(zip(self.tasks, self.teacher_preprocessings, strict=True))
+        return MultiTaskVecEnv(task_envs, preprocessings, self.task_env_ids)
 
     def export_student(
         self, task: str, learning_rate: float | Schedule | None = None, path: str | pathlib.Path | None = None
@@ -646,14 +646,14 @@ def load_teachers(teachers: Any, device: th.device | str = "cpu") -> dict[str, L
 
 def make_multitask_env(
     teachers: dict[str, LoadedTeacher], envs: dict[str, Any] | None, n_envs_per_task: int
-) -> tuple[MultiTaskVecEnv, dict[str, str | None]]:
+) -> MultiTaskVecEnv:
     """
     The multi-task env of the tasks of ``teachers``: each task's env from ``envs`` or its name as env id.
 
     :param teachers: task name -> loaded teacher (its preprocessing gives the wrappers and normalisation)
     :param envs: task name -> env id, gymnasium env or VecEnv (None: every task name is an env id)
     :param n_envs_per_task: number of envs of a task built from an env id
-    :return: the env, and task name -> env id (None for an env given as an object)
+    :return: the env (its ``env_ids``: task name -> env id, None for an env given as an object)
     """
     import gymnasium as gym
     from stable_baselines3.common.env_util import make_vec_env
@@ -681,7 +681,7 @@ def make_multitask_env(
             task_envs[task] = env if isinstance(env, VecEnv) else make_vec_env(lambda env=env: env, n_envs=1)
             check_env_preprocessing(task_envs[task], teacher.preprocessing)
     _check_spaces(task_envs, teachers)
-    return MultiTaskVecEnv(task_envs, {task: teacher.preprocessing for task, teacher in teachers.items()}), env_ids
+    return MultiTaskVecEnv(task_envs, {task: teacher.preprocessing for task, teacher in teachers.items()}, env_ids)
 
 
 def _check_spaces(task_envs: dict[str, VecEnv], teachers: dict[str, LoadedTeacher]) -> None:

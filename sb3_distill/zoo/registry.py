@@ -20,6 +20,7 @@ from sb3_distill.zoo.hyperparams_opt import (
     convert_distill_offpolicy_params,
     convert_policy_distillation_params,
     sample_ensemble_distill_dqn_params,
+    sample_multitask_policy_distillation_params,
     sample_piekd_sac_params,
     sample_policy_distillation_params,
     sample_realtime_distill_dqn_params,
@@ -52,6 +53,11 @@ ZOO_ALGORITHMS: dict[str, ZooAlgorithm] = {
     "policy_distillation": ZooAlgorithm(
         "sb3_distill.policy_distillation:PolicyDistillation",
         sample_policy_distillation_params,
+        convert_policy_distillation_params,
+    ),
+    "multitask_policy_distillation": ZooAlgorithm(
+        "sb3_distill.multitask_policy_distillation:MultiTaskPolicyDistillation",
+        sample_multitask_policy_distillation_params,
         convert_policy_distillation_params,
     ),
 }
