@@ -7,7 +7,7 @@ steps) and gives SB3 one observation space: a ``Dict`` with the task's observati
 teacher's frozen ``VecNormalize`` statistics (if any) and zero-padded to a common shape, and the task's index.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -89,8 +89,8 @@ class MultiTaskVecEnv(VecEnv):
     def __init__(
         self,
         task_envs: dict[str, VecEnv],
-        preprocessings: dict[str, TeacherPreprocessing | None] | None = None,
-        env_ids: dict[str, str | None] | None = None,
+        preprocessings: Mapping[str, TeacherPreprocessing | None] | None = None,
+        env_ids: Mapping[str, str | None] | None = None,
     ) -> None:
         _check_task_envs(task_envs)
         self.tasks = list(task_envs)
