@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 LINT_PATHS = sb3_distill tests benchmarks examples
 
-.PHONY: help venv install test test-slow demo bench bench-realtime bench-control bench-piekd lint format check-format type clean
+.PHONY: help venv install test test-slow demo bench bench-realtime bench-control bench-online bench-piekd lint format check-format type clean
 
 help:
 	@echo "make demo       - set up, train EnsembleDistillDQN on CartPole-v1 and print the scores table"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench      - throughput of the distillation algorithms against plain SB3 DQN (benchmarks/)"
 	@echo "make bench-realtime - real-time vs sequential distillation, time to a target student return"
 	@echo "make bench-control - PolicyDistillation: teacher- vs student- vs mixture-driven, Rusu's losses"
+	@echo "make bench-online - PolicyDistillation online from a training DQN teacher's checkpoints (Acrobot-v1)"
 	@echo "make bench-piekd - PIEKDSAC vs SAC vs Ensemble-SAC sample efficiency, and PIEKDSAC vs SAC throughput"
 	@echo "make lint / format / check-format / type"
 
@@ -57,6 +58,9 @@ bench-control: $(VENV)/.install-bench
 	$(PYTHON) -m benchmarks.control_policy --env CartPole-v1 --seeds 0 1 2 3 4 5 6 7 8 9
 	$(PYTHON) -m benchmarks.control_policy --env Acrobot-v1 --seeds 0 1 2 3 4 --eval-freq 250
 	$(PYTHON) -m benchmarks.control_policy --env Pendulum-v1 --seeds 0 1 2 --eval-freq 500
+
+bench-online: $(VENV)/.install-bench
+	$(PYTHON) -m benchmarks.online_distillation --seeds 0 1 2
 
 bench-piekd: $(VENV)/.install-bench $(VENV)/.install-mujoco
 	$(PYTHON) benchmarks/piekd_sample_efficiency.py --env Pendulum-v1 --seeds 0 1 2

@@ -1,6 +1,7 @@
 """Smoke tests: the benchmark scripts run (tiny budgets), so that they do not rot between benchmark runs."""
 
 import argparse
+import json
 
 import pytest
 
@@ -70,3 +71,26 @@ def test_control_policy_runs_with_a_sac_teacher(monkeypatch, tmp_path):
     assert "teacher-driven, nll" not in result["variants"] and "teacher-driven, mse" in result["variants"]
     assert "| student-driven |" in control_policy.report("Pendulum-v1", [result], args)
     control_policy.plot("Pendulum-v1", [result], tmp_path / "curves.png")
+
+
+def test_online_distillation_runs(monkeypatch, tmp_path):
+    """The two processes' functions, run one after the other in this process with tiny budgets."""
+    from benchmarks import online_distillation
+
+    teacher_settings = dict(online_distillation.TEACHER_SETTINGS["Acrobot-v1"])
+    teacher_settings["dqn"] = dict(teacher_settings["dqn"], learning_starts=50, train_freq=50, gradient_steps=2)
+    monkeypatch.setitem(online_distillation.TEACHER_SETTINGS, "Acrobot-v1", teacher_settings)
+    monkeypatch.setattr(online_distillation, "STUDENT", dict(online_distillation.STUDENT, learning_starts=50))
+    args = argparse.Namespace(teacher_timesteps=300, save_freq=100, refresh=50, eval_freq=100, eval_episodes=1, after=100)
+    online_distillation.train_teacher(0, str(tmp_path), args)
+    assert (tmp_path / "done").exists() and len(list(tmp_path.glob("rl_model_*_steps.zip"))) == 3
+    online_distillation.distill_student(0, str(tmp_path), args, str(tmp_path / "curve.json"))
+    curve = json.loads((tmp_path / "curve.json").read_text())
+    # The student saw the last checkpoint and stopped `after` steps later
+    assert curve[-1]["teacher_steps"] == 300 and curve[-1]["student_steps"] == 100
+    # 90 % of the final teacher's normalised return; a teacher that never reached the goal gives no threshold
+    points = [dict(mean=-500.0), dict(mean=-95.0), dict(mean=-300.0), dict(mean=-100.0)]
+    assert online_distillation.after_threshold(points, -100.0) == dict(
+        reached=True, mean=-165.0, dip=-300.0, std=pytest.approx(95.48, abs=0.01)
+    )
+    assert not online_distillation.after_threshold(points, -500.0)["reached"]

@@ -1,6 +1,6 @@
 """
 Several tasks seen as one SB3 ``VecEnv``, for multi-task distillation (Rusu et al. 2015, "Policy
-Distillation", arXiv:1511.06295, Sec. 4.3: one student, one output head per game, the game known).
+Distillation", arXiv:1511.06295: one student, one output head per game, the game known).
 
 :class:`MultiTaskVecEnv` steps every task's vectorised env together (so that each task gets the same number of
 steps) and gives SB3 one observation space: a ``Dict`` with the task's observation, normalised with its

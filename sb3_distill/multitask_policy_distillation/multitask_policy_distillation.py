@@ -42,7 +42,7 @@ DEFAULT_NET_ARCH = [64, 64]
 
 class MultiTaskPolicyDistillation(OffPolicyAlgorithm):
     """
-    Multi-task policy distillation (Rusu et al. 2015, "Policy Distillation", arXiv:1511.06295, Sec. 4.3):
+    Multi-task policy distillation (Rusu et al. 2015, "Policy Distillation", arXiv:1511.06295):
     several single-task teachers, one per task, distilled into one student with a shared trunk and one output
     head per task, the task being known when training and when acting (Rusu's multi-game network reached a
     geometric mean of 89.3 % of the single-game DQNs over 10 Atari games).

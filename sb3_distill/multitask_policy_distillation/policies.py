@@ -1,6 +1,6 @@
 """
 Policies of MultiTaskPolicyDistillation: one frozen teacher policy per task and one student, a shared trunk
-with one output head per task (Rusu et al. 2015, Sec. 4.3), in one module so that all are saved with the model.
+with one output head per task (Rusu et al. 2015), in one module so that all are saved with the model.
 """
 
 from typing import Any

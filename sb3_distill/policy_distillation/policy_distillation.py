@@ -116,7 +116,7 @@ class PolicyDistillation(OffPolicyAlgorithm):
         PPO/A2C; each Q head of SAC/TD3/DDPG on the buffer's state-action pairs, head to head), so that the
         exported student can be trained further with RL. 0 (default) distills the policy only, as Rusu et al.
         Not used for Q-value teachers, whose Q-values are the policy.
-    :param teacher_refresh_interval: Online distillation (Rusu et al. 2015, Sec. 5.4: distilling from a teacher
+    :param teacher_refresh_interval: Online distillation (Rusu et al. 2015: distilling from a teacher
         while it still trains): every ``teacher_refresh_interval`` environment steps, the newest complete
         checkpoint of ``teacher``, the folder that the teacher's training writes checkpoints into (SB3's
         ``CheckpointCallback``, rl-zoo3's ``--save-freq``), replaces the teacher's weights; half-written or
