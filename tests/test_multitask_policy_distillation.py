@@ -184,6 +184,11 @@ def test_save_load(tmp_path):
     assert np.array_equal(loaded.replay_buffer.observations["obs"], model.replay_buffer.observations["obs"])
     loaded.learn(40, reset_num_timesteps=False)
     assert loaded._n_updates > model._n_updates
+    # Arguments given to load() are checked too
+    with pytest.raises(ValueError, match="`loss` must be one of"):
+        MultiTaskPolicyDistillation.load(tmp_path / "model.zip", loss="kl")
+    with pytest.raises(ValueError, match="`control` must be one of"):
+        MultiTaskPolicyDistillation.load(tmp_path / "model.zip", control="expert")
 
 
 def test_deterministic_with_seed():

@@ -160,6 +160,8 @@ def test_save_load_keeps_refreshing(tmp_path):
     loaded.learn(30, reset_num_timesteps=False)
     assert loaded.teacher_checkpoint_steps == 900
     assert_teacher_is(loaded, newer)
+    with pytest.raises(ValueError, match="`teacher_refresh_interval` must be an integer >= 1"):
+        PolicyDistillation.load(tmp_path / "student.zip", teacher_refresh_interval=0)
     # Loaded as a fixed teacher: no refresh
     fixed = PolicyDistillation.load(tmp_path / "student.zip", teacher_refresh_interval=None)
     assert fixed.teacher_refresh_interval is None
