@@ -259,5 +259,8 @@ def test_bad_tasks():
     env = MultiTaskVecEnv({"Acrobot-v1": make_vec_env("Acrobot-v1"), "CartPole-v1": make_vec_env("CartPole-v1")})
     with pytest.raises(ValueError, match="are not the teachers' tasks"):
         MultiTaskPolicyDistillation(env=env, teachers=two_tasks())
+    model = tiny()
     with pytest.raises(ValueError, match="`task` must be one of"):
-        tiny().predict(np.zeros(4), task="Pong")
+        model.predict(np.zeros(4), task="Pong")
+    with pytest.raises(ValueError, match=r"takes observations of shape \(6,\)"):
+        model.predict(np.zeros(4), task="Acrobot-v1")

@@ -477,6 +477,10 @@ class MultiTaskPolicyDistillation(OffPolicyAlgorithm):
         index = self._task_index(task)
         shape = self.task_observation_spaces[index].shape
         observations = np.asarray(observation)
+        if observations.shape[observations.ndim - len(shape) :] != shape or observations.ndim > len(shape) + 1:
+            raise ValueError(
+                f"Task {task!r} takes observations of shape {shape} (or a batch of them), got {observations.shape}"
+            )
         single = observations.shape == shape
         observations = observations.reshape((-1, *shape))
         padded = self._process(index, observations)
