@@ -94,3 +94,22 @@ def test_online_distillation_runs(monkeypatch, tmp_path):
         reached=True, mean=-165.0, dip=-300.0, std=pytest.approx(95.48, abs=0.01)
     )
     assert not online_distillation.after_threshold(points, -500.0)["reached"]
+
+
+def test_multitask_distillation_runs(monkeypatch, tmp_path):
+    from benchmarks import multitask_distillation
+
+    tasks = {task: dict(value, teacher_timesteps=200) for task, value in multitask_distillation.TASKS.items()}
+    monkeypatch.setattr(multitask_distillation, "TASKS", tasks)
+    monkeypatch.setattr(multitask_distillation, "STUDENTS", {"tiny": [8]})
+    monkeypatch.setattr(multitask_distillation, "DISTILL", dict(multitask_distillation.DISTILL, learning_starts=50))
+    for env_id in tasks:
+        settings = dict(multitask_distillation.TEACHER_SETTINGS[env_id])
+        settings["dqn"] = dict(settings["dqn"], learning_starts=50, train_freq=50, gradient_steps=2)
+        monkeypatch.setitem(multitask_distillation.TEACHER_SETTINGS, env_id, settings)
+    args = argparse.Namespace(timesteps=200, eval_episodes=1, teachers=tmp_path / "teachers", output=tmp_path)
+    result = multitask_distillation.run(0, args)
+    assert (tmp_path / "teachers" / "dqn_Acrobot-v1_seed0.zip").exists()
+    student = result["students"]["tiny"]
+    assert set(student["ratios"]) == set(tasks) and student["geometric_mean"] > 0
+    assert "geometric mean (Rusu: 0.893)" in multitask_distillation.report([result], args)
