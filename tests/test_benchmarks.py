@@ -3,6 +3,7 @@
 import argparse
 import json
 
+import numpy as np
 import pytest
 
 from benchmarks import control_policy, realtime_vs_sequential, throughput
@@ -94,6 +95,14 @@ def test_online_distillation_runs(monkeypatch, tmp_path):
         reached=True, mean=-165.0, dip=-300.0, std=pytest.approx(95.48, abs=0.01)
     )
     assert not online_distillation.after_threshold(points, -500.0)["reached"]
+    # The student's evaluations on the teacher's last checkpoint are reported apart
+    teacher_curve = [dict(teacher_steps=steps, mean=p["mean"]) for steps, p in zip((150, 200, 250, 300), points, strict=True)]
+    run_ = dict(seed=0, wall_s=1.0, teacher_curve=teacher_curve, student_curve=curve)
+    stats = online_distillation.summary(run_, args)
+    assert stats["final_teacher"] == -100.0 and stats["student_final"] == np.mean(
+        [p["mean"] for p in curve if p["teacher_steps"] == 300]
+    )
+    assert "| 0 | -100.0 |" in online_distillation.report([run_], args)
 
 
 def test_multitask_distillation_runs(monkeypatch, tmp_path):
