@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 LINT_PATHS = sb3_distill tests benchmarks examples
 
-.PHONY: help venv install test test-slow demo bench bench-realtime bench-control bench-online bench-piekd lint format check-format type clean
+.PHONY: help venv install test test-slow demo bench bench-realtime bench-control bench-online bench-multitask bench-piekd lint format check-format type clean
 
 help:
 	@echo "make demo       - set up, train EnsembleDistillDQN on CartPole-v1 and print the scores table"
@@ -19,6 +19,7 @@ help:
 	@echo "make bench-realtime - real-time vs sequential distillation, time to a target student return"
 	@echo "make bench-control - PolicyDistillation: teacher- vs student- vs mixture-driven, Rusu's losses"
 	@echo "make bench-online - PolicyDistillation online from a training DQN teacher's checkpoints (Acrobot-v1)"
+	@echo "make bench-multitask - MultiTaskPolicyDistillation of DQN teachers on CartPole-v1 + Acrobot-v1"
 	@echo "make bench-piekd - PIEKDSAC vs SAC vs Ensemble-SAC sample efficiency, and PIEKDSAC vs SAC throughput"
 	@echo "make lint / format / check-format / type"
 
@@ -61,6 +62,9 @@ bench-control: $(VENV)/.install-bench
 
 bench-online: $(VENV)/.install-bench
 	$(PYTHON) -m benchmarks.online_distillation --seeds 0 1 2
+
+bench-multitask: $(VENV)/.install-bench
+	$(PYTHON) -m benchmarks.multitask_distillation --seeds 0 1
 
 bench-piekd: $(VENV)/.install-bench $(VENV)/.install-mujoco
 	$(PYTHON) benchmarks/piekd_sample_efficiency.py --env Pendulum-v1 --seeds 0 1 2
