@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 LINT_PATHS = sb3_distill tests benchmarks examples
 
-.PHONY: help venv install test test-slow demo bench bench-latency bench-realtime bench-control bench-piekd bench-distill-ppo bench-minatar lint format check-format type clean
+.PHONY: help venv install test test-slow demo bench bench-latency bench-realtime bench-control bench-online bench-multitask bench-piekd bench-distill-ppo bench-minatar lint format check-format type clean
 
 help:
 	@echo "make demo       - set up, train EnsembleDistillDQN on CartPole-v1 and print the scores table"
@@ -19,6 +19,8 @@ help:
 	@echo "make bench-latency - inference latency of teacher and students (PyTorch, SB3 predict, onnxruntime), CPU"
 	@echo "make bench-realtime - real-time vs sequential distillation, time to a target student return"
 	@echo "make bench-control - PolicyDistillation: teacher- vs student- vs mixture-driven, Rusu's losses"
+	@echo "make bench-online - PolicyDistillation online from a training DQN teacher's checkpoints (Acrobot-v1)"
+	@echo "make bench-multitask - MultiTaskPolicyDistillation of DQN teachers on CartPole-v1 + Acrobot-v1"
 	@echo "make bench-piekd - PIEKDSAC vs SAC vs Ensemble-SAC sample efficiency, and PIEKDSAC vs SAC throughput"
 	@echo "make bench-distill-ppo - DistillPPO: Figs. 4-6 of Distilling Policy Distillation, kickstarting vs PPO"
 	@echo "make bench-minatar - the distillation papers' tables on MinAtar (teachers, real-time, ensemble, PD; hours of CPU)"
@@ -69,6 +71,11 @@ bench-distill-ppo: $(VENV)/.install-bench
 	$(PYTHON) -m benchmarks.distill_ppo_actions --n-actions 4 64 512 --seeds 0 1 2 --budget 8192 --eval-freq 512
 	$(PYTHON) -m benchmarks.distill_ppo_noisy_teacher --seeds 0 1 2
 	$(PYTHON) -m benchmarks.distill_ppo_kickstart --env Acrobot-v1 --seeds 0 1 2
+bench-online: $(VENV)/.install-bench
+	$(PYTHON) -m benchmarks.online_distillation --seeds 0 1 2
+
+bench-multitask: $(VENV)/.install-bench
+	$(PYTHON) -m benchmarks.multitask_distillation --seeds 0 1
 
 bench-piekd: $(VENV)/.install-bench $(VENV)/.install-mujoco
 	$(PYTHON) benchmarks/piekd_sample_efficiency.py --env Pendulum-v1 --seeds 0 1 2

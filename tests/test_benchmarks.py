@@ -1,7 +1,9 @@
 """Smoke tests: the benchmark scripts run (tiny budgets), so that they do not rot between benchmark runs."""
 
 import argparse
+import json
 
+import numpy as np
 import pytest
 
 from benchmarks import control_policy, inference_latency, realtime_vs_sequential, throughput
@@ -171,3 +173,53 @@ def test_inference_latency_runs(tmp_path):
     assert "| student1 {16,16,16,64} | 69,494 |" in text and "Deployed student (onnxruntime)" in text
     inference_latency.plot(rows, tmp_path / "latency.png")
     assert (tmp_path / "latency.png").stat().st_size > 0
+
+
+def test_online_distillation_runs(monkeypatch, tmp_path):
+    """The two processes' functions, run one after the other in this process with tiny budgets."""
+    from benchmarks import online_distillation
+
+    teacher_settings = dict(online_distillation.TEACHER_SETTINGS["Acrobot-v1"])
+    teacher_settings["dqn"] = dict(teacher_settings["dqn"], learning_starts=50, train_freq=50, gradient_steps=2)
+    monkeypatch.setitem(online_distillation.TEACHER_SETTINGS, "Acrobot-v1", teacher_settings)
+    monkeypatch.setattr(online_distillation, "STUDENT", dict(online_distillation.STUDENT, learning_starts=50))
+    args = argparse.Namespace(teacher_timesteps=300, save_freq=100, refresh=50, eval_freq=100, eval_episodes=1, after=100)
+    online_distillation.train_teacher(0, str(tmp_path), args)
+    assert (tmp_path / "done").exists() and len(list(tmp_path.glob("rl_model_*_steps.zip"))) == 3
+    online_distillation.distill_student(0, str(tmp_path), args, str(tmp_path / "curve.json"))
+    curve = json.loads((tmp_path / "curve.json").read_text())
+    # The student saw the last checkpoint and stopped `after` steps later
+    assert curve[-1]["teacher_steps"] == 300 and curve[-1]["student_steps"] == 100
+    # 90 % of the final teacher's normalised return; a teacher that never reached the goal gives no threshold
+    points = [dict(mean=-500.0), dict(mean=-95.0), dict(mean=-300.0), dict(mean=-100.0)]
+    assert online_distillation.after_threshold(points, -100.0) == dict(
+        reached=True, mean=-165.0, dip=-300.0, std=pytest.approx(95.48, abs=0.01)
+    )
+    assert not online_distillation.after_threshold(points, -500.0)["reached"]
+    # The student's evaluations on the teacher's last checkpoint are reported apart
+    teacher_curve = [dict(teacher_steps=steps, mean=p["mean"]) for steps, p in zip((150, 200, 250, 300), points, strict=True)]
+    run_ = dict(seed=0, wall_s=1.0, teacher_curve=teacher_curve, student_curve=curve)
+    stats = online_distillation.summary(run_, args)
+    assert stats["final_teacher"] == -100.0 and stats["student_final"] == np.mean(
+        [p["mean"] for p in curve if p["teacher_steps"] == 300]
+    )
+    assert "| 0 | -100.0 |" in online_distillation.report([run_], args)
+
+
+def test_multitask_distillation_runs(monkeypatch, tmp_path):
+    from benchmarks import multitask_distillation
+
+    tasks = {task: dict(value, teacher_timesteps=200) for task, value in multitask_distillation.TASKS.items()}
+    monkeypatch.setattr(multitask_distillation, "TASKS", tasks)
+    monkeypatch.setattr(multitask_distillation, "STUDENTS", {"tiny": [8]})
+    monkeypatch.setattr(multitask_distillation, "DISTILL", dict(multitask_distillation.DISTILL, learning_starts=50))
+    for env_id in tasks:
+        settings = dict(multitask_distillation.TEACHER_SETTINGS[env_id])
+        settings["dqn"] = dict(settings["dqn"], learning_starts=50, train_freq=50, gradient_steps=2)
+        monkeypatch.setitem(multitask_distillation.TEACHER_SETTINGS, env_id, settings)
+    args = argparse.Namespace(timesteps=200, eval_episodes=1, teachers=tmp_path / "teachers", output=tmp_path)
+    result = multitask_distillation.run(0, args)
+    assert (tmp_path / "teachers" / "dqn_Acrobot-v1_seed0.zip").exists()
+    student = result["students"]["tiny"]
+    assert set(student["ratios"]) == set(tasks) and student["geometric_mean"] > 0
+    assert "geometric mean (Rusu: 0.893)" in multitask_distillation.report([result], args)

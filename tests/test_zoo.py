@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 import optuna
 import pytest
+import torch as th
 import yaml
 from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
 from rl_zoo3.utils import ALGOS
@@ -149,10 +150,12 @@ def test_zoo_config_builds_its_model(algo, env_id, tmp_path, monkeypatch):
     config = yaml.safe_load(default_config_path(algo).read_text())[env_id]
     assert "n_timesteps" in config
     is_atari = env_id == "atari" or "NoFrameskip" in env_id
-    if "teacher" in config:
+    if "teacher" in config or "teachers" in config:
         # The config names where rl-zoo3 writes a trained agent (relative to the working directory): put an
         # untrained one of that algorithm there
         monkeypatch.chdir(tmp_path)
+    for task, path in config.get("teachers", {}).items():
+        make_teacher_at(path, task)
     if is_atari and env_id not in gym.envs.registry:
         # Without ale-py: the same hyperparameters, processed by rl-zoo3, on an 84x84x4 image env
         manager = make_manager(algo)
@@ -182,6 +185,7 @@ SAMPLER_CASES = [(algo, "CartPole-v1") for algo in DQN_ALGOS] + [
     ("policy_distillation", "Pendulum-v1"),
     ("distill_ppo", "CartPole-v1"),
     ("distill_ppo", "Pendulum-v1"),
+    ("multitask_policy_distillation", "CartPole-v1"),
 ]
 
 
@@ -207,6 +211,9 @@ def test_sampler_draws_always_build(algo, env_id, tmp_path):
 
         PPO("MlpPolicy", env_id, policy_kwargs=dict(net_arch=[16])).save(tmp_path / "teacher")
         base, extra = {"policy": "MlpPolicy", "teacher": str(tmp_path / "teacher.zip")}, {}
+    elif algo == "multitask_policy_distillation":
+        tasks = ("CartPole-v1", "Acrobot-v1")
+        base = {"teachers": {task: teacher_for(task, tmp_path / task) for task in tasks}, "learning_starts": 10}
     elif env_id in yaml.safe_load(default_config_path(algo).read_text()):
         manager = make_manager(algo, env_id, optimize=True, log_folder=tmp_path)
         assert manager.setup_experiment() is None
@@ -222,7 +229,9 @@ def test_sampler_draws_always_build(algo, env_id, tmp_path):
         # `--trial-id` rebuilds the same hyperparameters from the stored params (checked before the constructor,
         # which may add keys to the `policy_kwargs` dict it is given, as SAC adds `use_sde`)
         assert HYPERPARAMS_CONVERTER[algo](trial.params) == sampled
-        model = ALGOS[algo](env=env, **{**base, **sampled, **extra})
+        # (the multi-task env is built from the teachers)
+        algo_env = None if algo == "multitask_policy_distillation" else env
+        model = ALGOS[algo](env=algo_env, **{**base, **sampled, **extra})
         assert model.policy is not None
         study.tell(trial, 0.0)
     # the draws covered every choice of the categorical parameters
@@ -411,6 +420,33 @@ def test_distill_ppo_sampler_values():
         assert 0.01 <= (coef(1.0) if callable(coef) else coef) <= 10.0
         assert entry.converter(trial.params) == sampled
         study.tell(trial, 0.0)
+
+
+def test_train_multitask(tmp_path):
+    """rl-zoo3 trains MultiTaskPolicyDistillation on the multi-task env of its config's teachers, and continues it."""
+    from stable_baselines3 import DQN
+
+    # zoo_configs/multitask_policy_distillation.yml names the DQN teachers where rl-zoo3 writes them
+    for task in ("CartPole-v1", "Acrobot-v1"):
+        DQN("MlpPolicy", task, policy_kwargs=dict(net_arch=[16]), buffer_size=10).save(
+            tmp_path / "logs" / "dqn" / f"{task}_1" / f"{task}.zip"
+        )
+    algo, logs = "multitask_policy_distillation", tmp_path / "logs"
+    args = ["--algo", algo, "--env", "CartPole-v1", "-f", str(logs), "--seed", "0", "--num-threads", "1", "-n", "300"]
+    params = ["-params", "learning_starts:50", "batch_size:16", "buffer_size:1000", "student_policy_kwargs:dict(net_arch=[8])"]
+    run_zoo("train", *args, "--eval-freq", "100", "--eval-episodes", "2", *params, cwd=tmp_path)
+    run = logs / algo / "CartPole-v1_1"
+    model = ALGOS[algo].load(run / "CartPole-v1.zip")
+    assert model.tasks == ["CartPole-v1", "Acrobot-v1"] and model.num_timesteps == 300
+    assert (run / "best_model.zip").is_file()
+    assert set(model.evaluate_members(n_eval_episodes=1)) == {
+        f"{task}/{member}" for task in model.tasks for member in ("teacher", "student")
+    }
+    output = run_zoo("train", *args, "--trained-agent", str(run / "CartPole-v1.zip"), *params, cwd=tmp_path)
+    assert "Loading pretrained agent" in output
+    continued = ALGOS[algo].load(logs / algo / "CartPole-v1_2" / "CartPole-v1.zip")
+    before, after = model.policy.student.state_dict(), continued.policy.student.state_dict()
+    assert any(not th.equal(before[key], after[key]) for key in before)
 
 
 def test_train_help_lists_algorithms_and_heartbeat_options(tmp_path):

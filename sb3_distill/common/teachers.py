@@ -22,13 +22,18 @@ Adding a kind (TQC, CrossQ, a policy of your own) is one subclass, registered wi
         student_algorithm = TQC
 
 A teacher is loaded with :func:`load_teacher` from an SB3 model, a ``.zip`` (its algorithm read from the
-file) or an rl-zoo3 experiment folder, with its observation preprocessing (:class:`TeacherPreprocessing`).
+file), an rl-zoo3 experiment folder, or the newest complete checkpoint of a folder that a training teacher
+writes checkpoints into (:class:`CheckpointFolder`), with its observation preprocessing
+(:class:`TeacherPreprocessing`).
 """
 
 import inspect
 import os
 import pathlib
 import pickle
+import re
+import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
@@ -523,10 +528,11 @@ class ObservationNormalizer(nn.Module):
 
 
 class LoadedTeacher(NamedTuple):
-    """A teacher model and the preprocessing it was trained with."""
+    """A teacher model, the preprocessing it was trained with, and the file it was read from (None: a model)."""
 
     model: BaseAlgorithm
     preprocessing: TeacherPreprocessing
+    path: pathlib.Path | None = None
 
 
 def _algorithm_from_data(data: dict[str, Any], policy_class: Any, path: str) -> type[BaseAlgorithm]:
@@ -588,11 +594,140 @@ def _find_zoo_model(folder: pathlib.Path) -> pathlib.Path:
     zips = sorted(folder.glob("*.zip"))
     if (folder / "best_model.zip").is_file():
         return folder / "best_model.zip"
+    checkpoints = CheckpointFolder(folder)
+    if checkpoints.checkpoints():
+        # A teacher still training (rl-zoo3's `--save-freq`, SB3's CheckpointCallback): its newest checkpoint
+        return checkpoints.wait_for_checkpoint()
     if len(zips) == 1:
         return zips[0]
     raise ValueError(
         f"`teacher` folder {str(folder)!r} is not an rl-zoo3 experiment folder with one model: expected "
-        f"<env>.zip beside <env>/args.yml, best_model.zip, or a single .zip; found {[path.name for path in zips]}"
+        f"<env>.zip beside <env>/args.yml, best_model.zip, checkpoints <name_prefix>_<steps>_steps.zip or a "
+        f"single .zip; found {[path.name for path in zips]}"
+    )
+
+
+#: A checkpoint as SB3's ``CheckpointCallback`` and rl-zoo3's ``--save-freq`` name it: ``<name_prefix>_<steps>_steps.zip``
+CHECKPOINT_PATTERN = re.compile(r"^(?P<prefix>.+)_(?P<steps>\d+)_steps\.zip$")
+
+
+def checkpoint_steps(path: str | os.PathLike[str] | None) -> int | None:
+    """The training steps in a checkpoint's name (``rl_model_5000_steps.zip`` -> 5000), None for another name."""
+    match = CHECKPOINT_PATTERN.match(pathlib.Path(path).name) if path is not None else None
+    return int(match["steps"]) if match else None
+
+
+@dataclass(frozen=True)
+class CheckpointFolder:
+    """
+    A folder that a teacher writes checkpoints into while it trains, possibly in another process or on another
+    machine over a shared disk: SB3's ``CheckpointCallback(save_freq, save_path=folder)`` writes
+    ``<name_prefix>_<steps>_steps.zip``, rl-zoo3's ``--save-freq`` writes ``rl_model_<steps>_steps.zip`` into
+    its experiment folder. As a ``teacher`` it stands for its newest *complete* checkpoint: a file that cannot
+    be read (half-written while the teacher saves it, truncated, corrupt) is skipped with a warning and the
+    next older one is taken.
+
+    A folder with no complete checkpoint yet fails at once with a ``ValueError`` (``timeout=0``, the default:
+    a wrong path is seen at once), or is watched for up to ``timeout`` seconds (start the student alongside a
+    teacher that has not saved yet).
+
+    :param path: the folder
+    :param timeout: seconds to wait for a first complete checkpoint when there is none (0: do not wait)
+    :param poll_interval: seconds between two looks at the folder while waiting
+    """
+
+    path: pathlib.Path
+    timeout: float = 0.0
+    poll_interval: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", pathlib.Path(self.path))
+        for name, minimum in (("timeout", 0.0), ("poll_interval", 1e-9)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
+                raise ValueError(f"`{name}` of CheckpointFolder must be a finite number of seconds, got {value!r}")
+            if value < minimum:
+                raise ValueError(f"`{name}` of CheckpointFolder must be {'>= 0' if minimum == 0 else '> 0'}, got {value!r}")
+
+    def checkpoints(self) -> list[tuple[int, pathlib.Path]]:
+        """The checkpoint files ``<name_prefix>_<steps>_steps.zip`` and their steps, newest (most steps) first."""
+        if not self.path.is_dir():
+            return []
+        found = [(checkpoint_steps(path), path) for path in self.path.glob("*_steps.zip")]
+        return sorted(((steps, path) for steps, path in found if steps is not None), reverse=True)
+
+    def normalizes(self) -> bool:
+        """Whether the teacher saves ``VecNormalize`` statistics with its checkpoints (``*_vecnormalize_*_steps.pkl``)."""
+        return self.path.is_dir() and any(self.path.glob("*_vecnormalize_*_steps.pkl"))
+
+    def newest_checkpoint(
+        self, newer_than: int = -1, device: th.device | str = "cpu"
+    ) -> tuple[int, pathlib.Path, dict[str, th.Tensor]] | None:
+        """
+        The newest checkpoint that reads, with its policy's parameters; unreadable files are skipped with a warning.
+
+        :param newer_than: only checkpoints with more steps than this (the one in use)
+        :param device: where to load the parameters
+        :return: its steps, its path and its ``policy.state_dict()``; None if there is none
+        """
+        for steps, path in self.checkpoints():
+            if steps <= newer_than:
+                return None
+            try:
+                _, params, _ = load_from_zip_file(path, device=device, load_data=False)
+                policy_state: dict[str, th.Tensor] = params["policy"]  # type: ignore[index, assignment]
+            except Exception as error:  # half-written (BadZipFile), truncated (EOFError), deleted, foreign
+                warnings.warn(f"Skipping the teacher checkpoint {str(path)!r}: it cannot be read yet ({error!r})")
+                continue
+            return steps, path, policy_state
+        return None
+
+    def wait_for_checkpoint(self, device: th.device | str = "cpu") -> pathlib.Path:
+        """
+        The path of the newest complete checkpoint, waiting up to ``timeout`` seconds for a first one.
+
+        :param device: where to read the file
+        :return: the path
+        """
+        deadline = time.monotonic() + float(self.timeout)
+        while True:
+            newest = self.newest_checkpoint(device=device)
+            if newest is not None:
+                return newest[1]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                state = "holds no complete checkpoint" if self.path.is_dir() else "does not exist"
+                waited = f" after waiting {float(self.timeout):g} s" if self.timeout > 0 else ""
+                raise ValueError(
+                    f"`teacher` folder {str(self.path)!r} {state}{waited} (expected <name_prefix>_<steps>_steps.zip, as "
+                    "SB3's CheckpointCallback and rl-zoo3's --save-freq write): start the teacher's training first, or "
+                    "pass `teacher=CheckpointFolder(path, timeout=<seconds>)` to wait for its first checkpoint"
+                )
+            time.sleep(min(float(self.poll_interval), left))
+
+    def vec_normalize_path(self, checkpoint: pathlib.Path) -> pathlib.Path | None:
+        """The ``VecNormalize`` statistics saved with a checkpoint (``<prefix>_vecnormalize_<steps>_steps.pkl``), if any."""
+        match = CHECKPOINT_PATTERN.match(checkpoint.name)
+        if match is None:
+            return None
+        path = checkpoint.parent / f"{match['prefix']}_vecnormalize_{match['steps']}_steps.pkl"
+        return path if path.is_file() else None
+
+
+def as_checkpoint_folder(source: Any) -> CheckpointFolder:
+    """
+    ``source`` as a :class:`CheckpointFolder`: itself, or a folder path.
+
+    :param source: a ``CheckpointFolder`` or the path of a folder
+    :return: the folder
+    """
+    if isinstance(source, CheckpointFolder):
+        return source
+    if isinstance(source, (str, os.PathLike)) and pathlib.Path(source).is_dir():
+        return CheckpointFolder(pathlib.Path(source))
+    raise ValueError(
+        "`teacher_refresh_interval` reloads the teacher from the folder its training writes checkpoints into: "
+        f"`teacher` must be that folder (a path or a CheckpointFolder), got {source!r}"
     )
 
 
@@ -660,17 +795,18 @@ def _zoo_algorithm(stats_folder: pathlib.Path | None) -> type[BaseAlgorithm] | N
 
 
 def load_teacher(
-    source: "BaseAlgorithm | LoadedTeacher | str | os.PathLike[str]", device: th.device | str = "auto"
+    source: "BaseAlgorithm | LoadedTeacher | CheckpointFolder | str | os.PathLike[str]", device: th.device | str = "auto"
 ) -> LoadedTeacher:
     """
     Load a teacher and the observation preprocessing it was trained with.
 
-    :param source: an SB3 model (its ``VecNormalize`` env, if any, gives the statistics); the path of a
-        ``.zip`` written by ``model.save`` (its algorithm is read from the file: from rl-zoo3's ``args.yml``
-        when the file sits in an rl-zoo3 experiment folder, else from the policy class and the constructor
-        arguments stored in it); or an rl-zoo3 experiment folder ``logs/<algo>/<env>_<id>/`` (its final
-        model, else ``best_model.zip``). rl-zoo3's ``vecnormalize.pkl`` and ``config.yml`` beside the model
-        give the preprocessing.
+    :param source: an SB3 model (its ``VecNormalize`` env, if any, gives the statistics); a
+        :class:`CheckpointFolder` (its newest complete checkpoint, with the ``VecNormalize`` statistics saved
+        beside it); the path of a ``.zip`` written by ``model.save`` (its algorithm is read from the file: from
+        rl-zoo3's ``args.yml`` when the file sits in an rl-zoo3 experiment folder, else from the policy class and
+        the constructor arguments stored in it); or an rl-zoo3 experiment folder ``logs/<algo>/<env>_<id>/`` (its
+        final model, else ``best_model.zip``, else its newest checkpoint). rl-zoo3's ``vecnormalize.pkl`` and
+        ``config.yml`` beside the model give the preprocessing.
     :param device: the device to load the model on
     :return: the model and its preprocessing
     """
@@ -688,10 +824,18 @@ def load_teacher(
         if vec_normalize is not None:
             _copy_vec_normalize(vec_normalize, preprocessing, "the teacher's env")
         return LoadedTeacher(source, preprocessing)
+    if isinstance(source, CheckpointFolder):
+        path = source.wait_for_checkpoint(device)
+        loaded = _load_teacher_file(path, device)
+        vec_normalize_path = source.vec_normalize_path(path)
+        if vec_normalize_path is not None:
+            with open(vec_normalize_path, "rb") as file:
+                _copy_vec_normalize(pickle.load(file), loaded.preprocessing, str(vec_normalize_path))
+        return loaded
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(
-            "`teacher` must be an SB3 model, the path of its .zip or an rl-zoo3 experiment folder, "
-            f"got {type(source).__name__}"
+            "`teacher` must be an SB3 model, the path of its .zip, an rl-zoo3 experiment folder or a "
+            f"CheckpointFolder, got {type(source).__name__}"
         )
     path = pathlib.Path(source)
     if path.is_dir():
@@ -700,6 +844,11 @@ def load_teacher(
         path = pathlib.Path(f"{path}.zip")
     if not path.is_file():
         raise ValueError(f"`teacher` path {str(source)!r} does not exist")
+    return _load_teacher_file(path, device)
+
+
+def _load_teacher_file(path: pathlib.Path, device: th.device | str) -> LoadedTeacher:
+    """A teacher from a model file, with the preprocessing of the rl-zoo3 folder it sits in (if any)."""
     stats_folder = _find_zoo_stats_folder(path)
     try:
         data, _, _ = load_from_zip_file(path, device=device, load_data=True)
@@ -708,7 +857,7 @@ def load_teacher(
     if data is None or "policy_class" not in data:
         raise ValueError(f"`teacher` file {str(path)!r} is not an SB3 model (no policy class stored)")
     algorithm = _zoo_algorithm(stats_folder) or _algorithm_from_data(data, data["policy_class"], str(path))
-    return LoadedTeacher(algorithm.load(path, device=device), read_zoo_preprocessing(stats_folder))
+    return LoadedTeacher(algorithm.load(path, device=device), read_zoo_preprocessing(stats_folder), path)
 
 
 def student_algorithm_for(teacher: Teacher, teacher_algorithm: type[BaseAlgorithm] | None) -> type[BaseAlgorithm]:

@@ -18,12 +18,15 @@ from stable_baselines3.common.vec_env import unwrap_vec_normalize
 
 from sb3_distill.common.losses import check_temperature, distillation_loss, gaussian_distillation_loss
 from sb3_distill.common.teachers import (
+    CheckpointFolder,
     DQNTeacher,
     LoadedTeacher,
     PreprocessedPolicy,
     Teacher,
     TeacherPreprocessing,
+    as_checkpoint_folder,
     check_env_preprocessing,
+    checkpoint_steps,
     load_teacher,
     make_teacher_env,
     policy_alias,
@@ -126,6 +129,15 @@ class PolicyDistillation(TeacherWeightsMixin, AtomicSaveMixin, OffPolicyAlgorith
         PPO/A2C; each Q head of SAC/TD3/DDPG on the buffer's state-action pairs, head to head), so that the
         exported student can be trained further with RL. 0 (default) distills the policy only, as Rusu et al.
         Not used for Q-value teachers, whose Q-values are the policy.
+    :param teacher_refresh_interval: Online distillation (Rusu et al. 2015: distilling from a teacher
+        while it still trains): every ``teacher_refresh_interval`` environment steps, the newest complete
+        checkpoint of ``teacher``, the folder that the teacher's training writes checkpoints into (SB3's
+        ``CheckpointCallback``, rl-zoo3's ``--save-freq``), replaces the teacher's weights; half-written or
+        corrupt files are skipped with a warning. The steps of the checkpoint in use are logged as
+        ``train/teacher_checkpoint_steps``. A folder with no checkpoint yet is an error, unless ``teacher`` is a
+        :class:`~sb3_distill.common.teachers.CheckpointFolder` with a ``timeout`` to wait for one. Teachers
+        trained with ``VecNormalize`` are not supported online (their statistics move as they train).
+        ``None`` (default): the teacher is fixed.
     :param student_policy_kwargs: The student's network, with the keys of the student algorithm's
         ``policy_kwargs`` (e.g. ``dict(net_arch=[32, 32])``, or ``CompactNatureCNN`` as features extractor).
         ``None`` gives ``net_arch=[16, 16]`` for vector observations and the papers' student1
@@ -158,12 +170,16 @@ class PolicyDistillation(TeacherWeightsMixin, AtomicSaveMixin, OffPolicyAlgorith
     student_policy_class: type[BasePolicy]
     _student_kwargs: dict[str, Any]
     _new_teacher: BaseAlgorithm | None
+    #: Online distillation: the checkpoint folder of the teacher and the steps of the checkpoint in use
+    teacher_checkpoint_folder: str | None = None
+    teacher_checkpoint_steps: int | None = None
+    _last_teacher_refresh: int = 0
 
     def __init__(
         self,
         policy: str | type[DistillationPolicy] | None = None,
         env: GymEnv | str | None = None,
-        teacher: BaseAlgorithm | LoadedTeacher | str | pathlib.Path | None = None,
+        teacher: BaseAlgorithm | LoadedTeacher | CheckpointFolder | str | pathlib.Path | None = None,
         learning_rate: float | Schedule = 1e-3,
         buffer_size: int = 100_000,
         learning_starts: int = 1000,
@@ -182,6 +198,7 @@ class PolicyDistillation(TeacherWeightsMixin, AtomicSaveMixin, OffPolicyAlgorith
         teacher_prob: float | Schedule = 0.5,
         deterministic_control: bool = False,
         value_coef: float = 0.0,
+        teacher_refresh_interval: int | None = None,
         student_policy_kwargs: dict[str, Any] | None = None,
         max_grad_norm: float | None = 10.0,
         stats_window_size: int = 100,
@@ -194,10 +211,12 @@ class PolicyDistillation(TeacherWeightsMixin, AtomicSaveMixin, OffPolicyAlgorith
     ) -> None:
         if teacher is not None and (policy is None or isinstance(env, str)):
             # The teacher decides the default policy alias and the wrappers of an env given by its id
-            teacher = load_teacher(teacher, device="cpu")
-            policy = policy_alias(teacher.model) if policy is None else policy
+            loaded = load_teacher(_teacher_source(teacher, teacher_refresh_interval), device="cpu")
+            policy = policy_alias(loaded.model) if policy is None else policy
             if isinstance(env, str):
-                env = make_teacher_env(env, teacher.preprocessing)
+                env = make_teacher_env(env, loaded.preprocessing)
+            # Loaded once; an online teacher stays its checkpoint folder
+            teacher = loaded if teacher_refresh_interval is None else teacher
         if policy is None:
             raise ValueError("`policy` is required without a `teacher` to take its policy alias from")
         super().__init__(
@@ -232,6 +251,7 @@ class PolicyDistillation(TeacherWeightsMixin, AtomicSaveMixin, OffPolicyAlgorith
         self.teacher_prob = teacher_prob
         self.deterministic_control = deterministic_control
         self.value_coef = value_coef
+        self.teacher_refresh_interval = teacher_refresh_interval
         self.student_policy_kwargs = student_policy_kwargs
         self.max_grad_norm = max_grad_norm
         if _init_setup_model:
@@ -272,8 +292,12 @@ class PolicyDistillation(TeacherWeightsMixin, AtomicSaveMixin, OffPolicyAlgorith
     def _setup_teacher(self) -> None:
         """Load the teacher if given, and derive its policy, preprocessing and the student's algorithm."""
         self._new_teacher = None
+        self._check_teacher_refresh_interval()
         if self.teacher is not None:
-            loaded = load_teacher(self.teacher, device=self.device)  # type: ignore[arg-type]
+            source = _teacher_source(self.teacher, self.teacher_refresh_interval)
+            loaded = load_teacher(source, device=self.device)  # type: ignore[arg-type]
+            if isinstance(source, CheckpointFolder):
+                self._setup_online_teacher(source, loaded)
             self._new_teacher = loaded.model
             self.teacher = None  # the weights are copied into the policy: the model is not kept
             self.teacher_preprocessing = loaded.preprocessing
@@ -303,6 +327,67 @@ class PolicyDistillation(TeacherWeightsMixin, AtomicSaveMixin, OffPolicyAlgorith
         alias = self.policy_class.student_policy_alias  # type: ignore[attr-defined]
         self.student_policy_class = self.student_algorithm.policy_aliases[alias]
         self._student_kwargs = self._resolve_student_kwargs()
+
+    def _check_teacher_refresh_interval(self) -> None:
+        """``teacher_refresh_interval``: an integer >= 1, or None (with a checkpoint folder to refresh from)."""
+        interval = self.teacher_refresh_interval
+        if interval is None:
+            return
+        if isinstance(interval, bool) or not isinstance(interval, (int, np.integer)) or interval < 1:
+            raise ValueError(
+                f"`teacher_refresh_interval` must be an integer >= 1 (environment steps) or None, got {interval!r}"
+            )
+        self.teacher_refresh_interval = int(interval)
+        if self.teacher is None and self.teacher_checkpoint_folder is None:
+            raise ValueError(
+                "`teacher_refresh_interval` reloads the teacher from the folder its training writes checkpoints into, "
+                "but this model's teacher was not read from one: pass `teacher=<checkpoint folder>` too"
+            )
+
+    def _setup_online_teacher(self, folder: CheckpointFolder, loaded: LoadedTeacher) -> None:
+        """Remember the checkpoint folder and the checkpoint in use; refuse teachers whose statistics move."""
+        if loaded.preprocessing.normalizes or folder.normalizes():
+            raise ValueError(
+                f"The teacher in {str(folder.path)!r} is trained with VecNormalize, whose statistics change as it "
+                "trains: online distillation (`teacher_refresh_interval`) does not support it; distil a saved "
+                "checkpoint instead (`teacher_refresh_interval=None`)"
+            )
+        self.teacher_checkpoint_folder = str(folder.path)
+        self.teacher_checkpoint_steps = checkpoint_steps(loaded.path)
+        self._last_teacher_refresh = 0
+
+    def refresh_teacher(self) -> bool:
+        """
+        Online distillation: load the newest complete checkpoint of the teacher's folder into ``policy.teacher``
+        if it is newer than the one in use (unreadable files are skipped with a warning). Called every
+        ``teacher_refresh_interval`` steps during ``learn()``.
+
+        :return: whether a newer checkpoint was loaded
+        """
+        if self.teacher_checkpoint_folder is None:
+            raise ValueError("`refresh_teacher()` needs a teacher read from a checkpoint folder (`teacher_refresh_interval`)")
+        self._last_teacher_refresh = self.num_timesteps
+        folder = CheckpointFolder(pathlib.Path(self.teacher_checkpoint_folder))
+        in_use = -1 if self.teacher_checkpoint_steps is None else self.teacher_checkpoint_steps
+        newest = folder.newest_checkpoint(newer_than=in_use, device=self.device)
+        if newest is None:
+            return False
+        steps, path, policy_state = newest
+        try:
+            self.policy.teacher.load_state_dict(policy_state)
+        except RuntimeError as error:
+            message = f"The teacher checkpoint {str(path)!r} holds another network than the teacher's: {error}"
+            raise ValueError(message) from error
+        self.teacher_checkpoint_steps = steps
+        if self.verbose >= 1:
+            print(f"Teacher refreshed from {path} ({steps} steps)")
+        return True
+
+    def _on_step(self) -> None:
+        super()._on_step()
+        interval = self.teacher_refresh_interval
+        if interval is not None and self.num_timesteps - self._last_teacher_refresh >= interval:
+            self.refresh_teacher()
 
     def _check_teacher_spaces(self, teacher: BaseAlgorithm) -> None:
         """A ``ValueError`` if the teacher does not see and act in this model's spaces."""
@@ -461,7 +546,10 @@ class PolicyDistillation(TeacherWeightsMixin, AtomicSaveMixin, OffPolicyAlgorith
     def _setup_learn(self, *args: Any, **kwargs: Any) -> Any:
         self._teacher_steps = 0
         self._control_steps = 0
-        return super()._setup_learn(*args, **kwargs)
+        result = super()._setup_learn(*args, **kwargs)
+        # Steps counted from 0 again: so is the refresh interval
+        self._last_teacher_refresh = min(self._last_teacher_refresh, self.num_timesteps)
+        return result
 
     def _losses(self, observations: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor | None]:
         """The distillation loss of the student on a batch, and the value loss (None with ``value_coef=0``)."""
@@ -521,6 +609,8 @@ class PolicyDistillation(TeacherWeightsMixin, AtomicSaveMixin, OffPolicyAlgorith
             self.logger.record("train/value_loss", th.stack(value_losses).mean().item())
         if self._control_steps > 0:
             self.logger.record("rollout/teacher_fraction", self._teacher_steps / self._control_steps)
+        if self.teacher_checkpoint_steps is not None:
+            self.logger.record("train/teacher_checkpoint_steps", self.teacher_checkpoint_steps)
 
     def learn(
         self: SelfPolicyDistillation,
@@ -611,6 +701,11 @@ class PolicyDistillation(TeacherWeightsMixin, AtomicSaveMixin, OffPolicyAlgorith
             folder = pathlib.Path(path).parent / stem
             self.teacher_preprocessing.save(folder, self.observation_space, self.action_space)
         return exported
+
+
+def _teacher_source(teacher: Any, teacher_refresh_interval: Any) -> Any:
+    """What to load the teacher from: for online distillation, the folder of its checkpoints."""
+    return teacher if teacher_refresh_interval is None else as_checkpoint_folder(teacher)
 
 
 #: The numeric arguments and what they accept (see :func:`sb3_distill.common.validation.check_arguments`)

@@ -5,6 +5,8 @@ rl-zoo3's ``ExperimentManager`` with what the sb3_distill algorithms need and rl
   evaluated like ``policy_kwargs``, in rl-zoo3's namespace plus :class:`CompactNatureCNN`;
 - ``student_learning_rate``, ``teacher_prob`` and ``distill_coef`` accept rl-zoo3's schedule strings
   (``lin_5e-3``) like ``learning_rate``;
+- ``multitask_policy_distillation`` trains on the multi-task env of its ``teachers`` (and ``envs``) with
+  ``n_envs`` envs per task; ``--env`` only names the section of its YAML file;
 - ``-optimize`` on an RDB storage can turn on Optuna's heartbeat, so that the trial of a killed worker is
   marked failed and retried instead of staying RUNNING forever;
 - rl-zoo3 options that cannot work with these algorithms (:data:`UNSUPPORTED_CALLBACKS`) are refused with a
@@ -20,6 +22,7 @@ from optuna.storages import RDBStorage
 from rl_zoo3.exp_manager import ExperimentManager
 from rl_zoo3.utils import SimpleLinearSchedule
 from stable_baselines3.common.torch_layers import FlattenExtractor, NatureCNN
+from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_distill.common.torch_layers import CompactNatureCNN
 from sb3_distill.zoo.registry import ZOO_ALGORITHMS
@@ -33,6 +36,8 @@ except ImportError:  # Optuna < 4.9: the same callback and argument under their 
 
     _CALLBACK_ARGUMENT = "failed_trial_callback"
 
+#: The rl-zoo3 key of MultiTaskPolicyDistillation, whose env is built from its teachers
+MULTITASK_ALGO = "multitask_policy_distillation"
 #: Hyperparameters given as Python expressions in the YAML files (rl-zoo3 evaluates ``policy_kwargs`` itself)
 EVAL_KEYS = ("policy_kwargs", "student_policy_kwargs", "students")
 #: Learning rates that accept rl-zoo3's schedule strings (rl-zoo3 converts ``learning_rate`` itself); numbers are
@@ -173,7 +178,20 @@ class DistillExperimentManager(ExperimentManager):
                 if schedule != "lin":
                     raise ValueError(f"`{key}` must be a number or 'lin_<initial value>', got {value!r}")
                 hyperparams[key] = SimpleLinearSchedule(float(initial_value))
-        return super()._preprocess_hyperparams(hyperparams)
+        processed = super()._preprocess_hyperparams(hyperparams)
+        # What the multi-task env is built from (`create_envs` is called before `_hyperparams` is set)
+        self._multitask_hyperparams = processed[0]
+        return processed
+
+    def create_envs(self, n_envs: int, eval_env: bool = False, no_log: bool = False) -> VecEnv:
+        if self.algo != MULTITASK_ALGO:
+            return super().create_envs(n_envs, eval_env=eval_env, no_log=no_log)
+        from sb3_distill.multitask_policy_distillation.multitask_policy_distillation import load_teachers, make_multitask_env
+
+        hyperparams = self._multitask_hyperparams
+        if "teachers" not in hyperparams:
+            raise ValueError(f"`{MULTITASK_ALGO}` needs `teachers` (task name -> teacher) in its hyperparameters")
+        return make_multitask_env(load_teachers(hyperparams["teachers"]), hyperparams.get("envs"), n_envs)
 
     def hyperparameters_optimization(self) -> None:
         if self.heartbeat_interval is None:

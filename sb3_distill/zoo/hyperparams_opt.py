@@ -144,6 +144,41 @@ def sample_policy_distillation_params(
     return convert_policy_distillation_params(sampled)
 
 
+#: MultiTaskPolicyDistillation's ``control`` values
+MULTITASK_CONTROL_POLICIES = ("teacher", "student", "mixture")
+
+
+def sample_multitask_policy_distillation_params(
+    trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict
+) -> dict[str, Any]:
+    """
+    Sampler for MultiTaskPolicyDistillation (discrete-action teachers named in the config, one per task): the
+    student's optimisation (learning rate, batch size split across tasks, one gradient step per step of the
+    multi-task env), who acts (``control``; ``teacher_prob`` only with ``"mixture"``), the loss and the
+    temperature. The student's trunk comes from the config.
+
+    :param trial: the Optuna trial
+    :param n_actions: 0 (rl-zoo3 sets it; the tasks' actions are discrete)
+    :param n_envs: number of environments (unused, rl-zoo3's signature)
+    :param additional_args: rl-zoo3's extra arguments (unused)
+    :return: the hyperparameters, ready for the constructor
+    """
+    sampled: dict[str, Any] = {
+        "learning_rate": trial.suggest_float("learning_rate", 1e-5, 0.005, log=True),
+        # From 2**5=32 to 2**9=512, split across the tasks
+        "batch_size_pow": trial.suggest_int("batch_size_pow", 5, 9),
+        "train_freq": trial.suggest_int("train_freq", 1, 10),
+        "control": trial.suggest_categorical("control", list(MULTITASK_CONTROL_POLICIES)),
+        "loss": trial.suggest_categorical("loss", list(DISTILLATION_LOSSES)),
+        # around Rusu's 0.01 for Q-value teachers and 1 for policy logits
+        "temperature": trial.suggest_float("temperature", 0.001, 2.0, log=True),
+    }
+    if sampled["control"] == "mixture":
+        sampled["teacher_prob"] = trial.suggest_float("teacher_prob", 0.0, 1.0)
+    trial.set_user_attr("batch_size", 2 ** sampled["batch_size_pow"])
+    return convert_policy_distillation_params(sampled)
+
+
 def convert_policy_distillation_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
     """
     Turn a PolicyDistillation trial's ``params`` back into hyperparameters: ``batch_size_pow`` to

@@ -22,6 +22,7 @@ from sb3_distill.zoo.hyperparams_opt import (
     convert_policy_distillation_params,
     sample_distill_ppo_params,
     sample_ensemble_distill_dqn_params,
+    sample_multitask_policy_distillation_params,
     sample_piekd_sac_params,
     sample_policy_distillation_params,
     sample_realtime_distill_dqn_params,
@@ -57,6 +58,11 @@ ZOO_ALGORITHMS: dict[str, ZooAlgorithm] = {
         convert_policy_distillation_params,
     ),
     "distill_ppo": ZooAlgorithm("sb3_distill.distill_ppo:DistillPPO", sample_distill_ppo_params, convert_distill_ppo_params),
+    "multitask_policy_distillation": ZooAlgorithm(
+        "sb3_distill.multitask_policy_distillation:MultiTaskPolicyDistillation",
+        sample_multitask_policy_distillation_params,
+        convert_policy_distillation_params,
+    ),
 }
 
 
