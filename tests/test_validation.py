@@ -174,6 +174,15 @@ def test_numpy_numbers_accepted(model_class, saved_models):
         model.learn(60)
 
 
+@pytest.mark.parametrize("model_class", MODEL_LIST)
+def test_load_as_rl_zoo3_enjoy_does(model_class, saved_models):
+    # rl-zoo3's `enjoy` loads every model with a learning rate of 0 (to act, not to learn)
+    custom_objects = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
+    model = model_class.load(saved_models[model_class], custom_objects=custom_objects, seed=0)
+    assert model.learning_rate == 0.0
+    model.predict(model.observation_space.sample(), deterministic=True)
+
+
 NET_ARCH_CASES = [
     (EnsembleDistillDQN, dict(policy_kwargs=dict(net_arch=[-1])), r"`policy_kwargs\['net_arch'\]`"),
     (EnsembleDistillDQN, dict(student_policy_kwargs=dict(net_arch=[8, 0])), r"`student_policy_kwargs\['net_arch'\]`"),

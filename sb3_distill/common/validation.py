@@ -147,9 +147,12 @@ class CheckedSchedule:
         return f"CheckedSchedule({self.schedule!r}, {self.name!r})"
 
 
+#: A learning rate: 0 is legal (a model loaded to act, not to learn: rl-zoo3's ``enjoy`` loads every model with
+#: ``custom_objects={"learning_rate": 0.0, ...}``)
+LEARNING_RATE = Number(low=0, schedule=True, meaning="0: no learning")
 #: SB3's off-policy arguments that SB3 itself does not check (see ``OffPolicyAlgorithm``)
 OFF_POLICY_NUMBERS: dict[str, Number] = {
-    "learning_rate": Number(low=0, low_open=True, schedule=True),
+    "learning_rate": LEARNING_RATE,
     "buffer_size": Number(low=1, integer=True),
     "learning_starts": Number(low=0, integer=True),
     "batch_size": Number(low=1, integer=True),
@@ -160,7 +163,7 @@ OFF_POLICY_NUMBERS: dict[str, Number] = {
 #: SB3's on-policy arguments (see ``OnPolicyAlgorithm``); SB3 checks none of them when the subclass builds its
 #: model in ``_setup_model`` (``_init_setup_model=False``)
 ON_POLICY_NUMBERS: dict[str, Number] = {
-    "learning_rate": Number(low=0, low_open=True, schedule=True),
+    "learning_rate": LEARNING_RATE,
     "n_steps": Number(low=1, integer=True, meaning="steps per env and rollout"),
     "gamma": Number(low=0, high=1, meaning="the discount factor"),
     "gae_lambda": Number(low=0, high=1, meaning="the GAE factor lambda"),
