@@ -6,14 +6,16 @@ test_validation.py, test_atomic_save.py): a few hundred steps train each in well
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from stable_baselines3 import DQN, SAC
+from stable_baselines3 import DQN, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.envs import FakeImageEnv
 
-from sb3_distill import PIEKDSAC, EnsembleDistillDQN, PolicyDistillation, RealTimeDistillDQN
+from sb3_distill import PIEKDSAC, DistillPPO, EnsembleDistillDQN, PolicyDistillation, RealTimeDistillDQN
 
-MODEL_LIST: list[type[BaseAlgorithm]] = [EnsembleDistillDQN, RealTimeDistillDQN, PIEKDSAC, PolicyDistillation]
+MODEL_LIST: list[type[BaseAlgorithm]] = [EnsembleDistillDQN, RealTimeDistillDQN, PIEKDSAC, PolicyDistillation, DistillPPO]
+#: The on-policy algorithms (a rollout buffer, no replay buffer; ``train()`` without arguments)
+ON_POLICY = (DistillPPO,)
 #: The algorithms that act in discrete action spaces only
 DISCRETE_ONLY = (EnsembleDistillDQN, RealTimeDistillDQN)
 #: The algorithms that act in Box action spaces only
@@ -51,6 +53,8 @@ TINY_CONFIGS: dict[type[BaseAlgorithm], dict] = {
         n_recent_episodes=2,
         policy_kwargs=dict(net_arch=[16]),
     ),
+    # 30 steps a rollout: the contracts' step counts (60, 120, 150) are whole rollouts; 15 divides 30 and 60
+    DistillPPO: dict(n_steps=30, batch_size=15, n_epochs=2, policy_kwargs=dict(net_arch=[8])),
     PolicyDistillation: dict(
         learning_starts=32,
         batch_size=16,
@@ -73,18 +77,28 @@ def untrained_teacher(env: gym.Env | str, policy: str = "MlpPolicy", seed: int =
     return teacher_class(policy, env, policy_kwargs=dict(net_arch=net_arch), buffer_size=100, seed=seed)
 
 
+def untrained_ppo_teacher(env: gym.Env | str, policy: str = "MlpPolicy", seed: int = 0) -> BaseAlgorithm:
+    """A freshly initialised PPO teacher (an actor-critic: every DistillPPO update rule) for DistillPPO."""
+    policy_kwargs = dict(net_arch=[16]) if policy == "MlpPolicy" else {}
+    return PPO(policy, env, policy_kwargs=policy_kwargs, n_steps=16, batch_size=16, seed=seed)
+
+
 def make_model(
     model_class: type[BaseAlgorithm], env=None, policy: str = "MlpPolicy", teacher=None, seed: int = 0, **kwargs
 ) -> BaseAlgorithm:
     """
     A tiny model of ``model_class`` on ``env`` (default: :func:`default_env_id`); PolicyDistillation gets an
-    untrained teacher of the env's spaces unless ``teacher`` is given. ``kwargs`` override the tiny config.
+    untrained teacher of the env's spaces (DistillPPO an untrained PPO) unless ``teacher`` is given. ``kwargs``
+    override the tiny config.
     """
     env = default_env_id(model_class) if env is None else env
     config = {**TINY_CONFIGS[model_class], "seed": seed, **kwargs}
     if model_class is PolicyDistillation:
         env = maybe_make_env(env, verbose=0)
         config["teacher"] = untrained_teacher(env, policy) if teacher is None else teacher
+    if model_class is DistillPPO:
+        env = maybe_make_env(env, verbose=0)
+        config["teacher"] = untrained_ppo_teacher(env, policy) if teacher is None else teacher
     return model_class(policy, env, **config)
 
 

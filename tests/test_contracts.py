@@ -3,7 +3,9 @@ SB3's contracts, for every algorithm (modelled on SB3's and sb3-contrib's test_r
 test_predict.py and test_spaces.py): run, multi-env, seeding, exact save/load of every member and optimizer,
 get/set_parameters, load with overrides, replay buffer, predict shapes and dtypes per supported space, training
 and evaluation modes, callbacks, VecNormalize, images normalised or not, unsupported spaces and features.
-PolicyDistillation runs with an untrained teacher (tests/models.py): the contracts do not need a good one.
+PolicyDistillation and DistillPPO run with an untrained teacher (tests/models.py): the contracts do not need a good
+one. DistillPPO is on-policy: the replay-buffer contracts do not apply to it (skipped, saying so), and its
+``train()`` takes no arguments.
 """
 
 import gymnasium as gym
@@ -11,13 +13,14 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
-from stable_baselines3 import DQN
+from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback, EvalCallback
 from stable_baselines3.common.envs import IdentityEnv, IdentityEnvBox, IdentityEnvMultiDiscrete, SimpleMultiObsEnv
 from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-from sb3_distill import PIEKDSAC, EnsembleDistillDQN, PolicyDistillation, RealTimeDistillDQN
+from sb3_distill import PIEKDSAC, DistillPPO, EnsembleDistillDQN, PolicyDistillation, RealTimeDistillDQN
+from sb3_distill.common.teachers import load_teacher
 from sb3_distill.common.torch_layers import CompactNatureCNN
 from sb3_distill.common.validation import UnsupportedSpaceError
 from tests.helpers import assert_optimizer_states_equal
@@ -25,10 +28,12 @@ from tests.models import (
     BOX_ONLY,
     DISCRETE_ONLY,
     MODEL_LIST,
+    ON_POLICY,
     BoxActionEnv,
     default_env_id,
     image_env,
     make_model,
+    untrained_ppo_teacher,
     untrained_teacher,
 )
 
@@ -108,16 +113,23 @@ def test_get_set_parameters(model_class):
 @pytest.mark.parametrize("model_class", MODEL_LIST)
 def test_load_with_overrides(model_class, tmp_path):
     make_model(model_class).save(tmp_path / "model")
+    # The third override changes when training happens: `learning_starts`, or the rollout length (on-policy)
+    when = dict(n_steps=20) if model_class in ON_POLICY else dict(learning_starts=10)
     loaded = model_class.load(
-        tmp_path / "model", env=gym.make(default_env_id(model_class)), learning_rate=5e-4, batch_size=8, learning_starts=10
+        tmp_path / "model", env=gym.make(default_env_id(model_class)), learning_rate=5e-4, batch_size=10, **when
     )
-    assert loaded.batch_size == 8 and loaded.lr_schedule(1.0) == pytest.approx(5e-4)
+    assert loaded.batch_size == 10 and loaded.lr_schedule(1.0) == pytest.approx(5e-4)
     loaded.learn(40)
     assert loaded._n_updates > 0
+    if model_class in ON_POLICY:
+        # The rollout buffer is rebuilt with the new length
+        assert loaded.n_steps == 20 and loaded.rollout_buffer.buffer_size == 20 and loaded.num_timesteps == 40
 
 
 @pytest.mark.parametrize("model_class", MODEL_LIST)
 def test_replay_buffer(model_class, tmp_path):
+    if model_class in ON_POLICY:
+        pytest.skip("on-policy: no replay buffer")
     model = make_model(model_class).learn(100)
     model.save_replay_buffer(tmp_path / "buffer")
     loaded = make_model(model_class)
@@ -173,7 +185,10 @@ def test_train_and_eval_modes(model_class):
     model.predict(model.observation_space.sample())
     # predict() puts the policy in evaluation mode, train() in training mode (batch norm, dropout)
     assert not model.policy.training
-    model.train(gradient_steps=1, batch_size=8)
+    if model_class in ON_POLICY:
+        model.train()  # on the last rollout
+    else:
+        model.train(gradient_steps=1, batch_size=8)
     assert model.policy.training
     model.policy.set_training_mode(False)
     assert not any(module.training for module in model.policy.modules() if len(list(module.parameters())) > 0)
@@ -224,18 +239,32 @@ def test_callbacks(model_class, tmp_path):
 @pytest.mark.parametrize("model_class", MODEL_LIST)
 def test_vec_normalize(model_class, tmp_path):
     env = VecNormalize(DummyVecEnv([lambda: gym.make(default_env_id(model_class))] * 2), gamma=0.99)
-    model = make_model(model_class, env=env).learn(150)
-    assert model.get_vec_normalize_env() is env and env.obs_rms.count > 100
+    if model_class is DistillPPO:
+        # The student sees what the teacher saw: a teacher trained with VecNormalize needs an env with its
+        # statistics, frozen (DistillPPO refuses a VecNormalize still learning them)
+        teacher = untrained_ppo_teacher(env).learn(64)
+        with pytest.raises(ValueError, match="frozen statistics"):
+            make_model(model_class, env=env, teacher=teacher)
+        statistics = env.obs_rms.mean.copy(), env.obs_rms.var.copy()
+        env = load_teacher(teacher).preprocessing.vec_normalize(DummyVecEnv([lambda: gym.make("CartPole-v1")] * 2))
+        model = make_model(model_class, env=env, teacher=teacher).learn(150)
+        assert model.get_vec_normalize_env() is env and not env.training
+        np.testing.assert_array_equal(env.obs_rms.mean, statistics[0])
+        np.testing.assert_array_equal(env.obs_rms.var, statistics[1])
+    else:
+        model = make_model(model_class, env=env).learn(150)
+        assert model.get_vec_normalize_env() is env and env.obs_rms.count > 100
     assert model._n_updates > 0
     env.save(str(tmp_path / "vec_normalize.pkl"))
     VecNormalize.load(str(tmp_path / "vec_normalize.pkl"), DummyVecEnv([lambda: gym.make(default_env_id(model_class))]))
 
 
-IMAGE_MODELS = [EnsembleDistillDQN, RealTimeDistillDQN, PolicyDistillation]
+IMAGE_MODELS = [EnsembleDistillDQN, RealTimeDistillDQN, PolicyDistillation, DistillPPO]
 CNN_KWARGS = {
     EnsembleDistillDQN: dict(student_policy_kwargs=dict(features_extractor_kwargs=dict(filters=(2, 2, 2), features_dim=4))),
     RealTimeDistillDQN: dict(students=[dict(features_extractor_kwargs=dict(filters=(2, 2, 2), features_dim=4))]),
     PolicyDistillation: dict(student_policy_kwargs=dict(features_extractor_kwargs=dict(filters=(2, 2, 2), features_dim=4))),
+    DistillPPO: {},
 }
 
 
@@ -245,11 +274,17 @@ def test_image_inputs(model_class, normalized, tmp_path):
     env = image_env(normalized=normalized)
     # Pre-normalized float images: `normalize_images=False` (SB3's NatureCNN then skips its uint8 checks)
     network = dict(normalize_images=not normalized, features_extractor_kwargs=dict(features_dim=8))
-    kwargs = dict(CNN_KWARGS[model_class], learning_starts=10, batch_size=4, buffer_size=100)
+    if model_class in ON_POLICY:
+        kwargs = dict(n_steps=10, batch_size=5, n_epochs=1)
+    else:
+        kwargs = dict(CNN_KWARGS[model_class], learning_starts=10, batch_size=4, buffer_size=100)
     if model_class is PolicyDistillation:
         kwargs["teacher"] = DQN("CnnPolicy", env, policy_kwargs=network, buffer_size=10)
     else:
         kwargs["policy_kwargs"] = network
+    if model_class is DistillPPO:
+        # The student has its own (SB3 NatureCNN) network, the teacher the same layout
+        kwargs["teacher"] = PPO("CnnPolicy", env, policy_kwargs=network, n_steps=10, batch_size=5)
     model = make_model(model_class, env=env, policy="CnnPolicy", **kwargs).learn(30)
     obs = np.stack([env.observation_space.sample() for _ in range(3)])
     actions, _ = model.predict(obs, deterministic=True)
@@ -279,6 +314,7 @@ UNSUPPORTED = [
     (PIEKDSAC, lambda: gym.make("CartPole-v1")),
     (PIEKDSAC, lambda: IdentityEnvMultiDiscrete(2)),
     (PolicyDistillation, lambda: IdentityEnvMultiDiscrete(2)),
+    (DistillPPO, lambda: IdentityEnvMultiDiscrete(2)),
 ]
 
 
@@ -288,6 +324,9 @@ def test_unsupported_action_space(model_class, make_env):
     kwargs = {}
     if model_class is PolicyDistillation:
         kwargs["teacher"] = untrained_teacher("CartPole-v1")
+    if model_class is DistillPPO:
+        # A teacher in the same (MultiDiscrete) spaces: PPO supports them, DistillPPO does not
+        kwargs["teacher"] = untrained_ppo_teacher(env)
     # An AssertionError, as SB3's check of `supported_action_spaces` (code written against SB3 catches it)
     with pytest.raises(AssertionError) as error:
         model_class("MlpPolicy", env, **kwargs)
@@ -298,10 +337,10 @@ def test_unsupported_action_space(model_class, make_env):
 
 @pytest.mark.parametrize("model_class", MODEL_LIST)
 def test_gsde_unsupported(model_class):
-    # gSDE: PIEKDSAC keeps SAC's argument and rejects it clearly; the others do not take it
-    if model_class is PIEKDSAC:
+    # gSDE: PIEKDSAC and DistillPPO keep SAC's / PPO's argument and reject it clearly; the others do not take it
+    if model_class in (PIEKDSAC, DistillPPO):
         with pytest.raises(ValueError, match="`use_sde=True` is not supported"):
-            make_model(model_class, use_sde=True)
+            make_model(model_class, env="Pendulum-v1", use_sde=True)
     else:
         with pytest.raises(TypeError, match="use_sde"):
             make_model(model_class, use_sde=True)

@@ -6,9 +6,10 @@ import pytest
 import torch as th
 from stable_baselines3 import SAC
 
-from sb3_distill import PIEKDSAC, PolicyDistillation
+from sb3_distill import PIEKDSAC, DistillPPO, PolicyDistillation
 from sb3_distill.common.validation import NonFiniteLossError, check_finite_losses
-from tests.models import MODEL_LIST, default_env_id, make_model
+from sb3_distill.distill_ppo.distill_ppo import _check_finite_step_losses
+from tests.models import MODEL_LIST, ON_POLICY, default_env_id, make_model
 
 # The member names each algorithm's error can give
 MEMBERS = {
@@ -16,6 +17,7 @@ MEMBERS = {
     "RealTimeDistillDQN": r"(teacher|student_\d)",
     "PIEKDSAC": r"member_\d",
     "PolicyDistillation": r"student",
+    "DistillPPO": r"student \(minibatch \d+\)",
 }
 
 
@@ -48,8 +50,14 @@ def nonfinite_env(model_class, what: str, step: int = 55) -> gym.Env:
 def test_nonfinite_data_stops_training(model_class, what):
     if model_class is PolicyDistillation and what == "reward":
         pytest.skip("PolicyDistillation does not use rewards")
-    # Batches larger than the buffer's content: the bad transition is in the first batch after it
-    model = make_model(model_class, env=nonfinite_env(model_class, what), learning_starts=50, batch_size=256, train_freq=1)
+    if model_class in ON_POLICY and what != "reward":
+        pytest.skip("on-policy: a non-finite observation stops the rollout before any loss (see test_distill_ppo_nonfinite)")
+    if model_class in ON_POLICY:
+        # The bad step is in the second rollout (steps 31 to 60), trained right after it
+        model = make_model(model_class, env=nonfinite_env(model_class, what))
+    else:
+        # Batches larger than the buffer's content: the bad transition is in the first batch after it
+        model = make_model(model_class, env=nonfinite_env(model_class, what), learning_starts=50, batch_size=256, train_freq=1)
     if model_class is PolicyDistillation and what != "reward":
         # Its softmax student acts on the bad observation before any batch holds it
         error, match = ValueError, r"The student's Q-values are not finite at step 5\d: a NaN or infinite observation"
@@ -57,9 +65,37 @@ def test_nonfinite_data_stops_training(model_class, what):
         error, match = NonFiniteLossError, rf"Training stopped at update \d+: `\w+` of {MEMBERS[model_class.__name__]} = "
     with pytest.raises(error, match=match):
         model.learn(300)
-    # Stopped within a few steps of the bad transition, and the error is a ValueError as SB3's
-    assert model.num_timesteps <= 59
+    # Stopped within a few steps of the bad transition (on-policy: at the end of its rollout), a ValueError as SB3's
+    assert model.num_timesteps <= (60 if model_class in ON_POLICY else 59)
     assert issubclass(NonFiniteLossError, ValueError)
+
+
+def test_distill_ppo_nonfinite():
+    # A NaN reward: the first update (epoch) of the rollout that holds it, and its first minibatch, are named
+    model = make_model(DistillPPO, env=nonfinite_env(DistillPPO, "reward"))
+    first = r"student \(minibatch 0\) = nan"
+    with pytest.raises(NonFiniteLossError, match=rf"update 3: `policy_gradient_loss` of {first}, `value_loss` of {first}\."):
+        model.learn(300)
+    # A non-finite observation: the student's own action distribution refuses it during the rollout, as SB3's PPO
+    # does (torch's ValueError), before a loss is computed
+    model = make_model(DistillPPO, env=nonfinite_env(DistillPPO, "obs"))
+    with pytest.raises(ValueError, match="invalid values"):
+        model.learn(300)
+    assert model.num_timesteps < 60
+
+
+def test_distill_ppo_names_epoch_and_minibatch():
+    # Epochs of 3, 3 and (early stop) 1 minibatches: the table is padded with finite values, the update is the epoch
+    epochs = [0, 0, 0, 1, 1, 1, 2]
+    finite = [th.tensor(1.0)] * 7
+    _check_finite_step_losses({"value_loss": finite, "distill_loss": []}, epochs, n_updates=10)
+    bad = [*finite[:4], th.tensor(float("inf")), *finite[5:]]
+    with pytest.raises(NonFiniteLossError, match=r"update 12: `value_loss` of student \(minibatch 1\) = inf\."):
+        _check_finite_step_losses({"value_loss": bad}, epochs, n_updates=10)
+    last = [*finite[:6], th.tensor(float("nan"))]
+    with pytest.raises(NonFiniteLossError, match=r"update 13: `value_loss` of student \(minibatch 0\) = nan\."):
+        _check_finite_step_losses({"value_loss": last}, epochs, n_updates=10)
+    _check_finite_step_losses({"value_loss": []}, [], n_updates=10)
 
 
 @pytest.mark.parametrize("what", ["reward", "obs"])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from stable_baselines3.common.utils import LinearSchedule
 
-from sb3_distill import PIEKDSAC, EnsembleDistillDQN, PolicyDistillation, RealTimeDistillDQN
+from sb3_distill import PIEKDSAC, DistillPPO, EnsembleDistillDQN, PolicyDistillation, RealTimeDistillDQN
 from sb3_distill.common.validation import (
     STUDENT_LEARNING_RATE,
     ArgumentTypeError,
@@ -16,7 +16,7 @@ from sb3_distill.common.validation import (
     check_net_arch,
     check_number,
 )
-from tests.models import MODEL_LIST, default_env_id, make_model
+from tests.models import MODEL_LIST, ON_POLICY, default_env_id, make_model
 
 NAN, INF = float("nan"), float("inf")
 
@@ -32,6 +32,26 @@ COMMON_BAD = [
     ("buffer_size", "500"),
     ("learning_starts", -1),
     ("gradient_steps", -2),
+]
+# Bad values of SB3's on-policy (PPO) arguments, which SB3 checks only in part, and not when the model is built in
+# `_setup_model` (as `load()` does)
+ON_POLICY_BAD = [
+    ("learning_rate", NAN),
+    ("learning_rate", -1e-3),
+    ("learning_rate", True),
+    ("gamma", 1.5),
+    ("gae_lambda", INF),
+    ("n_steps", 0),
+    ("n_steps", 32.5),
+    ("batch_size", "16"),
+    ("n_epochs", 0),
+    ("clip_range", 0.0),
+    ("clip_range", NAN),
+    ("clip_range_vf", -0.2),
+    ("ent_coef", NAN),
+    ("vf_coef", -1.0),
+    ("max_grad_norm", 0.0),
+    ("target_kl", INF),
 ]
 # Bad values of each algorithm's own arguments (those the issue found accepted are all here)
 OWN_BAD = {
@@ -85,11 +105,20 @@ OWN_BAD = {
         ("teacher_prob", NAN),
         ("teacher_prob", 1.5),
     ],
+    DistillPPO: [
+        ("distill_coef", NAN),
+        ("distill_coef", -0.1),
+        ("distill_coef", True),
+        ("teacher_prob", 1.5),
+        ("teacher_prob", "0.5"),
+        ("temperature", 0.0),
+        ("temperature", INF),
+    ],
 }
 BAD_CASES = [
     pytest.param(model_class, name, value, id=f"{model_class.__name__}-{name}-{value!r}")
     for model_class in MODEL_LIST
-    for name, value in COMMON_BAD + OWN_BAD[model_class]
+    for name, value in (ON_POLICY_BAD if model_class in ON_POLICY else COMMON_BAD) + OWN_BAD[model_class]
 ]
 
 
@@ -130,6 +159,7 @@ GOOD_NUMPY = {
     RealTimeDistillDQN: dict(distill_coef=np.float64(0.5), self_learning_coef=np.int32(1), batch_size=np.int64(16)),
     PIEKDSAC: dict(ensemble_size=np.int64(2), distill_learning_rate=np.float32(1e-3), distill_interval=np.int16(100)),
     PolicyDistillation: dict(temperature=np.float64(0.5), value_coef=np.int64(0), teacher_prob=np.float32(0.25)),
+    DistillPPO: dict(distill_coef=np.float32(0.5), n_epochs=np.int64(1), target_kl=np.float64(0.5), gamma=np.float32(0.9)),
 }
 
 
@@ -144,6 +174,15 @@ def test_numpy_numbers_accepted(model_class, saved_models):
         model.learn(60)
 
 
+@pytest.mark.parametrize("model_class", MODEL_LIST)
+def test_load_as_rl_zoo3_enjoy_does(model_class, saved_models):
+    # rl-zoo3's `enjoy` loads every model with a learning rate of 0 (to act, not to learn)
+    custom_objects = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
+    model = model_class.load(saved_models[model_class], custom_objects=custom_objects, seed=0)
+    assert model.learning_rate == 0.0
+    model.predict(model.observation_space.sample(), deterministic=True)
+
+
 NET_ARCH_CASES = [
     (EnsembleDistillDQN, dict(policy_kwargs=dict(net_arch=[-1])), r"`policy_kwargs\['net_arch'\]`"),
     (EnsembleDistillDQN, dict(student_policy_kwargs=dict(net_arch=[8, 0])), r"`student_policy_kwargs\['net_arch'\]`"),
@@ -152,6 +191,7 @@ NET_ARCH_CASES = [
     (PIEKDSAC, dict(policy_kwargs=dict(net_arch=dict(pi=[16], qf=[-1]))), r"`policy_kwargs\['net_arch'\]\['qf'\]`"),
     (PIEKDSAC, dict(policy_kwargs=dict(net_arch=16)), r"`policy_kwargs\['net_arch'\]` must be a list"),
     (PolicyDistillation, dict(student_policy_kwargs=dict(net_arch=[-1])), r"`student_policy_kwargs\['net_arch'\]`"),
+    (DistillPPO, dict(policy_kwargs=dict(net_arch=dict(pi=[8], vf=[0]))), r"`policy_kwargs\['net_arch'\]\['vf'\]`"),
 ]
 
 
@@ -198,6 +238,10 @@ def test_schedules_checked_where_evaluated():
     model = make_model(PolicyDistillation, control="mixture", teacher_prob=beta)
     with pytest.raises(ValueError, match=r"`teacher_prob` must be a number in \[0, 1\].*got 2.0 at progress remaining"):
         model.learn(100)
+    # DistillPPO's weight of the distillation terms: legal at the start, negative from half-way
+    model = make_model(DistillPPO, distill_coef=lambda progress: progress - 0.5)
+    with pytest.raises(ValueError, match=r"`distill_coef` must be a number >= 0 .*got -0\.25 at progress remaining 0\.25"):
+        model.learn(120)
 
 
 @pytest.mark.parametrize("value", [1, 2.5, np.int64(3), np.float32(0.25), np.uint8(4)])

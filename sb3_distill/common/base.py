@@ -11,6 +11,7 @@ students' stack) is given to the algorithm's constructor, passed to the policy o
   training (sizes cannot change) raises a clear ``ValueError``, as SB3 does for ``policy_kwargs``.
 """
 
+import sys
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -64,6 +65,11 @@ class PolicyLayoutMixin:
         names = [name for name in cls.layout_arguments if name in kwargs and name not in cls.reloadable_layout_arguments]
         if not names:
             return
+        # A bad number gets its own error first (the algorithm module's `NUMBERS`, as `_setup_model` checks them)
+        specs = getattr(sys.modules[cls.__module__], "NUMBERS", {})
+        for name in names:
+            if name in specs:
+                specs[name].check(kwargs[name], name)
         position = path.tell() if hasattr(path, "seek") else None
         data, _, _ = load_from_zip_file(path, device=device, load_data=True)
         if position is not None:

@@ -14,6 +14,7 @@ import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 
@@ -97,12 +98,12 @@ def atomic_save_path(
     _fsync(target.parent, directory=True)
 
 
-class AtomicSaveMixin(OffPolicyAlgorithm):
+class AtomicModelSaveMixin(BaseAlgorithm):
     """
-    ``save()`` and ``save_replay_buffer()`` that never leave a half-written file: they write to a temporary
-    file in the same folder and rename it over the target (see :func:`atomic_save_path`). SB3's path
-    conventions hold (``.zip`` / ``.pkl`` added when the path has no suffix; file-like objects accepted).
-    Put it first in the bases: ``class EnsembleDistillDQN(AtomicSaveMixin, DQN)``.
+    ``save()`` that never leaves a half-written file, for any SB3 algorithm (on-policy ones included): it writes
+    to a temporary file in the same folder and renames it over the target (see :func:`atomic_save_path`). SB3's
+    path conventions hold (``.zip`` added when the path has no suffix; file-like objects accepted).
+    Put it first in the bases: ``class DistillPPO(AtomicModelSaveMixin, PPO)``.
     """
 
     def save(
@@ -113,6 +114,14 @@ class AtomicSaveMixin(OffPolicyAlgorithm):
     ) -> None:
         with atomic_save_path(path, "zip") as save_path:
             super().save(save_path, exclude=exclude, include=include)  # type: ignore[arg-type]
+
+
+class AtomicSaveMixin(AtomicModelSaveMixin, OffPolicyAlgorithm):
+    """
+    :class:`AtomicModelSaveMixin` for off-policy algorithms: ``save()`` and ``save_replay_buffer()`` both
+    atomic (``.pkl`` added to a replay buffer's path without suffix).
+    Put it first in the bases: ``class EnsembleDistillDQN(AtomicSaveMixin, DQN)``.
+    """
 
     def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
         with atomic_save_path(path, "pkl") as save_path:

@@ -147,16 +147,38 @@ class CheckedSchedule:
         return f"CheckedSchedule({self.schedule!r}, {self.name!r})"
 
 
+#: A learning rate: 0 is legal (a model loaded to act, not to learn: rl-zoo3's ``enjoy`` loads every model with
+#: ``custom_objects={"learning_rate": 0.0, ...}``)
+LEARNING_RATE = Number(low=0, schedule=True, meaning="0: no learning")
 #: SB3's off-policy arguments that SB3 itself does not check (see ``OffPolicyAlgorithm``)
 OFF_POLICY_NUMBERS: dict[str, Number] = {
-    # 0 is legal: rl-zoo3's `enjoy` loads models with `custom_objects={"learning_rate": 0.0, ...}`
-    "learning_rate": Number(low=0, schedule=True),
+    "learning_rate": LEARNING_RATE,
     "buffer_size": Number(low=1, integer=True),
     "learning_starts": Number(low=0, integer=True),
     "batch_size": Number(low=1, integer=True),
     "tau": Number(low=0, high=1, meaning="the soft update coefficient"),
     "gamma": Number(low=0, high=1, meaning="the discount factor"),
     "gradient_steps": Number(low=-1, integer=True, meaning="-1: as many as environment steps"),
+}
+#: SB3's on-policy arguments (see ``OnPolicyAlgorithm``); SB3 checks none of them when the subclass builds its
+#: model in ``_setup_model`` (``_init_setup_model=False``)
+ON_POLICY_NUMBERS: dict[str, Number] = {
+    "learning_rate": LEARNING_RATE,
+    "n_steps": Number(low=1, integer=True, meaning="steps per env and rollout"),
+    "gamma": Number(low=0, high=1, meaning="the discount factor"),
+    "gae_lambda": Number(low=0, high=1, meaning="the GAE factor lambda"),
+    "ent_coef": Number(low=0, meaning="the entropy coefficient"),
+    "vf_coef": Number(low=0, meaning="the value function coefficient"),
+    "max_grad_norm": Number(low=0, low_open=True),
+}
+#: PPO's own arguments, for the PPO-based algorithms
+PPO_NUMBERS: dict[str, Number] = {
+    **ON_POLICY_NUMBERS,
+    "batch_size": Number(low=1, integer=True),
+    "n_epochs": Number(low=1, integer=True),
+    "clip_range": Number(low=0, low_open=True, schedule=True, meaning="the clipping parameter epsilon"),
+    "clip_range_vf": Number(low=0, low_open=True, schedule=True, optional=True, meaning="None: no clipping"),
+    "target_kl": Number(low=0, low_open=True, optional=True, meaning="None: no early stopping"),
 }
 #: DQN's own arguments, for the DQN-based algorithms
 DQN_NUMBERS: dict[str, Number] = {

@@ -1,9 +1,8 @@
 import dataclasses
-import math
 import os
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -24,7 +23,6 @@ from sb3_distill.common.base import PolicyLayoutMixin, TeacherWeightsMixin
 from sb3_distill.common.losses import (
     DISTILL_UPDATE_RULES,
     VALUE_RULES,
-    check_temperature,
     distill_loss_per_state,
     entropy_regularised_reward,
     expected_entropy_regularised_reward,
@@ -34,6 +32,7 @@ from sb3_distill.common.losses import (
     teacher_value_reward,
     value_gate,
 )
+from sb3_distill.common.save import AtomicModelSaveMixin
 from sb3_distill.common.utils import model_for_export
 from sb3_distill.common.teachers import (
     LoadedTeacher,
@@ -42,6 +41,14 @@ from sb3_distill.common.teachers import (
     check_env_preprocessing,
     load_teacher,
     make_teacher_env,
+)
+from sb3_distill.common.validation import (
+    PPO_NUMBERS,
+    CheckedSchedule,
+    Number,
+    UnsupportedSpaceError,
+    check_arguments,
+    check_finite_losses,
 )
 from sb3_distill.distill_ppo.policies import CnnPolicy, DistillActorCriticPolicy, MlpPolicy
 
@@ -68,7 +75,7 @@ class _RolloutRecord:
     next_observations: np.ndarray
 
 
-class DistillPPO(TeacherWeightsMixin, PolicyLayoutMixin, PPO):
+class DistillPPO(TeacherWeightsMixin, AtomicModelSaveMixin, PolicyLayoutMixin, PPO):
     """
     PPO with the student-driven distillation updates of Czarnecki et al. 2019, "Distilling Policy
     Distillation" (arXiv:1902.02186): every row of its Table 1 and Sec. 4, and *kickstarting* (Schmitt et al.
@@ -189,8 +196,8 @@ class DistillPPO(TeacherWeightsMixin, PolicyLayoutMixin, PPO):
     teacher_preprocessing: TeacherPreprocessing
     _new_teacher: BaseAlgorithm | None
     distill_temperature: float
-    distill_coef_schedule: Callable[[float], float]
-    teacher_prob_schedule: Callable[[float], float]
+    distill_coef_schedule: CheckedSchedule
+    teacher_prob_schedule: CheckedSchedule
 
     def __init__(
         self,
@@ -229,6 +236,10 @@ class DistillPPO(TeacherWeightsMixin, PolicyLayoutMixin, PPO):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
+        # PPO's constructor uses these two before `_setup_model` checks every number (SB3's assertions, or a
+        # TypeError comparing a string): the same specs, earlier
+        for name, value in (("n_steps", n_steps), ("batch_size", batch_size)):
+            NUMBERS[name].check(value, name)
         if teacher is not None and isinstance(env, str):
             # An env given by its id gets the teacher's wrappers, frame stacking and frozen VecNormalize
             teacher = load_teacher(teacher, device="cpu")
@@ -276,6 +287,7 @@ class DistillPPO(TeacherWeightsMixin, PolicyLayoutMixin, PPO):
             self._forget_new_teacher()
 
     def _setup_model(self) -> None:
+        check_arguments(self, NUMBERS)
         self._check_rule_arguments()
         self._setup_teacher()
         self._setup_policy_with_layout(super()._setup_model)
@@ -286,8 +298,9 @@ class DistillPPO(TeacherWeightsMixin, PolicyLayoutMixin, PPO):
         self.teacher_adapter = Teacher.for_policy(self.policy.teacher)
         self._check_teacher_arguments()
         # Derived values
-        self.distill_coef_schedule = _schedule(self.distill_coef)
-        self.teacher_prob_schedule = _schedule(self.teacher_prob)
+        # A schedule's values are checked where it is evaluated
+        self.distill_coef_schedule = CheckedSchedule(self.distill_coef, "distill_coef", NUMBERS["distill_coef"])
+        self.teacher_prob_schedule = CheckedSchedule(self.teacher_prob, "teacher_prob", NUMBERS["teacher_prob"])
         self._control = self.control or ("teacher" if self.update_rule == "teacher_distill" else "student")
         self._env_reward = self.update_rule in VALUE_RULES if self.env_reward is None else bool(self.env_reward)
         # The rules with r^ = 0 have no policy-gradient term without the environment reward
@@ -315,8 +328,6 @@ class DistillPPO(TeacherWeightsMixin, PolicyLayoutMixin, PPO):
                 "`env_reward=True` with `update_rule='teacher_distill'`: Table 1 has no +R variant of teacher-driven "
                 "distillation; use `update_rule='on_policy_distill'` (kickstarting) or another rule"
             )
-        _check_coefficient(self.distill_coef, "distill_coef", 0.0, math.inf)
-        _check_coefficient(self.teacher_prob, "teacher_prob", 0.0, 1.0)
         if not isinstance(self.value_gating, (bool, np.bool_)):
             raise TypeError(f"`value_gating` must be a bool, got {self.value_gating!r}")
         if self.value_gating and self.update_rule not in LOSS_RULES:
@@ -331,13 +342,16 @@ class DistillPPO(TeacherWeightsMixin, PolicyLayoutMixin, PPO):
                 f"`update_rule='teacher_distill'` is driven by the teacher (Table 1), got `control={self.control!r}`; "
                 "use `update_rule='on_policy_distill'` with that control policy"
             )
-        if self.temperature is not None:
-            check_temperature(self.temperature)
         if self.use_sde:
             raise ValueError("`use_sde=True` is not supported by DistillPPO: the student's actions must have a density")
 
     def _setup_teacher(self) -> None:
         """Load the teacher if given, check its spaces and env preprocessing, and describe its policy in ``policy_kwargs``."""
+        # The env's spaces first: a teacher in unsupported spaces is itself unsupported
+        if isinstance(self.observation_space, spaces.Dict):
+            raise ValueError("DistillPPO does not support Dict observation spaces yet")
+        if not isinstance(self.action_space, (spaces.Discrete, spaces.Box)):
+            raise UnsupportedSpaceError(f"DistillPPO needs a Discrete or Box action space, got {self.action_space}")
         self._new_teacher = None
         if self.teacher is not None:
             loaded = load_teacher(self.teacher, device=self.device)  # type: ignore[arg-type]
@@ -363,10 +377,6 @@ class DistillPPO(TeacherWeightsMixin, PolicyLayoutMixin, PPO):
             raise ValueError(
                 "`teacher` is required: a trained SB3 model, the path to its .zip or an rl-zoo3 experiment folder"
             )
-        if isinstance(self.observation_space, spaces.Dict):
-            raise ValueError("DistillPPO does not support Dict observation spaces yet")
-        if not isinstance(self.action_space, (spaces.Discrete, spaces.Box)):
-            raise ValueError(f"DistillPPO needs a Discrete or Box action space, got {self.action_space}")
 
     @staticmethod
     def _check_env_preprocessing(env: VecEnv, preprocessing: TeacherPreprocessing) -> None:
@@ -623,6 +633,20 @@ class DistillPPO(TeacherWeightsMixin, PolicyLayoutMixin, PPO):
             losses = losses * gate
         return losses.mean()
 
+    def _evaluate_actions(
+        self, observations: th.Tensor, actions: th.Tensor, step_losses: "_StepLosses"
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor | None, Distribution]:
+        """
+        The policy's ``evaluate_actions_and_distribution``; a ``NonFiniteLossError`` instead of torch's
+        ``ValueError`` when a non-finite loss of an earlier step of this ``train()`` call made the weights NaN
+        (which the action distribution refuses).
+        """
+        try:
+            return self.policy.evaluate_actions_and_distribution(observations, actions)
+        except ValueError:
+            step_losses.check()
+            raise
+
     def train(self) -> None:
         """
         Update policy using the currently gathered rollout buffer: PPO's update plus ``distill_coef * l``
@@ -644,6 +668,7 @@ class DistillPPO(TeacherWeightsMixin, PolicyLayoutMixin, PPO):
         clip_fractions = []
         distill_losses: list[float] = []
         self._gate_fractions: list[float] = []
+        step_losses = _StepLosses(self._n_updates)
 
         continue_training = True
         # train for n_epochs epochs
@@ -656,8 +681,8 @@ class DistillPPO(TeacherWeightsMixin, PolicyLayoutMixin, PPO):
                     # Convert discrete action from float to long
                     actions = rollout_data.actions.long().flatten()
 
-                values, log_prob, entropy, distribution = self.policy.evaluate_actions_and_distribution(
-                    rollout_data.observations, actions
+                values, log_prob, entropy, distribution = self._evaluate_actions(
+                    rollout_data.observations, actions, step_losses
                 )
                 values = values.flatten()
                 # Normalize advantage
@@ -724,6 +749,13 @@ class DistillPPO(TeacherWeightsMixin, PolicyLayoutMixin, PPO):
                         print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}")
                     break
 
+                step_losses.add(
+                    epoch,
+                    policy_gradient_loss=policy_loss,
+                    value_loss=value_loss,
+                    entropy_loss=entropy_loss,
+                    distill_loss=distill_loss,
+                )
                 # Optimization step
                 self.policy.optimizer.zero_grad()
                 loss.backward()
@@ -735,6 +767,8 @@ class DistillPPO(TeacherWeightsMixin, PolicyLayoutMixin, PPO):
             if not continue_training:
                 break
 
+        # Stop on a NaN or infinite loss (one device synchronisation per call)
+        step_losses.check()
         explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
 
         # Logs
@@ -822,15 +856,53 @@ class DistillPPO(TeacherWeightsMixin, PolicyLayoutMixin, PPO):
         return exported
 
 
-def _check_coefficient(value: Any, name: str, low: float, high: float) -> None:
-    """Raise unless ``value`` is a finite number in [low, high] (bools rejected) or a schedule whose values are."""
-    values = [value(1.0), value(0.0)] if callable(value) else [value]
-    for number in values:
-        if isinstance(number, (bool, np.bool_)) or not isinstance(number, (int, float, np.integer, np.floating)):
-            raise TypeError(f"`{name}` must be a number or a schedule of the progress remaining, got {value!r}")
-        if not (math.isfinite(number) and low <= number <= high):
-            allowed = f">= {low}" if high == math.inf else f"in [{low}, {high}]"
-            raise ValueError(f"`{name}` must be a finite number {allowed} (or a schedule with such values), got {value!r}")
+@dataclass
+class _StepLosses:
+    """The losses of the gradient steps of one ``train()`` call, kept on the device, with each step's epoch."""
+
+    n_updates: int
+    losses: dict[str, list[th.Tensor]] = field(default_factory=dict)
+    epochs: list[int] = field(default_factory=list)
+
+    def add(self, epoch: int, **losses: th.Tensor | None) -> None:
+        """Record one gradient step's losses (None: not computed by the update rule)."""
+        for name, value in losses.items():
+            self.losses.setdefault(name, [])
+            if value is not None:
+                self.losses[name].append(value.detach())
+        self.epochs.append(epoch)
+
+    def check(self) -> None:
+        """Raise a ``NonFiniteLossError`` if a loss was NaN or infinite (one device synchronisation)."""
+        _check_finite_step_losses(self.losses, self.epochs, self.n_updates)
+
+
+def _check_finite_step_losses(losses: dict[str, list[th.Tensor]], epochs: list[int], n_updates: int) -> None:
+    """
+    :func:`~sb3_distill.common.validation.check_finite_losses` on the losses of one ``train()`` call: a
+    ``NonFiniteLossError`` naming the loss, the update (PPO counts one per epoch, as ``train/n_updates``) and the
+    minibatch of the first NaN or infinite loss. A loss of a minibatch that an early stop (``target_kl``) cut
+    from its epoch counts as finite.
+
+    :param losses: loss name -> the loss (a scalar tensor) of every gradient step, in order
+    :param epochs: the epoch of every gradient step
+    :param n_updates: ``_n_updates`` before the call
+    """
+    if not epochs:
+        return
+    # Each gradient step's place: (epoch, minibatch within the epoch)
+    starts: dict[int, int] = {}
+    minibatches = [index - starts.setdefault(epoch, index) for index, epoch in enumerate(epochs)]
+    n_minibatches = max(minibatches) + 1
+    members = [f"student (minibatch {minibatch})" for minibatch in range(n_minibatches)]
+    tables = {}
+    for name, values in losses.items():
+        if not values:
+            continue
+        table = values[0].new_zeros(epochs[-1] + 1, n_minibatches)
+        table[epochs, minibatches] = th.stack(values)
+        tables[name] = (members, table)
+    check_finite_losses(tables, n_updates)
 
 
 def _torch_distribution(distribution: Distribution) -> th.distributions.Distribution:
@@ -839,16 +911,17 @@ def _torch_distribution(distribution: Distribution) -> th.distributions.Distribu
     return distribution.distribution
 
 
-def _schedule(value: float | Schedule) -> Callable[[float], float]:
-    """A schedule of the progress remaining: ``value`` itself if callable, else the constant ``value``."""
-    if callable(value):
-        return value
-    constant = float(value)
-    return lambda _: constant
-
-
 def _chunks(arrays: dict[str, np.ndarray], device: th.device) -> Iterator[dict[str, th.Tensor]]:
     """The arrays, cut along their first dimension into tensors of at most ``_CHUNK`` rows."""
     n_rows = len(next(iter(arrays.values())))
     for start in range(0, n_rows, _CHUNK):
         yield {key: th.as_tensor(value[start : start + _CHUNK], device=device) for key, value in arrays.items()}
+
+
+#: The numeric arguments and what they accept (see :func:`sb3_distill.common.validation.check_arguments`)
+NUMBERS = {
+    **PPO_NUMBERS,
+    "distill_coef": Number(low=0, schedule=True, meaning="the weight of the distillation terms"),
+    "teacher_prob": Number(low=0, high=1, schedule=True, meaning="beta of the mixture control"),
+    "temperature": Number(low=0, low_open=True, optional=True, meaning="the softmax temperature tau"),
+}

@@ -16,6 +16,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
+from sb3_distill.common.save import AtomicSaveMixin
 from sb3_distill.common.losses import DISTILLATION_LOSSES, check_temperature, distillation_loss
 from sb3_distill.common.multitask import MultiTaskVecEnv, pad_observations, padded_indices, unpad_observations
 from sb3_distill.common.teachers import (
@@ -40,7 +41,7 @@ CONTROL_POLICIES = ("teacher", "student", "mixture")
 DEFAULT_NET_ARCH = [64, 64]
 
 
-class MultiTaskPolicyDistillation(OffPolicyAlgorithm):
+class MultiTaskPolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
     """
     Multi-task policy distillation (Rusu et al. 2015, "Policy Distillation", arXiv:1511.06295):
     several single-task teachers, one per task, distilled into one student with a shared trunk and one output
