@@ -12,6 +12,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.utils import polyak_update
 
 from sb3_distill.common.base import PolicyLayoutMixin
 from sb3_distill.common.losses import gaussian_distillation_loss, mse_loss
@@ -71,8 +72,8 @@ class PIEKDSAC(AtomicSaveMixin, PolicyLayoutMixin, SAC):
     SB3's ``SAC.train``, made for speed: the critic, actor and entropy-coefficient losses of a gradient step
     are computed on the same parameters and back-propagated together (the actor loss goes through detached
     critic weights), i.e. the actor is updated against the critics of before (not after) their update of
-    the same step, as in the original SAC implementation; and the target networks are updated with
-    ``torch._foreach_lerp_``. ``predict()`` uses the member with the best recent return;
+    the same step, as in the original SAC implementation; and the target networks of all members are
+    updated by one ``polyak_update`` over the stacked parameters. ``predict()`` uses the member with the best recent return;
     :meth:`export_member` turns a member into a plain SB3 ``SAC``.
 
     Default hyperparameters are SAC's (SB3), except the PIEKD ones, which follow the paper and the
@@ -510,8 +511,7 @@ class PIEKDSAC(AtomicSaveMixin, PolicyLayoutMixin, SAC):
 
             # Update target networks
             if gradient_step % self.target_update_interval == 0:
-                with th.no_grad():
-                    th._foreach_lerp_(target_parameters, critic_parameters, self.tau)
+                polyak_update(critic_parameters, target_parameters, self.tau)
 
             step_stats.append(th.stack([critic_loss, actor_loss, ent_coef, ent_coef_loss]).detach())
         if len(step_stats) == 0:
@@ -661,11 +661,9 @@ class PIEKDSAC(AtomicSaveMixin, PolicyLayoutMixin, SAC):
         critic_weights = self._student_weights(teacher, self.tau).repeat_interleave(self.critic.n_critics)
         critic_parameters: list[th.Tensor] = list(self.critic.parameters())
         with th.no_grad():
-            th._foreach_lerp_(
-                list(self.critic_target.parameters()),
-                critic_parameters,
-                [critic_weights.reshape(-1, *([1] * (param.dim() - 1))) for param in critic_parameters],  # type: ignore[misc]
-            )
+            for target, online in zip(self.critic_target.parameters(), critic_parameters, strict=True):
+                # (K * n_critics,) -> (K * n_critics, 1, ..., 1): each critic moves by its member's weight
+                target.lerp_(online, critic_weights.reshape(-1, *([1] * (online.dim() - 1))))
 
     def _student_weights(self, teacher: int, value: float) -> th.Tensor:
         """``value`` for every student and 0 for the teacher, shape (K,)."""
