@@ -11,6 +11,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule, polyak_update, update_learning_rate
 from torch.nn import functional as F
 
+from sb3_distill.common.diagnostics import record_students_diagnostics
 from sb3_distill.common.losses import check_loss_name, check_temperature, distillation_loss, student_td_targets
 from sb3_distill.common.torch_layers import StackedQNetwork
 from sb3_distill.common.utils import (
@@ -97,6 +98,10 @@ class RealTimeDistillDQN(DQN):
         run as one batched forward, backward and optimizer step. It applies only when the students use the
         teacher's learning rate (``student_learning_rate`` None or equal to ``learning_rate``): one optimizer
         then covers the stack. ``policy.teacher_in_stack`` tells whether it happened.
+    :param distill_diagnostics: Log, once per ``train()`` call and from the last gradient step's Q-values, each
+        student's agreement with the teacher's greedy action and the entropy of its distribution at the
+        temperature (``train/agreement_student_k``, ``train/entropy_student_k``), and the teacher's entropy and
+        one-hot rate (:func:`sb3_distill.common.diagnostics.record_students_diagnostics`)
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -146,6 +151,7 @@ class RealTimeDistillDQN(DQN):
         student_learning_rate: float | Schedule | None = None,
         predict_member: str = "student_0",
         stack_teacher: bool = True,
+        distill_diagnostics: bool = True,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -193,6 +199,7 @@ class RealTimeDistillDQN(DQN):
         self.student_learning_rate = student_learning_rate
         self.predict_member = predict_member
         self.stack_teacher = stack_teacher
+        self.distill_diagnostics = distill_diagnostics
 
         if _init_setup_model:
             self._setup_model()
@@ -216,6 +223,8 @@ class RealTimeDistillDQN(DQN):
         # The policy builds the teacher and the students (and checks `predict_member`)
         if not isinstance(self.stack_teacher, bool):
             raise ValueError(f"`stack_teacher` must be True or False, got {self.stack_teacher!r}")
+        if not isinstance(self.distill_diagnostics, bool):
+            raise ValueError(f"`distill_diagnostics` must be True or False, got {self.distill_diagnostics!r}")
         # The teacher joins the students' stack only if one optimizer (one learning rate) can serve them all
         same_learning_rate = self.student_learning_rate is None or self.student_learning_rate == self.learning_rate
         self.policy_kwargs = {
@@ -370,6 +379,10 @@ class RealTimeDistillDQN(DQN):
         self.logger.record("train/distill_loss", th.stack(distill_losses).mean().item())
         if student_td_losses:
             self.logger.record("train/student_td_loss", th.stack(student_td_losses).mean().item())
+        if self.distill_diagnostics and gradient_steps > 0:
+            # The last gradient step's Q-values: every student's, (K, batch, n_actions), and the teacher's
+            students_q = th.cat([q[1:] if teacher_in_stack and i == 0 else q for i, q in enumerate(stack_q_values)])
+            record_students_diagnostics(self.logger, all_q_values.detach(), students_q.detach(), self.temperature)
 
     @property
     def compression_ratios(self) -> dict[str, float]:
