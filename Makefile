@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 LINT_PATHS = sb3_distill tests benchmarks examples
 
-.PHONY: help venv install test test-slow demo bench bench-realtime bench-control bench-piekd lint format check-format type clean
+.PHONY: help venv install test test-slow demo bench bench-realtime bench-control bench-piekd bench-ensemble-scale lint format check-format type clean
 
 help:
 	@echo "make demo       - set up, train EnsembleDistillDQN on CartPole-v1 and print the scores table"
@@ -19,6 +19,7 @@ help:
 	@echo "make bench-realtime - real-time vs sequential distillation, time to a target student return"
 	@echo "make bench-control - PolicyDistillation: teacher- vs student- vs mixture-driven, Rusu's losses"
 	@echo "make bench-piekd - PIEKDSAC vs SAC vs Ensemble-SAC sample efficiency, and PIEKDSAC vs SAC throughput"
+	@echo "make bench-ensemble-scale - EnsembleDistillDQN: raw vs spread-scaled temperature vs return-weighted teachers"
 	@echo "make lint / format / check-format / type"
 
 $(PYTHON):
@@ -63,6 +64,11 @@ bench-piekd: $(VENV)/.install-bench $(VENV)/.install-mujoco
 	$(PYTHON) benchmarks/piekd_sample_efficiency.py --env Hopper-v5 --seeds 0 1 --timesteps 20000
 	$(PYTHON) benchmarks/throughput.py --suite sac --steps 5000 --repeats 3 --sac-net-arch 64 64 --sac-batch-size 64
 	$(PYTHON) benchmarks/throughput.py --suite sac --steps 2000 --repeats 2 --distill-interval 2000
+
+bench-ensemble-scale: $(VENV)/.install-bench $(VENV)/.install-box2d
+	$(PYTHON) benchmarks/ensemble_scale.py --env LunarLander-v3 --seeds 0 1 2 3 4 --append
+	$(PYTHON) benchmarks/ensemble_scale.py --env CartPole-v1 --seeds 0 1 2 3 4 --append
+	$(PYTHON) benchmarks/ensemble_scale.py --env Acrobot-v1 --seeds 0 1 2 3 4 --append
 
 lint: $(VENV)/.install-tests
 	$(PYTHON) -m ruff check $(LINT_PATHS)
