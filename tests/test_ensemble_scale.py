@@ -371,3 +371,27 @@ def test_realtime_logs_diagnostics(stack_teacher, diagnostics):
         assert 0 <= keys["train/agreement_student_0"] <= 1
     with pytest.raises(ValueError, match="`distill_diagnostics` must be True or False"):
         RealTimeDistillDQN("MlpPolicy", "CartPole-v1", distill_diagnostics="yes")
+
+
+def distilled_action(teacher_q, weights=None, temperature=0.1, steps=60):
+    """The greedy action of a free student (its own logits) trained on the ensemble's reverse KL (Eq. 4)."""
+    student_q = th.zeros(1, teacher_q.shape[-1], requires_grad=True)
+    optimizer = th.optim.Adam([student_q], lr=0.5)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        weighted_distillation_loss(student_q, teacher_q, weights, loss="reverse_kl", temperature=temperature).backward()
+        optimizer.step()
+    return int(student_q.argmax())
+
+
+def test_one_hot_bad_teacher_is_outvoted_only_when_scaled():
+    # Issue 17's situation: two good teachers prefer action 0 with Q-values spread over 0.2, a diverged
+    # teacher prefers action 1 with Q-values spread over 44
+    teacher_q = th.tensor([[[0.2, 0.0, 0.1, 0.1]], [[0.2, 0.0, 0.1, 0.1]], [[0.0, 44.0, 0.0, 0.0]]])
+    # The paper's raw temperature: the one-hot teacher wins the vote
+    assert distilled_action(teacher_q) == 1
+    # Scaled by each teacher's spread, the majority wins
+    assert distilled_action(spread_scaled_q_values(teacher_q, q_value_spread(teacher_q))) == 0
+    # Weighted by returns (those of issue 17, seed 0), the diverged teacher loses its vote
+    weights = return_weights(th.tensor([87.8, 177.0, -416.6]), th.tensor([30.0, 30.0, 30.0]))
+    assert distilled_action(teacher_q, weights) == 0

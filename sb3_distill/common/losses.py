@@ -416,7 +416,8 @@ def per_teacher_distillation_losses(
 ) -> th.Tensor:
     """
     The distillation loss of a student against each of M teachers, ``(loss(S, T_1), ..., loss(S, T_M))``,
-    computed in one batched call (``torch.func.vmap`` over the teachers, no Python loop).
+    batched over the teachers (the same equations as :func:`forward_kl_loss`, :func:`reverse_kl_loss`,
+    :func:`nll_loss` and :func:`mse_loss`, averaged over the batch only).
 
     :param student_q: student Q-values, shape (batch, n_actions); receives gradients
     :param teacher_q: teacher Q-values, shape (n_teachers, batch, n_actions); never receives gradients
@@ -424,10 +425,18 @@ def per_teacher_distillation_losses(
     :param temperature: softmax temperature tau (> 0); ignored by ``mse``
     :return: each teacher's loss, averaged over the batch, shape (n_teachers,)
     """
-    loss_function = _LOSS_FUNCTIONS[loss]
-    return th.func.vmap(lambda one_teacher_q: loss_function(student_q, one_teacher_q, temperature=temperature))(
-        teacher_q.detach()
-    )
+    teacher_q = teacher_q.detach()
+    if loss == "mse":
+        return (teacher_q - student_q).pow(2).sum(dim=-1).mean(dim=-1)
+    # (batch, n_actions), broadcast against the teachers' (M, batch, n_actions)
+    student_log_probs = F.log_softmax(student_q / temperature, dim=-1)
+    if loss == "nll":
+        teacher_actions = teacher_q.argmax(dim=-1, keepdim=True)
+        return -th.gather(student_log_probs.expand(teacher_q.shape), dim=-1, index=teacher_actions).squeeze(-1).mean(dim=-1)
+    teacher_log_probs = F.log_softmax(teacher_q / temperature, dim=-1)
+    if loss == "forward_kl":
+        return (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(dim=-1).mean(dim=-1)
+    return (student_log_probs.exp() * (student_log_probs - teacher_log_probs)).sum(dim=-1).mean(dim=-1)
 
 
 def weighted_distillation_loss(
