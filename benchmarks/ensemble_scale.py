@@ -49,6 +49,9 @@ class DiagnosedEvalCallback(EvalMembersCallback):
         self.diagnostics: list[dict[str, list[float]]] = []
 
     def _on_step(self) -> bool:
+        if self.n_calls % self.eval_freq == 0:
+            # The same start states (and engine noise, until the members' episodes differ) for every variant
+            self.eval_env.reset(seed=self.n_calls)
         if self.n_calls % self.eval_freq == 0 and self.model._last_distill_q is not None:  # type: ignore[attr-defined]
             teacher_q, student_q = self.model._last_distill_q  # type: ignore[attr-defined]
             self.diagnostics.append(
@@ -85,7 +88,9 @@ def run(env_id: str, variant: str, seed: int, args: argparse.Namespace) -> dict[
     start = time.time()
     model.learn(timesteps, callback=callback)
     train_time = time.time() - start
-    final = model.evaluate_members(Monitor(gym.make(env_id)), n_eval_episodes=args.final_episodes)
+    final_env = Monitor(gym.make(env_id))
+    final_env.reset(seed=10**6 + seed)
+    final = model.evaluate_members(final_env, n_eval_episodes=args.final_episodes)
     weights = None if model._teacher_weights is None else model._teacher_weights.cpu().tolist()
     spread = (model.q_spread_ema / model.q_spread_ema_weight.clamp_min(1e-8)).cpu().tolist()
     return {
