@@ -223,3 +223,35 @@ def test_multitask_distillation_runs(monkeypatch, tmp_path):
     student = result["students"]["tiny"]
     assert set(student["ratios"]) == set(tasks) and student["geometric_mean"] > 0
     assert "geometric mean (Rusu: 0.893)" in multitask_distillation.report([result], args)
+
+
+def test_ensemble_scale_runs(monkeypatch, tmp_path):
+    from benchmarks import ensemble_scale
+
+    tiny = dict(
+        n_timesteps=300,
+        policy="MlpPolicy",
+        learning_starts=100,
+        batch_size=16,
+        train_freq=4,
+        policy_kwargs=dict(net_arch=[16]),
+        student_policy_kwargs=dict(net_arch=[8]),
+    )
+    real_config = ensemble_scale.zoo_hyperparams("CartPole-v1")
+    assert real_config["n_timesteps"] == 40_000 and callable(real_config["learning_rate"])
+    monkeypatch.setattr(ensemble_scale, "zoo_hyperparams", lambda env_id: dict(tiny))
+    argv = ["ensemble_scale.py", "--env", "CartPole-v1", "--eval-freq", "150", "--eval-episodes", "1"]
+    argv += ["--final-episodes", "1", "--output", str(tmp_path)]
+    monkeypatch.setattr("sys.argv", [*argv, "--seeds", "0", "--variants", "raw", "spread+returns"])
+    ensemble_scale.main()
+    # --append adds a seed to the saved runs and skips those already there
+    monkeypatch.setattr("sys.argv", [*argv, "--seeds", "0", "1", "--variants", "raw", "--append"])
+    ensemble_scale.main()
+    runs = json.loads((tmp_path / "ensemble_scale_CartPole-v1.json").read_text())
+    assert sorted((run["variant"], run["seed"]) for run in runs) == [("raw", 0), ("raw", 1), ("spread+returns", 0)]
+    weighted = next(run for run in runs if run["variant"] == "spread+returns")
+    assert len(weighted["curve"]) == 2 and weighted["final_teacher_weights"] is not None
+    assert set(weighted["final"]) == {"teacher_0", "teacher_1", "teacher_2", "student"}
+    table = (tmp_path / "ensemble_scale_CartPole-v1.md").read_text()
+    assert "| raw | 300 | 2 |" in table and "| spread+returns | 300 | 1 |" in table
+    assert (tmp_path / "ensemble_scale_CartPole-v1.png").exists()

@@ -1,5 +1,7 @@
 """Callbacks shared by the sb3_distill algorithms."""
 
+import warnings
+
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.type_aliases import GymEnv
@@ -12,7 +14,9 @@ class EvalMembersCallback(BaseCallback):
     (each student's mean return divided by the teachers' mean), e.g. ``eval/student_to_teachers`` for
     EnsembleDistillDQN and ``eval/student_0_to_teachers`` for RealTimeDistillDQN.
 
-    The model must provide ``evaluate_members(env, n_eval_episodes)``; each member acts greedily.
+    The model must provide ``evaluate_members(env, n_eval_episodes)``; each member acts greedily. Every
+    evaluation is kept in ``evaluations`` (``(num_timesteps, results)``), and a warning is raised when a
+    student's mean return is below the worst teacher's (:func:`students_below_teachers`).
 
     :param eval_env: The environment used for evaluation
     :param eval_freq: Evaluate every ``eval_freq`` calls of the callback (as ``EvalCallback``, one call is
@@ -37,6 +41,7 @@ class EvalMembersCallback(BaseCallback):
         self.eval_freq = eval_freq
         self.n_eval_episodes = n_eval_episodes
         self.last_results: dict[str, tuple[float, float]] = {}
+        self.evaluations: list[tuple[int, dict[str, tuple[float, float]]]] = []
 
     def _init_callback(self) -> None:
         if not hasattr(self.model, "evaluate_members"):
@@ -48,6 +53,7 @@ class EvalMembersCallback(BaseCallback):
                 self.eval_env, n_eval_episodes=self.n_eval_episodes
             )
             self.last_results = results
+            self.evaluations.append((self.num_timesteps, results))
             for name, (mean, std) in results.items():
                 self.logger.record(f"eval/{name}", mean)
                 self.logger.record(f"eval/{name}_std", std)
@@ -67,6 +73,13 @@ class EvalMembersCallback(BaseCallback):
         ratios = student_to_teachers_ratios(results)
         for name, ratio in ratios.items():
             self.logger.record(f"eval/{name}_to_teachers", ratio)
+        for name in students_below_teachers(results):
+            warnings.warn(
+                f"At {self.num_timesteps} timesteps the {name}'s evaluation ({results[name][0]:.4g}) is below every "
+                f"teacher's ({', '.join(f'{mean:.4g}' for key, (mean, _) in results.items() if key.startswith('teacher'))}): "
+                "it follows a bad teacher or none; see train/agreement_teacher_* and train/one_hot_rate_teacher_*.",
+                stacklevel=2,
+            )
         return ", ".join(f"{name}/teachers={ratio:.3f}" for name, ratio in ratios.items())
 
 
@@ -84,6 +97,19 @@ def student_to_teachers_ratios(results: dict[str, tuple[float, float]]) -> dict[
         for name, (mean, _) in results.items()
         if name.startswith("student")
     }
+
+
+def students_below_teachers(results: dict[str, tuple[float, float]]) -> list[str]:
+    """
+    The students whose mean return is below the worst teacher's.
+
+    :param results: member name -> (mean, std), with ``"teacher..."`` and ``"student..."`` entries
+    :return: the names of those students (empty without teachers)
+    """
+    teacher_means = [mean for name, (mean, _) in results.items() if name.startswith("teacher")]
+    if not teacher_means:
+        return []
+    return [name for name, (mean, _) in results.items() if name.startswith("student") and mean < min(teacher_means)]
 
 
 class EvalEnsembleCallback(EvalMembersCallback):

@@ -23,6 +23,7 @@ teacher ``(batch, n_actions)`` give ``(1/K) sum_k loss(S_k, T)``.
 
 import math
 
+import numpy as np
 import torch as th
 from torch.nn import functional as F
 
@@ -538,3 +539,202 @@ def stacked_huber_loss(q_values: th.Tensor, actions: th.Tensor, targets: th.Tens
     index = actions.long().unsqueeze(0).expand(q_values.shape[0], -1, -1)
     current = th.gather(q_values, dim=2, index=index).squeeze(2)
     return F.smooth_l1_loss(current, targets, reduction="none").mean(dim=1)
+
+
+#: How the teachers' Q-values are scaled before the softmax: ``None`` (the paper's raw Q-values) or ``"spread"``
+TEMPERATURE_SCALINGS = (None, "spread")
+
+
+def check_choice(value: object, name: str, choices: tuple[str | None, ...]) -> None:
+    """
+    Raise a ``ValueError`` unless ``value`` is one of ``choices``.
+
+    :param value: the value received
+    :param name: the argument name to report in the error
+    :param choices: the accepted values
+    """
+    if not any(value is choice or (isinstance(value, str) and value == choice) for choice in choices):
+        raise ValueError(f"`{name}` must be one of {choices}, got {value!r}")
+
+
+def check_positive_number(value: object, name: str, meaning: str) -> None:
+    """
+    Raise a ``ValueError`` unless ``value`` is a finite number > 0 (Python or numpy; bools rejected).
+
+    :param value: the value received
+    :param name: the argument name to report in the error
+    :param meaning: what the number is, for the error message
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"`{name}` must be a finite number > 0 ({meaning}), got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"`{name}` must be a finite number > 0 ({meaning}), got {value!r}")
+
+
+#: Decay of the running estimate of each teacher's Q-value spread, per gradient step (a horizon of ~100 steps)
+SPREAD_EMA_DECAY = 0.99
+
+
+def q_value_spread(q_values: th.Tensor) -> th.Tensor:
+    """
+    Spread of Q-values across actions, averaged over the batch: ``sigma = mean_batch (max_a q(a) - min_a q(a))``.
+
+    :param q_values: Q-values, shape (..., batch, n_actions), e.g. (n_teachers, batch, n_actions)
+    :return: the spread, shape (...), without gradient
+    """
+    q_values = q_values.detach()
+    return (q_values.amax(dim=-1) - q_values.amin(dim=-1)).mean(dim=-1)
+
+
+def update_running_spread_(
+    spread_ema: th.Tensor,
+    spread_ema_weight: th.Tensor,
+    q_values: th.Tensor,
+    decay: float = SPREAD_EMA_DECAY,
+) -> th.Tensor:
+    """
+    Update, in place, a bias-corrected exponential moving average of each member's Q-value spread
+    (:func:`q_value_spread`) and return the estimate (as Adam's moments; no device synchronisation):
+
+    ``m <- decay m + (1 - decay) sigma_batch``, ``w <- decay w + (1 - decay)``, ``sigma_hat = m / w``
+    (``w = 1 - decay^n`` after n updates; the estimate is 0 before the first update).
+
+    :param spread_ema: the moving average m, shape (...), updated in place
+    :param spread_ema_weight: the weight w of the moving average, a scalar tensor, updated in place
+    :param q_values: this batch's Q-values, shape (..., batch, n_actions)
+    :param decay: the decay of the moving average, in [0, 1)
+    :return: the bias-corrected estimate sigma_hat, shape (...), without gradient
+    """
+    with th.no_grad():
+        spread_ema.mul_(decay).add_(q_value_spread(q_values), alpha=1 - decay)
+        spread_ema_weight.mul_(decay).add_(1 - decay)
+        return spread_ema / spread_ema_weight
+
+
+def spread_scaled_q_values(q_values: th.Tensor, spread: th.Tensor, eps: float = 1e-6) -> th.Tensor:
+    """
+    Q-values divided by each member's spread, so that a temperature means the same on every task:
+
+    ``q~_j = q_j / max(sigma_j, eps)``, then ``p_j = softmax(q~_j / tau)``, instead of the paper's
+    ``p_j = softmax(q_j / tau)`` (Sun & Fazli, Ensemble Policy Distillation, Eqs. 3-4). With
+    ``sigma_j`` the running mean over states of ``max_a q_j - min_a q_j``, ``1 / tau`` is the gap of
+    logits between a teacher's best and worst action on an average state, whatever the reward scale
+    and whatever the teacher: no teacher is more confident than another only because its Q-values are
+    larger.
+
+    :param q_values: Q-values, shape (n_members, batch, n_actions)
+    :param spread: each member's spread sigma, shape (n_members,)
+    :param eps: the smallest spread divided by (a member with flat Q-values is not blown up)
+    :return: the scaled Q-values, shape (n_members, batch, n_actions), without gradient
+    """
+    return q_values.detach() / spread.clamp_min(eps).reshape(-1, 1, 1)
+
+
+def per_teacher_distillation_losses(
+    student_q: th.Tensor,
+    teacher_q: th.Tensor,
+    loss: str = "reverse_kl",
+    temperature: float = 1.0,
+) -> th.Tensor:
+    """
+    The distillation loss of a student against each of M teachers, ``(loss(S, T_1), ..., loss(S, T_M))``,
+    batched over the teachers (the same equations as :func:`forward_kl_loss`, :func:`reverse_kl_loss`,
+    :func:`nll_loss` and :func:`mse_loss`, averaged over the batch only).
+
+    :param student_q: student Q-values, shape (batch, n_actions); receives gradients
+    :param teacher_q: teacher Q-values, shape (n_teachers, batch, n_actions); never receives gradients
+    :param loss: one of :data:`DISTILLATION_LOSSES`
+    :param temperature: softmax temperature tau (> 0); ignored by ``mse``
+    :return: each teacher's loss, averaged over the batch, shape (n_teachers,)
+    """
+    teacher_q = teacher_q.detach()
+    if loss == "mse":
+        return (teacher_q - student_q).pow(2).sum(dim=-1).mean(dim=-1)
+    # (batch, n_actions), broadcast against the teachers' (M, batch, n_actions)
+    student_log_probs = F.log_softmax(student_q / temperature, dim=-1)
+    if loss == "nll":
+        teacher_actions = teacher_q.argmax(dim=-1, keepdim=True)
+        return -th.gather(student_log_probs.expand(teacher_q.shape), dim=-1, index=teacher_actions).squeeze(-1).mean(dim=-1)
+    teacher_log_probs = F.log_softmax(teacher_q / temperature, dim=-1)
+    if loss == "forward_kl":
+        return (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(dim=-1).mean(dim=-1)
+    return (student_log_probs.exp() * (student_log_probs - teacher_log_probs)).sum(dim=-1).mean(dim=-1)
+
+
+def weighted_distillation_loss(
+    student_q: th.Tensor,
+    teacher_q: th.Tensor,
+    weights: th.Tensor | None,
+    loss: str = "reverse_kl",
+    temperature: float = 1.0,
+    reduction: str = "mean_loss",
+) -> th.Tensor:
+    """
+    Distillation from M teachers weighted by ``w`` (``w_j >= 0``, ``sum_j w_j = 1``):
+
+    - ``reduction="mean_loss"``: ``sum_j w_j loss(S, T_j)``, Eq. 4 of Sun & Fazli (Ensemble Policy
+      Distillation) with the uniform ``1/M`` replaced by ``w_j``;
+    - ``reduction="mean_probs"``: the loss against ``sum_j w_j softmax(q_j / tau)`` (for ``mse``, against
+      ``sum_j w_j q_j``).
+
+    ``weights=None`` is the unweighted :func:`distillation_loss`.
+
+    :param student_q: student Q-values, shape (batch, n_actions); receives gradients
+    :param teacher_q: teacher Q-values, shape (n_teachers, batch, n_actions); never receives gradients
+    :param weights: each teacher's weight, shape (n_teachers,), or None for uniform weights
+    :param loss: one of :data:`DISTILLATION_LOSSES`
+    :param temperature: softmax temperature tau (> 0); ignored by ``mse``
+    :param reduction: ``"mean_loss"`` or ``"mean_probs"``
+    :return: the loss, a scalar tensor
+    """
+    if weights is None:
+        return distillation_loss(student_q, teacher_q, loss=loss, temperature=temperature, reduction=reduction)
+    check_loss_name(loss)
+    check_temperature(temperature)
+    check_reduction_name(reduction)
+    if reduction == "mean_loss":
+        return (weights * per_teacher_distillation_losses(student_q, teacher_q, loss, temperature)).sum()
+    teacher_q = teacher_q.detach()
+    if loss == "mse":
+        averaged_q = (weights.reshape(-1, 1, 1) * teacher_q).sum(dim=0)
+    else:
+        # tau * log sum_j w_j p_j, whose softmax at temperature tau is the weighted mixture
+        log_probs = F.log_softmax(teacher_q / temperature, dim=-1) + weights.clamp_min(1e-30).log().reshape(-1, 1, 1)
+        averaged_q = temperature * th.logsumexp(log_probs, dim=0)
+    return _LOSS_FUNCTIONS[loss](student_q, averaged_q, temperature=temperature)
+
+
+#: How the teachers' terms are weighted: ``None`` (uniformly, the paper's Eq. 4) or ``"returns"``
+TEACHER_WEIGHTINGS = (None, "returns")
+
+
+def return_weights(
+    mean_returns: th.Tensor,
+    return_stds: th.Tensor,
+    temperature: float = 0.25,
+    eps: float = 1e-8,
+) -> th.Tensor:
+    """
+    Each teacher's weight from its recent returns: a softmax over the standardised mean returns,
+
+    ``z_j = (R_j - mean_k R_k) / (s + eps)``, ``w_j = exp(z_j / beta) / sum_k exp(z_k / beta)``,
+
+    with ``R_j`` teacher j's mean recent return, ``s`` the pooled standard deviation of all teachers'
+    returns, ``s^2 = mean_k s_k^2 + var_k R_k`` (within-teacher episode noise plus the spread between
+    teachers, so that teachers who differ by less than their episode noise get nearly equal weights) and
+    ``beta`` the temperature. A teacher with no return yet (``nan``) is given the mean.
+
+    :param mean_returns: each teacher's mean recent return R_j, shape (n_teachers,)
+    :param return_stds: each teacher's standard deviation of its recent returns s_j, shape (n_teachers,)
+    :param temperature: beta (> 0): the smaller, the more weight goes to the best teachers
+    :param eps: added to the pooled standard deviation (equal returns give uniform weights)
+    :return: the weights, shape (n_teachers,), non-negative, summing to 1
+    """
+    known = ~th.isnan(mean_returns)
+    if not known.any():
+        return th.full_like(mean_returns, 1.0 / mean_returns.numel())
+    center = mean_returns[known].mean()
+    mean_returns = th.where(known, mean_returns, center)
+    return_stds = th.where(known & ~th.isnan(return_stds), return_stds, th.zeros_like(return_stds))
+    pooled_std = (return_stds.pow(2).mean() + mean_returns.var(unbiased=False)).sqrt()
+    return F.softmax((mean_returns - center) / (pooled_std + eps) / temperature, dim=0)

@@ -11,14 +11,22 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule
 from stable_baselines3.dqn.policies import QNetwork
 
+from sb3_distill.common.diagnostics import record_ensemble_diagnostics
 from sb3_distill.common.distill_dqn import DistillDQN
 from sb3_distill.common.losses import (
+    TEACHER_WEIGHTINGS,
+    TEMPERATURE_SCALINGS,
+    check_choice,
     check_loss_name,
+    check_positive_number,
     check_reduction_name,
     check_temperature,
-    distillation_loss,
     dqn_td_targets,
+    return_weights,
+    spread_scaled_q_values,
     stacked_huber_loss,
+    update_running_spread_,
+    weighted_distillation_loss,
 )
 from sb3_distill.common.torch_layers import StackedQNetwork, check_student_policy_kwargs, count_parameters
 from sb3_distill.common.utils import (
@@ -98,6 +106,28 @@ class EnsembleDistillDQN(DistillDQN):
         (Eq. 2), ``"nll"`` or ``"mse"``; see :func:`sb3_distill.common.losses.distillation_loss`
     :param ensemble_reduction: How the teachers are combined: ``"mean_loss"`` averages the per-teacher losses
         (the paper's Eq. 4), ``"mean_probs"`` distills from the averaged teacher distribution
+    :param temperature_scaling: ``None`` (the paper's, to reproduce it): ``p_j = softmax(q_j / tau)``.
+        ``"spread"``: each teacher's Q-values are first divided by a running estimate of their spread,
+        ``p_j = softmax(q_j / (sigma_j tau))`` with ``sigma_j`` a bias-corrected moving average (decay 0.99 per
+        gradient step) of ``mean_batch (max_a q_j - min_a q_j)``
+        (:func:`sb3_distill.common.losses.spread_scaled_q_values`), so that ``1 / tau`` is the logit gap between
+        a teacher's best and worst action on an average state whatever the reward scale, and no teacher
+        dominates the reverse-KL vote only because its Q-values are larger. The spreads are saved with the model.
+    :param teacher_weighting: ``None``: the teachers' terms are averaged (the paper's Eq. 4). ``"returns"``:
+        teacher j's term is weighted by ``w_j = softmax_j(z_j / beta)``, ``z_j`` its mean greedy return over
+        the last 3 calls of :meth:`evaluate_members` (e.g. by ``EvalMembersCallback``) standardised by the pooled
+        standard deviation of the teachers' returns (:func:`sb3_distill.common.losses.return_weights`), so that a
+        diverging teacher loses its vote. The teachers act in turn one step each (Algorithm 1), so training
+        episodes are not any one teacher's: the returns come from evaluations, and the weights stay uniform
+        until the first one.
+    :param teacher_weighting_temperature: beta of ``teacher_weighting="returns"`` (> 0): the smaller, the more
+        weight goes to the best teachers (our choice, 0.25: a teacher one pooled standard deviation below the
+        mean weighs ``e^-4`` times one at the mean)
+    :param distill_diagnostics: Log, once per ``train()`` call and from the last gradient step's Q-values, each
+        teacher's agreement with the student's greedy action, the entropy and one-hot rate of its distribution
+        at the temperature and its Q-value spread (``train/agreement_teacher_j``, ...), and warn when one teacher
+        is near one-hot on most states while the others are not
+        (:func:`sb3_distill.common.diagnostics.record_ensemble_diagnostics`)
     :param student_policy_kwargs: The student's network, with the keys of DQN's ``policy_kwargs``
         (``net_arch``, ``activation_fn``, ``features_extractor_class``, ``features_extractor_kwargs``, ...).
         ``None`` gives the paper's student1 ``{16, 16, 16, 64}`` for ``CnnPolicy`` and ``net_arch=[16, 16]``
@@ -158,6 +188,10 @@ class EnsembleDistillDQN(DistillDQN):
         temperature: float = 0.1,
         distill_loss: str = "reverse_kl",
         ensemble_reduction: str = "mean_loss",
+        temperature_scaling: str | None = None,
+        teacher_weighting: str | None = None,
+        teacher_weighting_temperature: float = 0.25,
+        distill_diagnostics: bool = True,
         student_policy_kwargs: dict[str, Any] | None = None,
         student_learning_rate: float | Schedule | None = None,
         torch_compile: bool = False,
@@ -203,6 +237,12 @@ class EnsembleDistillDQN(DistillDQN):
         self.temperature = temperature
         self.distill_loss = distill_loss
         self.ensemble_reduction = ensemble_reduction
+        self.temperature_scaling = temperature_scaling
+        self.teacher_weighting = teacher_weighting
+        self.teacher_weighting_temperature = teacher_weighting_temperature
+        self.distill_diagnostics = distill_diagnostics
+        # Each evaluation's teachers' (mean returns, stds), the input of `teacher_weighting="returns"`
+        self.teacher_evaluations: list[list[list[float]]] = []
         self.student_policy_kwargs = student_policy_kwargs
         self.student_learning_rate = student_learning_rate
         self.torch_compile = torch_compile
@@ -219,6 +259,11 @@ class EnsembleDistillDQN(DistillDQN):
         check_loss_name(self.distill_loss, "distill_loss")
         check_reduction_name(self.ensemble_reduction, "ensemble_reduction")
         check_student_policy_kwargs(self.student_policy_kwargs)
+        check_choice(self.temperature_scaling, "temperature_scaling", TEMPERATURE_SCALINGS)
+        check_choice(self.teacher_weighting, "teacher_weighting", TEACHER_WEIGHTINGS)
+        check_positive_number(self.teacher_weighting_temperature, "teacher_weighting_temperature", "beta")
+        if not isinstance(self.distill_diagnostics, bool):
+            raise ValueError(f"`distill_diagnostics` must be True or False, got {self.distill_diagnostics!r}")
         if not isinstance(self.torch_compile, bool):
             raise ValueError(f"`torch_compile` must be True or False, got {self.torch_compile!r}")
         if not issubclass(self.policy_class, EnsembleDistillDQNPolicy):
@@ -232,6 +277,11 @@ class EnsembleDistillDQN(DistillDQN):
         self._setup_student_schedule()
         # The losses of one gradient step, eager or compiled (not saved: rebuilt on load)
         self._compute_losses = th.compile(self._losses) if self.torch_compile else self._losses
+        # Running Q-value spread of each teacher (saved; `load()` restores it after this)
+        self.q_spread_ema = th.zeros(self.n_teachers, device=self.device)
+        self.q_spread_ema_weight = th.zeros((), device=self.device)
+        self._last_distill_q: tuple[th.Tensor, th.Tensor] | None = None
+        self._update_teacher_weights()
         warn_if_student_larger(self.compression_ratio, "one teacher")
 
     def _create_aliases(self) -> None:
@@ -321,6 +371,9 @@ class EnsembleDistillDQN(DistillDQN):
         for teacher_idx, loss in enumerate(mean_teacher_losses):
             self.logger.record(f"train/loss_teacher_{teacher_idx}", float(loss))
         self.logger.record("train/distill_loss", th.stack(distill_losses).mean().item())
+        if self.distill_diagnostics and self._last_distill_q is not None:
+            spread = self.q_spread_ema / self.q_spread_ema_weight.clamp_min(1e-8)
+            record_ensemble_diagnostics(self.logger, *self._last_distill_q, self.temperature, spread, self._teacher_weights)
 
     def _losses(
         self,
@@ -354,14 +407,44 @@ class EnsembleDistillDQN(DistillDQN):
         # Distillation on the same observations against the teachers' Q-values of this step
         # (the forward pass above, detached inside the loss)
         student_q_values = self.student(observations)
-        distill_loss = distillation_loss(
+        teacher_q_values = self._distillation_teacher_q(all_q_values)
+        distill_loss = weighted_distillation_loss(
             student_q_values,
-            all_q_values,
+            teacher_q_values,
+            self._teacher_weights,
             loss=self.distill_loss,
             temperature=self.temperature,
             reduction=self.ensemble_reduction,
         )
+        # Kept for the diagnostics of this train() call
+        self._last_distill_q = (teacher_q_values.detach(), student_q_values.detach())
         return teacher_loss, distill_loss
+
+    def _distillation_teacher_q(self, all_q_values: th.Tensor) -> th.Tensor:
+        """
+        Update each teacher's running Q-value spread sigma_j and return the Q-values the distillation uses:
+        raw (the paper's) or divided by sigma_j (``temperature_scaling="spread"``).
+
+        :param all_q_values: the teachers' Q-values, (M, batch, n_actions)
+        :return: (M, batch, n_actions)
+        """
+        spread = update_running_spread_(self.q_spread_ema, self.q_spread_ema_weight, all_q_values)
+        if self.temperature_scaling == "spread":
+            return spread_scaled_q_values(all_q_values, spread)
+        return all_q_values
+
+    def _update_teacher_weights(self) -> None:
+        """Each teacher's weight in the distillation loss (None: uniform), from its recent evaluations."""
+        self._teacher_weights: th.Tensor | None = None
+        if self.teacher_weighting == "returns" and self.teacher_evaluations:
+            # (n_evaluations, M) -> per teacher: mean return, and a std that pools episodes and evaluations
+            means, stds = (np.array(values) for values in zip(*self.teacher_evaluations[-3:], strict=True))
+            pooled_stds = np.sqrt((stds**2).mean(axis=0) + means.var(axis=0))
+            self._teacher_weights = return_weights(
+                th.as_tensor(means.mean(axis=0), dtype=th.float32, device=self.device),
+                th.as_tensor(pooled_stds, dtype=th.float32, device=self.device),
+                self.teacher_weighting_temperature,
+            )
 
     @property
     def compression_ratio(self) -> float:
@@ -378,6 +461,22 @@ class EnsembleDistillDQN(DistillDQN):
         }
         q_functions["student"] = self.student
         return q_functions
+
+    def evaluate_members(self, env: GymEnv, n_eval_episodes: int = 10) -> dict[str, tuple[float, float]]:
+        """
+        Evaluate every teacher and the student, each acting greedily on its own Q-values; the teachers'
+        scores also feed ``teacher_weighting="returns"``.
+
+        :param env: The evaluation environment (wrap it with ``Monitor`` to count the original rewards)
+        :param n_eval_episodes: Number of episodes per member
+        :return: member name (``"teacher_0"``, ..., ``"student"``) -> (mean return, std of the return)
+        """
+        results = super().evaluate_members(env, n_eval_episodes)
+        # The teachers' returns, for `teacher_weighting="returns"`
+        teachers = [results[f"teacher_{j}"] for j in range(self.n_teachers)]
+        self.teacher_evaluations = [*self.teacher_evaluations[-2:], [[m for m, _ in teachers], [s for _, s in teachers]]]
+        self._update_teacher_weights()
+        return results
 
     def export_student(self) -> DQN:
         """
@@ -414,4 +513,8 @@ class EnsembleDistillDQN(DistillDQN):
         )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "student", "_compute_losses"]
+        return [*super()._excluded_save_params(), "student", "_compute_losses", "_last_distill_q", "_teacher_weights"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        state_dicts = ["policy", "policy.optimizer", "policy.student_optimizer"]
+        return state_dicts, ["q_spread_ema", "q_spread_ema_weight"]

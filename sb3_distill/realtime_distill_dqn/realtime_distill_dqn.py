@@ -11,6 +11,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, ReplayBufferSamples, Schedule
 from stable_baselines3.common.utils import polyak_update
 
+from sb3_distill.common.diagnostics import record_students_diagnostics
 from sb3_distill.common.distill_dqn import DistillDQN
 from sb3_distill.common.losses import (
     check_loss_name,
@@ -121,6 +122,10 @@ class RealTimeDistillDQN(DistillDQN):
         update is rescaled after the shared optimizer step, exact for optimizers whose step is linear in the
         learning rate: Adam, AdamW, SGD, RMSprop). ``policy.teacher_in_stack`` tells whether the teacher could
         join a stack (it cannot when no student has its layer structure).
+    :param distill_diagnostics: Log, once per ``train()`` call and from the last gradient step's Q-values, each
+        student's agreement with the teacher's greedy action and the entropy of its distribution at the
+        temperature (``train/agreement_student_k``, ``train/entropy_student_k``), and the teacher's entropy and
+        one-hot rate (:func:`sb3_distill.common.diagnostics.record_students_diagnostics`)
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -176,6 +181,7 @@ class RealTimeDistillDQN(DistillDQN):
         student_learning_rate: float | Schedule | None = None,
         predict_member: str = "student_0",
         stack_teacher: bool = True,
+        distill_diagnostics: bool = True,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -223,6 +229,7 @@ class RealTimeDistillDQN(DistillDQN):
         self.student_learning_rate = student_learning_rate
         self.predict_member = predict_member
         self.stack_teacher = stack_teacher
+        self.distill_diagnostics = distill_diagnostics
 
         if _init_setup_model:
             self._setup_model()
@@ -247,6 +254,8 @@ class RealTimeDistillDQN(DistillDQN):
         # The policy builds the teacher and the students (and checks `predict_member`); `policy_kwargs` stays the user's
         if not isinstance(self.stack_teacher, bool):
             raise ValueError(f"`stack_teacher` must be True or False, got {self.stack_teacher!r}")
+        if not isinstance(self.distill_diagnostics, bool):
+            raise ValueError(f"`distill_diagnostics` must be True or False, got {self.distill_diagnostics!r}")
         self._setup_policy_with_layout(super()._setup_model)
         # The students' learning rate schedule (the teacher's is `lr_schedule`)
         self._setup_student_schedule()
@@ -329,6 +338,11 @@ class RealTimeDistillDQN(DistillDQN):
         self.logger.record("train/distill_loss", th.stack(distill_losses).mean().item())
         if student_td_losses:
             self.logger.record("train/student_td_loss", th.stack(student_td_losses).mean().item())
+        if self.distill_diagnostics and gradient_steps > 0:
+            # The last gradient step's Q-values: the teacher's, and every student's in student order (K, batch, n_actions)
+            teacher_q, stack_q = self._last_q_values
+            students_q = th.stack([stack_q[stack][member] for stack, member in self.policy.student_members])
+            record_students_diagnostics(self.logger, teacher_q, students_q, self.temperature)
 
     def _losses(self, replay_data: ReplayBufferSamples) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
         """
@@ -355,6 +369,8 @@ class RealTimeDistillDQN(DistillDQN):
         # Current Q-values of every stack, (K_i, batch, n_actions), and of the teacher, (1, batch, n_actions)
         stack_q = [stack(replay_data.observations) for stack in stacks]
         teacher_q = stack_q[0][:1] if in_stack else self.q_net(replay_data.observations)[None]
+        # Kept for the diagnostics of this train() call (the last gradient step's)
+        self._last_q_values = (teacher_q[0].detach(), [q.detach() for q in stack_q])
         loss = stacked_huber_loss(teacher_q, replay_data.actions, teacher_targets)[0]
 
         # Students, one stack of K_i at a time (without the teacher, member 0 of stack 0)
@@ -399,6 +415,10 @@ class RealTimeDistillDQN(DistillDQN):
             f"student_{index}": stacks[stack].member_parameter_counts[member] / teacher
             for index, (stack, member) in enumerate(self.policy.student_members)
         }
+
+    def _excluded_save_params(self) -> list[str]:
+        # The last gradient step's Q-values, kept for the diagnostics only
+        return [*super()._excluded_save_params(), "_last_q_values"]
 
     def member_q_functions(self) -> dict[str, Callable[[PyTorchObs], th.Tensor]]:
         """Every member's Q-value function, for :meth:`evaluate_members` (``"teacher"``, ``"student_0"``, ...)."""
