@@ -21,8 +21,16 @@ from sb3_distill.common.losses import (
 )
 
 TERMINAL = -1
-# Thousands of tiny distributions: skip torch's argument validation
-th.distributions.Distribution.set_default_validate_args(False)
+
+
+@pytest.fixture(autouse=True)
+def _no_distribution_validation():
+    """Thousands of tiny distributions: skip torch's argument validation here only (a global setting that the
+    other test modules, which expect torch to reject NaN parameters, must not inherit)."""
+    previous = th.distributions.Distribution._validate_args
+    th.distributions.Distribution.set_default_validate_args(False)
+    yield
+    th.distributions.Distribution.set_default_validate_args(previous)
 
 
 @dataclass

@@ -10,7 +10,7 @@ import torch as th
 from stable_baselines3.common.logger import configure
 from torch.distributions import Categorical, kl_divergence
 
-import sb3_distill.ensemble_distill_dqn.ensemble_distill_dqn as ensemble_module
+import sb3_distill.common.distill_dqn as distill_dqn_module
 from sb3_distill import EnsembleDistillDQN, RealTimeDistillDQN
 from sb3_distill.common.callbacks import EvalMembersCallback, students_below_teachers
 from sb3_distill.common.diagnostics import (
@@ -276,7 +276,7 @@ def test_ensemble_return_weighting(tmp_path, monkeypatch):
     results = [{f"teacher_{j}": (m[j], s[j]) for j in range(3)} | {"student": (0.0, 0.0)} for m, s in evaluations]
     iterator = iter(results)
     # The members' evaluation returns these results (the evaluation itself is tested elsewhere)
-    monkeypatch.setattr(ensemble_module, "evaluate_q_functions", lambda *args, **kwargs: next(iterator))
+    monkeypatch.setattr(distill_dqn_module, "evaluate_q_functions", lambda *args, **kwargs: next(iterator))
     for _ in evaluations:
         model.evaluate_members(gym.make("CartPole-v1"))
     means, stds = np.array([e[0] for e in evaluations]), np.array([e[1] for e in evaluations])
