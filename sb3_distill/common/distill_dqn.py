@@ -5,6 +5,7 @@ their own, stacked members clipped one by one, every member evaluable and a stud
 plain SB3 ``DQN``.
 """
 
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -74,6 +75,7 @@ class DistillDQN(AtomicSaveMixin, PolicyLayoutMixin, DQN):
         for parameters, n_members in stacks:
             clip_grad_norm_per_member_(parameters, self.max_grad_norm, n_members)
 
+    @abstractmethod
     def acting_q_values(self, obs: PyTorchObs, n_envs: int) -> th.Tensor:
         """
         The Q-values of the member that drives each env at this step.
@@ -82,7 +84,6 @@ class DistillDQN(AtomicSaveMixin, PolicyLayoutMixin, DQN):
         :param n_envs: number of envs
         :return: Q-values, shape (n_envs, n_actions)
         """
-        raise NotImplementedError
 
     def _sample_action(
         self,
@@ -109,9 +110,9 @@ class DistillDQN(AtomicSaveMixin, PolicyLayoutMixin, DQN):
         actions = epsilon_greedy(actions, self.exploration_rate, self.action_space)  # type: ignore[arg-type]
         return actions, actions
 
+    @abstractmethod
     def member_q_functions(self) -> dict[str, Callable[[PyTorchObs], th.Tensor]]:
         """Member name -> function from an observation tensor to its Q-values (batch, n_actions)."""
-        raise NotImplementedError
 
     def evaluate_members(self, env: GymEnv, n_eval_episodes: int = 10) -> dict[str, tuple[float, float]]:
         """

@@ -28,6 +28,7 @@ writes checkpoints into (:class:`CheckpointFolder`), with its observation prepro
 """
 
 import inspect
+from abc import ABC, abstractmethod
 import os
 import pathlib
 import pickle
@@ -94,7 +95,7 @@ def supported_teachers() -> str:
     return ", ".join(f"{cls.__name__} ({'/'.join(a.__name__ for a in cls.algorithms)})" for cls in reversed(_REGISTRY))
 
 
-class Teacher:
+class Teacher(ABC):
     """
     A frozen SB3 policy and what distillation needs from it. Subclasses set the class attributes and
     implement :meth:`outputs` (and :meth:`value` where the kind has a state value).
@@ -146,6 +147,7 @@ class Teacher:
         """Whether the policy is a categorical distribution over discrete actions."""
         return self.action_kind == "categorical"
 
+    @abstractmethod
     def outputs(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor | None]:
         """
         The outputs the distillation losses compare, on a batch of observations.
@@ -154,7 +156,6 @@ class Teacher:
         :return: categorical: the scores (Q-values or logits) (batch, n_actions) and None; Gaussian: the mean and
             the log standard deviation (batch, action_dim); deterministic: the action in [-1, 1] and None
         """
-        raise NotImplementedError
 
     def log_probs(self, obs: PyTorchObs, temperature: float = 1.0) -> th.Tensor:
         """
@@ -206,9 +207,9 @@ class Teacher:
         """
         raise ValueError(f"{type(self).__name__} has no separate value function to distill")
 
+    @abstractmethod
     def acting_modules(self) -> list[nn.Module]:
         """The modules acting needs (not target networks, critics or value heads)."""
-        raise NotImplementedError
 
     def acting_parameter_count(self) -> int:
         """Number of parameters the policy needs to act: what a deployed student costs."""

@@ -656,106 +656,44 @@ class DistillPPO(TeacherWeightsMixin, AtomicModelSaveMixin, PolicyLayoutMixin, P
         self.policy.set_training_mode(True)
         # Update optimizer learning rate
         self._update_learning_rate(self.policy.optimizer)
-        # Compute current clip range
+        # Compute current clip range, and the optional one of the value function
         clip_range = self.clip_range(self._current_progress_remaining)  # type: ignore[operator]
-        # Optional: clip range for the value function
+        clip_range_vf = None
         if self.clip_range_vf is not None:
             clip_range_vf = self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
         distill_coef = self.distill_coef_schedule(self._current_progress_remaining)
 
-        entropy_losses = []
-        pg_losses, value_losses = [], []
-        clip_fractions = []
-        distill_losses: list[float] = []
+        logs: dict[str, list[float]] = {name: [] for name in ("entropy_loss", "pg_loss", "value_loss", "clip_fraction")}
+        logs["distill_loss"] = []
         self._gate_fractions: list[float] = []
         step_losses = _StepLosses(self._n_updates)
-
         continue_training = True
         # train for n_epochs epochs
         for epoch in range(self.n_epochs):
             approx_kl_divs = []
             # Do a complete pass on the rollout buffer
             for rollout_data in self.rollout_buffer.get(self.batch_size):
-                actions = rollout_data.actions
-                if isinstance(self.action_space, spaces.Discrete):
-                    # Convert discrete action from float to long
-                    actions = rollout_data.actions.long().flatten()
-
-                values, log_prob, entropy, distribution = self._evaluate_actions(
-                    rollout_data.observations, actions, step_losses
-                )
-                values = values.flatten()
-                # Normalize advantage
-                advantages = rollout_data.advantages
-                # Normalization does not make sense if mini batchsize == 1, see GH issue #325
-                if self.normalize_advantage and len(advantages) > 1:
-                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-
-                # ratio between old and new policy, should be one at the first iteration
-                ratio = th.exp(log_prob - rollout_data.old_log_prob)
-
-                # clipped surrogate loss (none when the rule has no reward)
-                policy_loss_1 = advantages * ratio
-                policy_loss_2 = advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)
-                policy_loss = -th.min(policy_loss_1, policy_loss_2).mean() * float(self._policy_gradient)
-
-                # Logging
-                pg_losses.append(policy_loss.item())
-                clip_fraction = th.mean((th.abs(ratio - 1) > clip_range).float()).item()
-                clip_fractions.append(clip_fraction)
-
-                if self.clip_range_vf is None:
-                    # No clipping
-                    values_pred = values
-                else:
-                    # Clip the difference between old and new value
-                    # NOTE: this depends on the reward scaling
-                    values_pred = rollout_data.old_values + th.clamp(
-                        values - rollout_data.old_values, -clip_range_vf, clip_range_vf
-                    )
-                # Value loss using the TD(gae_lambda) target
-                value_loss = F.mse_loss(rollout_data.returns, values_pred)
-                value_losses.append(value_loss.item())
-
-                # Entropy loss favor exploration
-                if entropy is None:
-                    # Approximate entropy when no analytical form
-                    entropy_loss = -th.mean(-log_prob)
-                else:
-                    entropy_loss = -th.mean(entropy)
-
-                entropy_losses.append(entropy_loss.item())
-
-                loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
-
-                # The distillation loss l of the update rule (Eq. (1), second term)
-                distill_loss = self._distill_loss(rollout_data.observations, _torch_distribution(distribution), values)
+                losses, log_ratio = self._minibatch_losses(rollout_data, clip_range, clip_range_vf, step_losses, logs)
+                policy_loss, value_loss, entropy_loss, distill_loss = losses.values()
+                assert policy_loss is not None and value_loss is not None and entropy_loss is not None
+                loss: th.Tensor = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
                 if distill_loss is not None:
-                    distill_losses.append(distill_loss.item())
+                    # The distillation loss l of the update rule (Eq. (1), second term)
                     loss = loss + distill_coef * distill_loss
 
                 # Calculate approximate form of reverse KL Divergence for early stopping
                 # see issue #417: https://github.com/DLR-RM/stable-baselines3/issues/417
-                # and discussion in PR #419: https://github.com/DLR-RM/stable-baselines3/pull/419
                 # and Schulman blog: http://joschu.net/blog/kl-approx.html
                 with th.no_grad():
-                    log_ratio = log_prob - rollout_data.old_log_prob
                     approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio).cpu().numpy()
                     approx_kl_divs.append(approx_kl_div)
-
                 if self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:
                     continue_training = False
                     if self.verbose >= 1:
                         print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}")
                     break
 
-                step_losses.add(
-                    epoch,
-                    policy_gradient_loss=policy_loss,
-                    value_loss=value_loss,
-                    entropy_loss=entropy_loss,
-                    distill_loss=distill_loss,
-                )
+                step_losses.add(epoch, **losses)  # type: ignore[arg-type]
                 # Optimization step
                 self.policy.optimizer.zero_grad()
                 loss.backward()
@@ -769,23 +707,84 @@ class DistillPPO(TeacherWeightsMixin, AtomicModelSaveMixin, PolicyLayoutMixin, P
 
         # Stop on a NaN or infinite loss (one device synchronisation per call)
         step_losses.check()
-        explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
+        self._record_train_logs(logs, approx_kl_divs, loss, clip_range, clip_range_vf, distill_coef)
 
-        # Logs
-        self.logger.record("train/entropy_loss", np.mean(entropy_losses))
-        self.logger.record("train/policy_gradient_loss", np.mean(pg_losses))
-        self.logger.record("train/value_loss", np.mean(value_losses))
+    def _minibatch_losses(
+        self,
+        rollout_data: Any,
+        clip_range: float,
+        clip_range_vf: float | None,
+        step_losses: "_StepLosses",
+        logs: dict[str, list[float]],
+    ) -> tuple[dict[str, th.Tensor | None], th.Tensor]:
+        """
+        PPO's losses on one minibatch (clipped surrogate, value, entropy) and the update rule's distillation
+        loss, as in SB3's ``PPO.train``; their values are appended to ``logs``.
+
+        :return: the losses by name (``distill_loss`` None for the rules without l), and log(pi / pi_old)
+        """
+        actions = rollout_data.actions
+        if isinstance(self.action_space, spaces.Discrete):
+            # Convert discrete action from float to long
+            actions = rollout_data.actions.long().flatten()
+        values, log_prob, entropy, distribution = self._evaluate_actions(rollout_data.observations, actions, step_losses)
+        values = values.flatten()
+        # Normalize advantage (normalization does not make sense if mini batchsize == 1, see GH issue #325)
+        advantages = rollout_data.advantages
+        if self.normalize_advantage and len(advantages) > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        # ratio between old and new policy, should be one at the first iteration
+        ratio = th.exp(log_prob - rollout_data.old_log_prob)
+        # clipped surrogate loss (none when the rule has no reward)
+        policy_loss_1 = advantages * ratio
+        policy_loss_2 = advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)
+        policy_loss = -th.min(policy_loss_1, policy_loss_2).mean() * float(self._policy_gradient)
+        values_pred = values
+        if clip_range_vf is not None:
+            # Clip the difference between old and new value (NOTE: this depends on the reward scaling)
+            values_pred = rollout_data.old_values + th.clamp(values - rollout_data.old_values, -clip_range_vf, clip_range_vf)
+        # Value loss using the TD(gae_lambda) target
+        value_loss = F.mse_loss(rollout_data.returns, values_pred)
+        # Entropy loss favor exploration (approximate entropy when no analytical form)
+        entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
+        distill_loss = self._distill_loss(rollout_data.observations, _torch_distribution(distribution), values)
+
+        # Logging
+        logs["pg_loss"].append(policy_loss.item())
+        logs["clip_fraction"].append(th.mean((th.abs(ratio - 1) > clip_range).float()).item())
+        logs["value_loss"].append(value_loss.item())
+        logs["entropy_loss"].append(entropy_loss.item())
+        if distill_loss is not None:
+            logs["distill_loss"].append(distill_loss.item())
+        losses = dict(
+            policy_gradient_loss=policy_loss, value_loss=value_loss, entropy_loss=entropy_loss, distill_loss=distill_loss
+        )
+        return losses, (log_prob - rollout_data.old_log_prob).detach()
+
+    def _record_train_logs(
+        self,
+        logs: dict[str, list[float]],
+        approx_kl_divs: list[Any],
+        loss: th.Tensor,
+        clip_range: float,
+        clip_range_vf: float | None,
+        distill_coef: float,
+    ) -> None:
+        """What SB3's ``PPO.train`` logs, and the distillation's own values."""
+        explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
+        self.logger.record("train/entropy_loss", np.mean(logs["entropy_loss"]))
+        self.logger.record("train/policy_gradient_loss", np.mean(logs["pg_loss"]))
+        self.logger.record("train/value_loss", np.mean(logs["value_loss"]))
         self.logger.record("train/approx_kl", np.mean(approx_kl_divs))
-        self.logger.record("train/clip_fraction", np.mean(clip_fractions))
+        self.logger.record("train/clip_fraction", np.mean(logs["clip_fraction"]))
         self.logger.record("train/loss", loss.item())
         self.logger.record("train/explained_variance", explained_var)
         if hasattr(self.policy, "log_std"):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
-        self._record_distillation_logs(distill_coef, distill_losses)
-
+        self._record_distillation_logs(distill_coef, logs["distill_loss"])
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/clip_range", clip_range)
-        if self.clip_range_vf is not None:
+        if clip_range_vf is not None:
             self.logger.record("train/clip_range_vf", clip_range_vf)
 
     def _record_distillation_logs(self, distill_coef: float, distill_losses: list[float]) -> None:

@@ -11,7 +11,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayBufferSamples, Schedule
 from stable_baselines3.common.utils import polyak_update
 
 from sb3_distill.common.base import PolicyLayoutMixin
@@ -462,41 +462,7 @@ class PIEKDSAC(AtomicSaveMixin, PolicyLayoutMixin, SAC):
         for gradient_step in range(gradient_steps):
             # Sample replay buffer: one batch for every member
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-            # For n-step replay, discount factor is gamma**n_steps (when no early termination): (1, batch)
-            discounts = replay_data.discounts.T if replay_data.discounts is not None else self.gamma
-
-            # Action by each member's current actor for the sampled states: (K, batch, action_dim), (K, batch)
-            actions_pi, log_prob = self.actor.action_log_prob(replay_data.observations)
-
-            if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
-                # Important: detach the variable from the graph so we don't change it with other losses
-                ent_coef = th.exp(self.log_ent_coef.detach())
-                assert isinstance(self.target_entropy, float)
-                # Each member's entropy coefficient loss: (K,)
-                ent_coef_loss = -(self.log_ent_coef * (log_prob + self.target_entropy).detach().mean(dim=1))
-            else:
-                ent_coef = self.ent_coef_tensor.expand(n_members)
-                ent_coef_loss = th.zeros(n_members, device=self.device)
-
-            with th.no_grad():
-                # Select action according to each member's policy: (K, batch, action_dim)
-                next_actions, next_log_prob = self.actor.action_log_prob(replay_data.next_observations)
-                # Compute the next Q values: min over each member's critic targets, (K, n_critics, batch) -> (K, batch)
-                next_q_values = self.critic_target(replay_data.next_observations, next_actions).min(dim=1).values
-                # add entropy term
-                next_q_values = next_q_values - ent_coef.unsqueeze(1) * next_log_prob
-                # td error + entropy term, (batch, 1) transposed to broadcast over members: (K, batch)
-                target_q_values = replay_data.rewards.T + (1 - replay_data.dones.T) * discounts * next_q_values
-
-            # Current Q-values of each member's critics for the replay actions: (K, n_critics, batch)
-            current_q_values = self.critic(replay_data.observations, replay_data.actions)
-            # Each member's critic loss, 0.5 * sum over its critics of the MSE: (K,)
-            critic_loss = 0.5 * (current_q_values - target_q_values.unsqueeze(1)).pow(2).mean(dim=2).sum(dim=1)
-
-            # Each member's actor loss, through its critics with detached weights (no gradient to the critics):
-            # min over critics (K, n_critics, batch) -> (K, batch), mean over the batch -> (K,)
-            min_qf_pi = self.critic(replay_data.observations, actions_pi, detach_weights=True).min(dim=1).values
-            actor_loss = (ent_coef.unsqueeze(1) * log_prob - min_qf_pi).mean(dim=1)
+            critic_loss, actor_loss, ent_coef, ent_coef_loss = self._sac_losses(replay_data)
 
             # Optimize critics, actors and entropy coefficients: their parameters are disjoint and each member's
             # losses depend only on its own slice, so one backward pass of the sum gives each its own gradients.
@@ -522,6 +488,48 @@ class PIEKDSAC(AtomicSaveMixin, PolicyLayoutMixin, SAC):
         check_finite_losses({name: (members, stats[:, i]) for i, name in enumerate(names)}, self._n_updates)
         # One transfer for all gradient steps: (gradient_steps, 4, K) -> (4, K)
         return th.stack(step_stats).mean(dim=0).cpu().numpy()
+
+    def _sac_losses(self, replay_data: ReplayBufferSamples) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
+        """
+        SAC's losses of every member on one batch, as in SB3's ``SAC.train``.
+
+        :param replay_data: the batch
+        :return: each member's critic loss, actor loss, entropy coefficient and entropy coefficient loss, shape (K,)
+        """
+        n_members = self.ensemble_size
+        # For n-step replay, discount factor is gamma**n_steps (when no early termination): (1, batch)
+        discounts = replay_data.discounts.T if replay_data.discounts is not None else self.gamma
+        # Action by each member's current actor for the sampled states: (K, batch, action_dim), (K, batch)
+        actions_pi, log_prob = self.actor.action_log_prob(replay_data.observations)
+        if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
+            # Important: detach the variable from the graph so we don't change it with other losses
+            ent_coef = th.exp(self.log_ent_coef.detach())
+            assert isinstance(self.target_entropy, float)
+            # Each member's entropy coefficient loss: (K,)
+            ent_coef_loss = -(self.log_ent_coef * (log_prob + self.target_entropy).detach().mean(dim=1))
+        else:
+            ent_coef = self.ent_coef_tensor.expand(n_members)
+            ent_coef_loss = th.zeros(n_members, device=self.device)
+
+        with th.no_grad():
+            # Select action according to each member's policy: (K, batch, action_dim)
+            next_actions, next_log_prob = self.actor.action_log_prob(replay_data.next_observations)
+            # Compute the next Q values: min over each member's critic targets, (K, n_critics, batch) -> (K, batch)
+            next_q_values = self.critic_target(replay_data.next_observations, next_actions).min(dim=1).values
+            # add entropy term
+            next_q_values = next_q_values - ent_coef.unsqueeze(1) * next_log_prob
+            # td error + entropy term, (batch, 1) transposed to broadcast over members: (K, batch)
+            target_q_values = replay_data.rewards.T + (1 - replay_data.dones.T) * discounts * next_q_values
+
+        # Current Q-values of each member's critics for the replay actions: (K, n_critics, batch)
+        current_q_values = self.critic(replay_data.observations, replay_data.actions)
+        # Each member's critic loss, 0.5 * sum over its critics of the MSE: (K,)
+        critic_loss = 0.5 * (current_q_values - target_q_values.unsqueeze(1)).pow(2).mean(dim=2).sum(dim=1)
+        # Each member's actor loss, through its critics with detached weights (no gradient to the critics):
+        # min over critics (K, n_critics, batch) -> (K, batch), mean over the batch -> (K,)
+        min_qf_pi = self.critic(replay_data.observations, actions_pi, detach_weights=True).min(dim=1).values
+        actor_loss = (ent_coef.unsqueeze(1) * log_prob - min_qf_pi).mean(dim=1)
+        return critic_loss, actor_loss, ent_coef, ent_coef_loss
 
     def elect_teacher(self) -> int | None:
         """

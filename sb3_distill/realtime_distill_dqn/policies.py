@@ -4,7 +4,7 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor, NatureCNN
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
-from stable_baselines3.dqn.policies import DQNPolicy
+from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
 
 from sb3_distill.common.torch_layers import (
@@ -45,6 +45,28 @@ def check_students(students: list[dict[str, Any]] | None) -> None:
 def member_names(n_students: int) -> list[str]:
     """The member names used by ``predict_member`` and ``evaluate_members``: "teacher", "student_0", ..."""
     return ["teacher"] + [f"student_{index}" for index in range(n_students)]
+
+
+def group_stackable(networks: list[QNetwork]) -> list[list[int]]:
+    """
+    Group Q-networks into stacks, first fit in order: a network joins the first group it can be stacked with
+    (same layer structure, any widths: narrower ones are zero-padded, which is exact).
+
+    :param networks: the networks
+    :return: the indices of each group's networks, in order
+    """
+    groups: list[list[int]] = []
+    for index, network in enumerate(networks):
+        for group in groups:
+            try:
+                StackedQNetwork.from_q_networks([networks[i] for i in group] + [network])
+            except ValueError:
+                continue
+            group.append(index)
+            break
+        else:
+            groups.append([index])
+    return groups
 
 
 class RealTimeDistillDQNPolicy(DQNPolicy):
@@ -133,22 +155,10 @@ class RealTimeDistillDQNPolicy(DQNPolicy):
         """
         teacher = self.make_q_net()
         self.teacher_parameter_count = count_parameters(teacher)
-        # Group the students into stacks, first fit in order: a student joins the first group it can be
-        # stacked with (same layer structure, any widths: narrower ones are zero-padded, which is exact).
-        # With `stack_teacher`, the teacher is tried first, as member 0 of the first group
+        # Group the students into stacks (with `stack_teacher`, the teacher is tried first, as member 0 of the first)
         students = [make_q_network(self.observation_space, self.action_space, kwargs) for kwargs in self.student_kwargs]  # type: ignore[arg-type]
         networks = [teacher, *students] if self.stack_teacher else students
-        groups: list[list[int]] = []
-        for index, network in enumerate(networks):
-            for group in groups:
-                try:
-                    StackedQNetwork.from_q_networks([networks[i] for i in group] + [network])
-                except ValueError:
-                    continue
-                group.append(index)
-                break
-            else:
-                groups.append([index])
+        groups = group_stackable(networks)
         # A teacher that no student can join stays on its own
         self.teacher_in_stack = self.stack_teacher and len(groups[0]) > 1
         if self.stack_teacher and not self.teacher_in_stack:
@@ -173,11 +183,7 @@ class RealTimeDistillDQNPolicy(DQNPolicy):
             self.q_net = stacks[0].member(0)  # type: ignore[assignment]
             self.q_net_target = targets[0].member(0)  # type: ignore[assignment]
             self.q_net_target.set_training_mode(False)
-            self.optimizer = self.optimizer_class(  # type: ignore[call-arg]
-                self.student_stacks.parameters(),
-                lr=lr_schedule(1),
-                **fast_optimizer_kwargs(self.optimizer_class, self.optimizer_kwargs, self.device),
-            )
+            self.optimizer = self._make_optimizer(self.student_stacks, lr_schedule)
             self.student_optimizer = self.optimizer
             return
         # The teacher, as in DQNPolicy._build (with the fused optimizer)
@@ -185,14 +191,14 @@ class RealTimeDistillDQNPolicy(DQNPolicy):
         self.q_net_target = self.make_q_net()
         self.q_net_target.load_state_dict(self.q_net.state_dict())
         self.q_net_target.set_training_mode(False)
-        self.optimizer = self.optimizer_class(  # type: ignore[call-arg]
-            self.q_net.parameters(),
-            lr=lr_schedule(1),
-            **fast_optimizer_kwargs(self.optimizer_class, self.optimizer_kwargs, self.device),
-        )
+        self.optimizer = self._make_optimizer(self.q_net, lr_schedule)
         # One optimizer over all students: Adam is elementwise, so each student has its own Adam
-        self.student_optimizer = self.optimizer_class(  # type: ignore[call-arg]
-            self.student_stacks.parameters(),
+        self.student_optimizer = self._make_optimizer(self.student_stacks, lr_schedule)
+
+    def _make_optimizer(self, module: nn.Module, lr_schedule: Schedule) -> th.optim.Optimizer:
+        """The policy's optimizer class over ``module``'s parameters (PyTorch's fused Adam by default)."""
+        return self.optimizer_class(  # type: ignore[call-arg]
+            module.parameters(),
             lr=lr_schedule(1),
             **fast_optimizer_kwargs(self.optimizer_class, self.optimizer_kwargs, self.device),
         )
