@@ -11,10 +11,20 @@ saved runs (a run already saved with the same variant, seed and budget is skippe
 
     python benchmarks/ensemble_scale.py --env LunarLander-v3 --seeds 0 1 2 3 4 --append
     python benchmarks/ensemble_scale.py --env CartPole-v1 --seeds 0 1 2 --append
+
+``--shared-teachers`` trains the variants of one seed in ONE run: the teachers never see the student (they
+act in turn and learn from their own TD loss), so every variant of a seed trains the same teachers; the
+first variant is the model's own student and each other variant gets an extra ("shadow") student, a copy of
+the first one's initial weights with its own optimizer, trained on the same batches against the same
+teachers' Q-values with that variant's temperature scaling and teacher weights (the library's functions).
+Its updates equal those of a separate run of that variant (``tests/test_benchmarks.py`` checks this), at
+about a third of the cost. Every student is then evaluated on its own episodes from the same seeded resets.
 """
 
 import argparse
+import copy
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +38,8 @@ from stable_baselines3.common.utils import LinearSchedule
 
 from sb3_distill.common.callbacks import EvalMembersCallback
 from sb3_distill.common.diagnostics import agreement_rate, one_hot_rate
+from sb3_distill.common.losses import spread_scaled_q_values, weighted_distillation_loss
+from sb3_distill.common.utils import evaluate_q_functions
 from sb3_distill.ensemble_distill_dqn.ensemble_distill_dqn import EnsembleDistillDQN
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +50,85 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "returns": {"temperature_scaling": None, "teacher_weighting": "returns"},
     "spread+returns": {"temperature_scaling": "spread", "teacher_weighting": "returns"},
 }
+
+
+class SharedTeachersEnsemble(EnsembleDistillDQN):
+    """
+    ``EnsembleDistillDQN`` with one extra ("shadow") student per extra variant, trained on every gradient step
+    on the same batch against the same teachers' Q-values (before the teachers' update of that step), with
+    that variant's temperature scaling and teacher weights, its own optimizer (the student's class and
+    settings, the student's learning-rate schedule) and the same per-network gradient clipping. The model's
+    own training (teachers and student) is unchanged: the shadows use no random numbers.
+    """
+
+    def attach_shadow_students(self, variants: list[str]) -> None:
+        """Copy the (untrained) student once per variant; call before ``learn``."""
+        optimizer = self.policy.student_optimizer
+        self.shadows: dict[str, tuple[th.nn.Module, th.optim.Optimizer]] = {}
+        for variant in variants:
+            student = copy.deepcopy(self.student)
+            self.shadows[variant] = (student, type(optimizer)(student.parameters(), **optimizer.defaults))
+        self.shadow_weights: dict[str, th.Tensor | None] = {variant: None for variant in variants}
+        self._shadow_loss: th.Tensor | float = 0.0
+
+    def _distillation_teacher_q(self, all_q_values: th.Tensor) -> th.Tensor:
+        self._raw_teacher_q = all_q_values.detach()
+        return super()._distillation_teacher_q(all_q_values)
+
+    def _losses(self, observations: th.Tensor, *batch: Any) -> tuple[th.Tensor, th.Tensor]:
+        teacher_loss, distill_loss = super()._losses(observations, *batch)
+        spread = self.q_spread_ema / self.q_spread_ema_weight
+        losses = []
+        for variant, (student, _) in self.shadows.items():
+            raw = self._raw_teacher_q
+            scaled = VARIANTS[variant]["temperature_scaling"] == "spread"
+            losses.append(
+                weighted_distillation_loss(
+                    student(observations),
+                    spread_scaled_q_values(raw, spread) if scaled else raw,
+                    self.shadow_weights[variant],
+                    loss=self.distill_loss,
+                    temperature=self.temperature,
+                    reduction=self.ensemble_reduction,
+                )
+            )
+        self._shadow_loss = th.stack(losses).sum() if losses else 0.0
+        return teacher_loss, distill_loss
+
+    def _backward_and_clip(self, loss: th.Tensor, stacks: Any) -> None:
+        shadow_stacks = [(list(student.parameters()), 1) for student, _ in self.shadows.values()]
+        super()._backward_and_clip(loss + self._shadow_loss, [*stacks, *shadow_stacks])
+        for _, optimizer in self.shadows.values():
+            optimizer.step()
+
+    def _update_learning_rates(self, student_optimizer: th.optim.Optimizer) -> float:
+        learning_rate = super()._update_learning_rates(student_optimizer)
+        for _, optimizer in self.shadows.values():
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate
+        return learning_rate
+
+    def evaluate_members(self, env: Any, n_eval_episodes: int = 10) -> dict[str, tuple[float, float]]:
+        results = super().evaluate_members(env, n_eval_episodes)
+        # Each shadow's teacher weights, from the same teachers' evaluations (the library's own rule)
+        own = self.teacher_weighting
+        for variant in self.shadows:
+            self.teacher_weighting = VARIANTS[variant]["teacher_weighting"]
+            self._update_teacher_weights()
+            self.shadow_weights[variant] = self._teacher_weights
+        self.teacher_weighting = own
+        self._update_teacher_weights()
+        return results
+
+
+def evaluate_students(model: SharedTeachersEnsemble, primary: str, env: Any, seed: int, n_episodes: int) -> dict[str, float]:
+    """Every variant's student, greedy, each on episodes from ``env.reset(seed=seed)``."""
+    students = {primary: model.student, **{variant: student for variant, (student, _) in model.shadows.items()}}
+    results = {}
+    for variant, student in students.items():
+        env.reset(seed=seed)
+        results[variant] = evaluate_q_functions(model.policy, {"student": student}, env, n_episodes)["student"][0]
+    return results
 
 
 class DiagnosedEvalCallback(EvalMembersCallback):
@@ -61,6 +152,24 @@ class DiagnosedEvalCallback(EvalMembersCallback):
                 }
             )
         return super()._on_step()
+
+
+class SharedEvalCallback(DiagnosedEvalCallback):
+    """``DiagnosedEvalCallback`` that also evaluates every variant's student (:func:`evaluate_students`)."""
+
+    def __init__(self, *args: Any, n_eval_episodes: int = 5, **kwargs: Any) -> None:
+        super().__init__(*args, n_eval_episodes=n_eval_episodes, **kwargs)
+        self.student_evaluations: list[dict[str, float]] = []
+
+    def _on_step(self) -> bool:
+        result = super()._on_step()
+        if self.n_calls % self.eval_freq == 0:
+            model: SharedTeachersEnsemble = self.model  # type: ignore[assignment]
+            primary = model._benchmark_variant  # type: ignore[attr-defined]
+            self.student_evaluations.append(
+                evaluate_students(model, primary, self.eval_env, 10**5 + self.n_calls, self.n_eval_episodes)
+            )
+        return result
 
 
 def zoo_hyperparams(env_id: str) -> dict[str, Any]:
@@ -105,6 +214,55 @@ def run(env_id: str, variant: str, seed: int, args: argparse.Namespace) -> dict[
         "final_q_spread": spread,
         "diagnostics": callback.diagnostics,
     }
+
+
+def run_shared(env_id: str, variants: list[str], seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Train the variants of one seed in one run (:class:`SharedTeachersEnsemble`); one result per variant."""
+    config = zoo_hyperparams(env_id)
+    timesteps = args.timesteps or int(config.pop("n_timesteps"))
+    config.pop("n_timesteps", None)
+    policy = config.pop("policy")
+    primary, *others = variants
+    model = SharedTeachersEnsemble(policy, env_id, seed=seed, **config, **VARIANTS[primary])
+    model.attach_shadow_students(others)
+    model._benchmark_variant = primary  # type: ignore[attr-defined]
+    callback = SharedEvalCallback(Monitor(gym.make(env_id)), eval_freq=args.eval_freq, n_eval_episodes=args.eval_episodes)
+    start = time.time()
+    model.learn(timesteps, callback=callback)
+    train_time = time.time() - start
+    final_env = Monitor(gym.make(env_id))
+    final_env.reset(seed=10**6 + seed)
+    teachers = {name: mean for name, (mean, _) in model.evaluate_members(final_env, args.final_episodes).items()}
+    students = evaluate_students(model, primary, final_env, 10**6 + seed, args.final_episodes)
+    spread = (model.q_spread_ema / model.q_spread_ema_weight.clamp_min(1e-8)).cpu().tolist()
+    results = []
+    for variant in variants:
+        weights = model._teacher_weights if variant == primary else model.shadow_weights[variant]
+        curve = [
+            (steps, {**{k: v for k, (v, _) in members.items() if k.startswith("teacher")}, "student": students_at[variant]})
+            for (steps, members), students_at in zip(callback.evaluations, callback.student_evaluations, strict=True)
+        ]
+        results.append(
+            {
+                "env": env_id,
+                "variant": variant,
+                "seed": seed,
+                "timesteps": timesteps,
+                "train_time_s": train_time,
+                "shared_teachers_with": variants,
+                "curve": curve,
+                "final": {**{k: v for k, v in teachers.items() if k.startswith("teacher")}, "student": students[variant]},
+                "final_teacher_weights": None if weights is None else weights.cpu().tolist(),
+                "final_q_spread": spread,
+                # agreement is the first variant's student's; one-hot rates are the teachers' (shared)
+                "diagnostics": (
+                    callback.diagnostics
+                    if variant == primary
+                    else [{"one_hot_rate": d["one_hot_rate"]} for d in callback.diagnostics]
+                ),
+            }
+        )
+    return results
 
 
 def summarise(runs: list[dict[str, Any]]) -> str:
@@ -155,6 +313,18 @@ def plot(env_id: str, runs: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def save_runs(path: Path, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add ``results`` to the runs saved in ``path`` (re-read first: several processes may append to one file,
+    e.g. one per seed) and write the file atomically; return every saved run."""
+    saved = json.loads(path.read_text()) if path.exists() else []
+    keys = {(r["variant"], r["seed"], r["timesteps"]) for r in results}
+    runs = [r for r in saved if (r["variant"], r["seed"], r["timesteps"]) not in keys] + results
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(runs, indent=1))
+    os.replace(tmp, path)
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="LunarLander-v3")
@@ -167,6 +337,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--append", action="store_true", help="add these runs to the saved ones")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--shared-teachers", action="store_true", help="train the variants of a seed in one run (shadow students)"
+    )
     args = parser.parse_args()
     th.set_num_threads(args.threads)
     args.output.mkdir(parents=True, exist_ok=True)
@@ -174,19 +347,30 @@ def main() -> None:
     runs: list[dict[str, Any]] = []
     if args.append and stem.with_suffix(".json").exists():
         runs = json.loads(stem.with_suffix(".json").read_text())
+    elif not args.append:
+        # Without --append the saved runs are replaced
+        stem.with_suffix(".json").unlink(missing_ok=True)
+    timesteps = args.timesteps or int(zoo_hyperparams(args.env)["n_timesteps"])
     for seed in args.seeds:
-        for variant in args.variants:
-            timesteps = args.timesteps or int(zoo_hyperparams(args.env)["n_timesteps"])
-            if any(r["variant"] == variant and r["seed"] == seed and r["timesteps"] == timesteps for r in runs):
-                continue
-            result = run(args.env, variant, seed, args)
-            runs.append(result)
-            # Written as each run finishes
-            stem.with_suffix(".json").write_text(json.dumps(runs, indent=1))
-            table = summarise(runs)
-            stem.with_suffix(".md").write_text(table + "\n")
+        todo = [
+            v
+            for v in args.variants
+            if not any(r["variant"] == v and r["seed"] == seed and r["timesteps"] == timesteps for r in runs)
+        ]
+        batches = [todo] if args.shared_teachers and todo else [[v] for v in todo]
+        for variants in batches:
+            results = (
+                run_shared(args.env, variants, seed, args)
+                if args.shared_teachers
+                else [run(args.env, variants[0], seed, args)]
+            )
+            runs.extend(results)
+            # Written as each run finishes, merged with what other processes saved meanwhile
+            runs = save_runs(stem.with_suffix(".json"), results)
+            stem.with_suffix(".md").write_text(summarise(runs) + "\n")
             plot(args.env, runs, stem.with_suffix(".png"))
-            print(f"{variant} seed {seed}: {result['final']} ({result['train_time_s']:.0f} s)", flush=True)
+            for result in results:
+                print(f"{result['variant']} seed {seed}: {result['final']} ({result['train_time_s']:.0f} s)", flush=True)
     print(summarise(runs))
 
 

@@ -3,8 +3,10 @@
 import argparse
 import json
 
+import gymnasium as gym
 import numpy as np
 import pytest
+import torch as th
 
 from benchmarks import control_policy, inference_latency, realtime_vs_sequential, throughput
 
@@ -255,3 +257,50 @@ def test_ensemble_scale_runs(monkeypatch, tmp_path):
     table = (tmp_path / "ensemble_scale_CartPole-v1.md").read_text()
     assert "| raw | 300 | 2 |" in table and "| spread+returns | 300 | 1 |" in table
     assert (tmp_path / "ensemble_scale_CartPole-v1.png").exists()
+    # --shared-teachers: the variants of a seed in one run, one saved result per variant
+    monkeypatch.setattr("sys.argv", [*argv, "--seeds", "2", "--variants", "raw", "returns", "--append", "--shared-teachers"])
+    ensemble_scale.main()
+    runs = json.loads((tmp_path / "ensemble_scale_CartPole-v1.json").read_text())
+    shared = [run for run in runs if run["seed"] == 2]
+    assert sorted(run["variant"] for run in shared) == ["raw", "returns"]
+    assert all(run["shared_teachers_with"] == ["raw", "returns"] and len(run["curve"]) == 2 for run in shared)
+    assert shared[0]["final"]["teacher_0"] == shared[1]["final"]["teacher_0"]
+
+
+def test_ensemble_scale_shadow_students_equal_separate_runs():
+    """``--shared-teachers``: each shadow student is trained exactly as a separate run of its variant (the
+    teachers and the first variant's student are untouched by the shadows)."""
+    from stable_baselines3.common.monitor import Monitor
+
+    from benchmarks.ensemble_scale import VARIANTS, DiagnosedEvalCallback, SharedTeachersEnsemble
+
+    config = dict(
+        learning_starts=50,
+        batch_size=16,
+        train_freq=4,
+        gradient_steps=-1,
+        learning_rate=lambda progress: 1e-3 * progress,
+        max_grad_norm=0.5,
+        policy_kwargs=dict(net_arch=[16]),
+        student_policy_kwargs=dict(net_arch=[8]),
+        seed=3,
+    )
+
+    def train(variant: str, shadows: list[str]) -> SharedTeachersEnsemble:
+        model = SharedTeachersEnsemble("MlpPolicy", "CartPole-v1", **config, **VARIANTS[variant])
+        model.attach_shadow_students(shadows)
+        callback = DiagnosedEvalCallback(Monitor(gym.make("CartPole-v1")), eval_freq=100, n_eval_episodes=2)
+        return model.learn(400, callback=callback)
+
+    shared = train("raw", ["spread", "returns", "spread+returns"])
+    for variant in ("raw", "spread", "returns", "spread+returns"):
+        separate = train(variant, [])
+        student = shared.student if variant == "raw" else shared.shadows[variant][0]
+        for (name, expected), actual in zip(separate.student.state_dict().items(), student.state_dict().values(), strict=True):
+            assert th.allclose(expected, actual, atol=1e-6), (variant, name)
+        for expected, actual in zip(separate.q_net.parameters(), shared.q_net.parameters(), strict=True):
+            assert th.equal(expected, actual)
+    # The shadows did learn (not left at their initial weights) and differ from each other
+    spread, returns = shared.shadows["spread"][0], shared.shadows["returns"][0]
+    assert not all(th.equal(a, b) for a, b in zip(spread.parameters(), returns.parameters(), strict=True))
+    assert shared.shadow_weights["returns"] is not None and shared.shadow_weights["spread"] is None
