@@ -5,11 +5,14 @@ test_validation.py, test_atomic_save.py): a few hundred steps train each in well
 
 import gymnasium as gym
 import numpy as np
+import torch as th
 from gymnasium import spaces
 from stable_baselines3 import DQN, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.envs import FakeImageEnv
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
 
 from sb3_distill import PIEKDSAC, DistillPPO, EnsembleDistillDQN, PolicyDistillation, RealTimeDistillDQN
 
@@ -136,3 +139,26 @@ def image_env(normalized: bool = False, discrete: bool = True) -> gym.Env:
         space = spaces.Box(0.0, 1.0, env.observation_space.shape, np.float32)
         env = gym.wrappers.TransformObservation(env, lambda obs: (obs / 255.0).astype(np.float32), space)
     return env
+
+
+class TinyCNN(BaseFeaturesExtractor):
+    """
+    A features extractor for tiny channel-first images (MinAtar's 10x10 layout): one 3x3 convolution of ``filters``
+    filters, ReLU, then ``features_dim`` units and ReLU. Importable, so that models using it save and load.
+    """
+
+    def __init__(self, observation_space: spaces.Box, features_dim: int = 8, filters: int = 2) -> None:
+        super().__init__(observation_space, features_dim)
+        n_channels, height, width = observation_space.shape
+        self.cnn = nn.Sequential(nn.Conv2d(n_channels, filters, kernel_size=3), nn.ReLU(), nn.Flatten())
+        self.linear = nn.Sequential(nn.Linear(filters * (height - 2) * (width - 2), features_dim), nn.ReLU())
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        return self.linear(self.cnn(observations))
+
+
+def tiny_image_env(n_channels: int, n_actions: int = 3, size: int = 6) -> gym.Env:
+    """A fake channel-first uint8 image env of ``size`` x ``size`` x ``n_channels`` (MinAtar-like, smaller)."""
+    return FakeImageEnv(
+        action_dim=n_actions, screen_height=size, screen_width=size, n_channels=n_channels, discrete=True, channel_first=True
+    )
