@@ -17,6 +17,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
+from sb3_distill.common.base import PolicyLayoutMixin
 from sb3_distill.common.save import AtomicSaveMixin
 from sb3_distill.common.losses import DISTILLATION_LOSSES, check_temperature, distillation_loss
 from sb3_distill.common.multitask import MultiTaskVecEnv, pad_observations, padded_indices, unpad_observations
@@ -32,7 +33,14 @@ from sb3_distill.common.teachers import (
 )
 from sb3_distill.common.torch_layers import count_parameters
 from sb3_distill.common.utils import model_for_export
-from sb3_distill.common.validation import OFF_POLICY_NUMBERS, CheckedSchedule, Number, check_arguments, check_net_arch
+from sb3_distill.common.validation import (
+    OFF_POLICY_NUMBERS,
+    CheckedSchedule,
+    Number,
+    check_arguments,
+    check_finite_losses,
+    check_net_arch,
+)
 from sb3_distill.multitask_policy_distillation.policies import MultiInputPolicy, MultiTaskDistillationPolicy
 
 SelfMultiTaskPolicyDistillation = TypeVar("SelfMultiTaskPolicyDistillation", bound="MultiTaskPolicyDistillation")
@@ -45,7 +53,7 @@ DEFAULT_NET_ARCH = [64, 64]
 STUDENT_KEYS = ("net_arch", "activation_fn", "features_extractor_class", "features_extractor_kwargs", "normalize_images")
 
 
-class MultiTaskPolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
+class MultiTaskPolicyDistillation(AtomicSaveMixin, PolicyLayoutMixin, OffPolicyAlgorithm):
     """
     Multi-task policy distillation (Rusu et al. 2015, "Policy Distillation", arXiv:1511.06295):
     several single-task teachers, one per task, distilled into one student with a shared trunk and one output
@@ -132,6 +140,9 @@ class MultiTaskPolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MultiInputPolicy": MultiInputPolicy}
+    # The student's trunk is sized by `student_policy_kwargs`: `load(path, student_policy_kwargs=other)` is refused
+    # clearly (PolicyLayoutMixin.load) instead of failing on mismatched weights
+    layout_arguments: ClassVar[dict[str, str]] = {"student_policy_kwargs": "student_policy_kwargs"}
     policy: MultiTaskDistillationPolicy
     replay_buffer: DictReplayBuffer
     tasks: list[str]
@@ -452,6 +463,8 @@ class MultiTaskPolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
                 th.nn.utils.clip_grad_norm_(self.policy.student.parameters(), self.max_grad_norm)
             self.policy.optimizer.step()
 
+        # One synchronisation: a NaN or infinite loss (e.g. from a bad observation) stops training, naming the task
+        check_finite_losses({"distill_loss": (self.tasks, th.stack(task_losses))}, self._n_updates)
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         mean_losses = th.stack(task_losses).mean(dim=0).tolist()

@@ -142,8 +142,8 @@ class MultiTaskDistillationPolicy(BasePolicy):
                 teacher_policy_classes, task_observation_spaces, task_action_spaces, teacher_policy_kwargs, strict=True
             )
         )
-        for teacher in self.teachers:
-            teacher.set_training_mode(False)  # type: ignore[operator]
+        # Frozen, in evaluation mode for good (the list itself too: set_training_mode never switches it)
+        self.teachers.eval()
         self.teachers.requires_grad_(False)
         padded_space = observation_space["obs"]
         assert isinstance(padded_space, spaces.Box)
