@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 LINT_PATHS = sb3_distill tests benchmarks examples
 
-.PHONY: help venv install test test-slow demo bench bench-latency bench-realtime bench-control bench-online bench-multitask bench-piekd bench-distill-ppo bench-minatar bench-ensemble-scale lint format check-format type clean
+.PHONY: help venv install test test-slow demo bench bench-latency bench-realtime bench-control bench-online bench-multitask bench-piekd bench-distill-ppo bench-minatar bench-minatar-multitask bench-ensemble-scale lint format check-format type clean
 
 help:
 	@echo "make demo       - set up, train EnsembleDistillDQN on CartPole-v1 and print the scores table"
@@ -24,6 +24,7 @@ help:
 	@echo "make bench-piekd - PIEKDSAC vs SAC vs Ensemble-SAC sample efficiency, and PIEKDSAC vs SAC throughput"
 	@echo "make bench-distill-ppo - DistillPPO: Figs. 4-6 of Distilling Policy Distillation, kickstarting vs PPO"
 	@echo "make bench-minatar - the distillation papers' tables on MinAtar (teachers, real-time, ensemble, PD; hours of CPU)"
+	@echo "make bench-minatar-multitask - MultiTaskPolicyDistillation and a multi-task DQN on 3 MinAtar games (Rusu's 89.3 %; hours of CPU)"
 	@echo "make bench-ensemble-scale - EnsembleDistillDQN: raw vs spread-scaled temperature vs return-weighted teachers"
 	@echo "make lint / format / check-format / type"
 
@@ -94,6 +95,9 @@ bench-minatar: $(VENV)/.install-bench
 	$(MINATAR) --seeds 0 1 2 --variants pd rtpd-fkl
 	$(MINATAR) --seeds 0 1 2 --variants ensemble-mean_loss ensemble-mean_probs
 	$(PYTHON) -m benchmarks.minatar --games Breakout SpaceInvaders --report-only
+# Resumable (--append skips the runs already saved in benchmarks/results/minatar/); teachers cached in models/
+bench-minatar-multitask: $(VENV)/.install-bench
+	$(PYTHON) -m benchmarks.minatar_multitask --games Breakout SpaceInvaders Freeway --seeds 0 1 2 --timesteps 500000 --distill-timesteps 250000 --mtdqn-timesteps 500000 --train-freq 4 --append
 bench-ensemble-scale: $(VENV)/.install-bench $(VENV)/.install-box2d
 	$(PYTHON) benchmarks/ensemble_scale.py --env LunarLander-v3 --seeds 0 1 2 3 4 --append
 	$(PYTHON) benchmarks/ensemble_scale.py --env CartPole-v1 --seeds 0 1 2 3 4 --append

@@ -1,23 +1,52 @@
 """
 Tiny models of every sb3_distill algorithm, for the tests that hold for all of them (test_contracts.py,
 test_validation.py, test_atomic_save.py): a few hundred steps train each in well under a second.
+
+MultiTaskPolicyDistillation acts in a ``MultiTaskVecEnv`` (Dict observations ``{"obs", "task"}``): its default
+model distils two tasks (CartPole-v1 and Acrobot-v1: padding and one head per task in every contract); an env given
+to :func:`make_model` becomes its one task. :func:`make_env` gives the env each algorithm is loaded with.
 """
 
 import gymnasium as gym
 import numpy as np
+import torch as th
 from gymnasium import spaces
 from stable_baselines3 import DQN, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.envs import FakeImageEnv
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
 
-from sb3_distill import PIEKDSAC, DistillPPO, EnsembleDistillDQN, PolicyDistillation, RealTimeDistillDQN
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecEnv
 
-MODEL_LIST: list[type[BaseAlgorithm]] = [EnsembleDistillDQN, RealTimeDistillDQN, PIEKDSAC, PolicyDistillation, DistillPPO]
+from sb3_distill import (
+    PIEKDSAC,
+    DistillPPO,
+    EnsembleDistillDQN,
+    MultiTaskPolicyDistillation,
+    PolicyDistillation,
+    RealTimeDistillDQN,
+)
+from sb3_distill.common.multitask import MultiTaskVecEnv
+
+MODEL_LIST: list[type[BaseAlgorithm]] = [
+    EnsembleDistillDQN,
+    RealTimeDistillDQN,
+    PIEKDSAC,
+    PolicyDistillation,
+    DistillPPO,
+    MultiTaskPolicyDistillation,
+]
+#: The algorithms whose env is a MultiTaskVecEnv (Dict observations, one task's raw ones with ``task=``)
+MULTI_TASK = (MultiTaskPolicyDistillation,)
+#: MultiTaskPolicyDistillation's default tasks: 4 and 6 observation values, 2 and 3 actions
+DEFAULT_TASKS = ("CartPole-v1", "Acrobot-v1")
 #: The on-policy algorithms (a rollout buffer, no replay buffer; ``train()`` without arguments)
 ON_POLICY = (DistillPPO,)
 #: The algorithms that act in discrete action spaces only
-DISCRETE_ONLY = (EnsembleDistillDQN, RealTimeDistillDQN)
+DISCRETE_ONLY = (EnsembleDistillDQN, RealTimeDistillDQN, MultiTaskPolicyDistillation)
 #: The algorithms that act in Box action spaces only
 BOX_ONLY = (PIEKDSAC,)
 
@@ -61,6 +90,12 @@ TINY_CONFIGS: dict[type[BaseAlgorithm], dict] = {
         buffer_size=500,
         student_policy_kwargs=dict(net_arch=[8]),
     ),
+    MultiTaskPolicyDistillation: dict(
+        learning_starts=32,
+        batch_size=16,
+        buffer_size=500,
+        student_policy_kwargs=dict(net_arch=[8]),
+    ),
 }
 
 
@@ -69,7 +104,7 @@ def default_env_id(model_class: type[BaseAlgorithm]) -> str:
     return "Pendulum-v1" if model_class in BOX_ONLY else "CartPole-v1"
 
 
-def untrained_teacher(env: gym.Env | str, policy: str = "MlpPolicy", seed: int = 0) -> BaseAlgorithm:
+def untrained_teacher(env: gym.Env | VecEnv | str, policy: str = "MlpPolicy", seed: int = 0) -> BaseAlgorithm:
     """A freshly initialised DQN (discrete actions) or SAC (Box actions) teacher for PolicyDistillation."""
     env = maybe_make_env(env, verbose=0)
     net_arch = [] if policy == "CnnPolicy" else [32, 32]
@@ -99,7 +134,38 @@ def make_model(
     if model_class is DistillPPO:
         env = maybe_make_env(env, verbose=0)
         config["teacher"] = untrained_ppo_teacher(env, policy) if teacher is None else teacher
+    if model_class is MultiTaskPolicyDistillation:
+        return make_multitask_model(env, policy, teacher, config)
     return model_class(policy, env, **config)
+
+
+def make_multitask_model(env, policy: str, teacher, config: dict) -> BaseAlgorithm:
+    """
+    A tiny MultiTaskPolicyDistillation: on a MultiTaskVecEnv, an untrained teacher per task; on the default env,
+    the two tasks :data:`DEFAULT_TASKS`; on any other env (or env id), that env as its one task.
+    """
+    if isinstance(env, MultiTaskVecEnv):
+        envs = None
+        teachers = {task: untrained_teacher(task_env) for task, task_env in zip(env.tasks, env.task_envs, strict=True)}
+    else:
+        if env == default_env_id(MultiTaskPolicyDistillation):
+            envs, env = None, None
+            teachers = {task: untrained_teacher(task) for task in DEFAULT_TASKS}
+        else:
+            env_id = env if isinstance(env, str) else None
+            envs = {env_id or "task": env}
+            teachers = {env_id or "task": untrained_teacher(env, policy) if teacher is None else teacher}
+            env = None
+    # Its one policy alias is "MultiInputPolicy" (the multi-task env's Dict observations), whatever the tasks
+    return MultiTaskPolicyDistillation("MultiInputPolicy", env, teachers=teachers, envs=envs, **config)
+
+
+def make_env(model_class: type[BaseAlgorithm]) -> gym.Env | VecEnv:
+    """The env to load a model of :func:`make_model` with (the multi-task env of the default tasks for MULTI_TASK)."""
+    if model_class in MULTI_TASK:
+        task_envs = {task: make_vec_env(task) for task in DEFAULT_TASKS}
+        return MultiTaskVecEnv(task_envs, env_ids={task: task for task in DEFAULT_TASKS})
+    return gym.make(default_env_id(model_class))
 
 
 class BoxActionEnv(gym.Env):
@@ -136,3 +202,26 @@ def image_env(normalized: bool = False, discrete: bool = True) -> gym.Env:
         space = spaces.Box(0.0, 1.0, env.observation_space.shape, np.float32)
         env = gym.wrappers.TransformObservation(env, lambda obs: (obs / 255.0).astype(np.float32), space)
     return env
+
+
+class TinyCNN(BaseFeaturesExtractor):
+    """
+    A features extractor for tiny channel-first images (MinAtar's 10x10 layout): one 3x3 convolution of ``filters``
+    filters, ReLU, then ``features_dim`` units and ReLU. Importable, so that models using it save and load.
+    """
+
+    def __init__(self, observation_space: spaces.Box, features_dim: int = 8, filters: int = 2) -> None:
+        super().__init__(observation_space, features_dim)
+        n_channels, height, width = observation_space.shape
+        self.cnn = nn.Sequential(nn.Conv2d(n_channels, filters, kernel_size=3), nn.ReLU(), nn.Flatten())
+        self.linear = nn.Sequential(nn.Linear(filters * (height - 2) * (width - 2), features_dim), nn.ReLU())
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        return self.linear(self.cnn(observations))
+
+
+def tiny_image_env(n_channels: int, n_actions: int = 3, size: int = 6) -> gym.Env:
+    """A fake channel-first uint8 image env of ``size`` x ``size`` x ``n_channels`` (MinAtar-like, smaller)."""
+    return FakeImageEnv(
+        action_dim=n_actions, screen_height=size, screen_width=size, n_channels=n_channels, discrete=True, channel_first=True
+    )

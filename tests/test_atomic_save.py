@@ -6,13 +6,13 @@ import os
 import signal
 import time
 
-import gymnasium as gym
 import pytest
 import torch as th
 from stable_baselines3 import DQN
 from stable_baselines3.common.save_util import load_from_pkl
 
-from tests.models import MODEL_LIST, ON_POLICY, default_env_id, make_model
+from tests.helpers import assert_observations_equal
+from tests.models import MODEL_LIST, ON_POLICY, make_env, make_model
 
 
 def _save_and_block(model, method: str, path, started) -> None:
@@ -68,7 +68,7 @@ def test_kill_during_save_keeps_previous_file(model_class, tmp_path):
 
     _kill_during(model, "save", path)
 
-    loaded = model_class.load(path, env=gym.make(default_env_id(model_class)))
+    loaded = model_class.load(path, env=make_env(model_class))
     after = _parameters(loaded)
     assert before.keys() == after.keys()
     assert all(th.equal(before[key], after[key]) for key in before)
@@ -89,7 +89,8 @@ def test_kill_during_save_replay_buffer_keeps_previous_file(model_class, tmp_pat
     _kill_during(model, "save_replay_buffer", path)
 
     buffer = load_from_pkl(path)
-    assert buffer.size() == model.replay_buffer.size() and (buffer.observations == model.replay_buffer.observations).all()
+    assert buffer.size() == model.replay_buffer.size()
+    assert_observations_equal(buffer.observations, model.replay_buffer.observations)
     assert not hasattr(buffer, "hang")
 
 

@@ -5,7 +5,9 @@ get/set_parameters, load with overrides, replay buffer, predict shapes and dtype
 and evaluation modes, callbacks, VecNormalize, images normalised or not, unsupported spaces and features.
 PolicyDistillation and DistillPPO run with an untrained teacher (tests/models.py): the contracts do not need a good
 one. DistillPPO is on-policy: the replay-buffer contracts do not apply to it (skipped, saying so), and its
-``train()`` takes no arguments.
+``train()`` takes no arguments. MultiTaskPolicyDistillation runs on two tasks (CartPole-v1 and Acrobot-v1, one env
+each) with untrained teachers; its observations are the multi-task env's ``Dict`` (``{"obs", "task"}``), so the
+contracts sample them from the model's observation space and step its env; an env given to it becomes its one task.
 """
 
 import gymnasium as gym
@@ -19,19 +21,28 @@ from stable_baselines3.common.envs import IdentityEnv, IdentityEnvBox, IdentityE
 from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-from sb3_distill import PIEKDSAC, DistillPPO, EnsembleDistillDQN, PolicyDistillation, RealTimeDistillDQN
+from sb3_distill import (
+    PIEKDSAC,
+    DistillPPO,
+    EnsembleDistillDQN,
+    MultiTaskPolicyDistillation,
+    PolicyDistillation,
+    RealTimeDistillDQN,
+)
 from sb3_distill.common.teachers import load_teacher
 from sb3_distill.common.torch_layers import CompactNatureCNN
 from sb3_distill.common.validation import UnsupportedSpaceError
-from tests.helpers import assert_optimizer_states_equal
+from tests.helpers import assert_observations_equal, assert_optimizer_states_equal, sample_observations
 from tests.models import (
     BOX_ONLY,
     DISCRETE_ONLY,
     MODEL_LIST,
+    MULTI_TASK,
     ON_POLICY,
     BoxActionEnv,
     default_env_id,
     image_env,
+    make_env,
     make_model,
     untrained_ppo_teacher,
     untrained_teacher,
@@ -76,7 +87,7 @@ def test_seeding(model_class):
 def test_save_load_exact(model_class, tmp_path):
     model = make_model(model_class).learn(150)
     model.save(tmp_path / "model.zip")
-    loaded = model_class.load(tmp_path / "model.zip", env=gym.make(default_env_id(model_class)))
+    loaded = model_class.load(tmp_path / "model.zip", env=make_env(model_class))
     # Every member: the policy's state dict holds every network (teachers, students, members, targets)
     assert same_policy_weights(model, loaded)
     # Every optimizer, and the other PyTorch variables (PIEKDSAC's entropy coefficients)
@@ -86,7 +97,7 @@ def test_save_load_exact(model_class, tmp_path):
             assert_optimizer_states_equal(recursive_getattr(model, name), recursive_getattr(loaded, name))
     for name in variables:
         assert th.equal(recursive_getattr(model, name), recursive_getattr(loaded, name))
-    obs = np.stack([model.observation_space.sample() for _ in range(5)])
+    obs = sample_observations(model.observation_space, 5)
     np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
     assert loaded.num_timesteps == model.num_timesteps and loaded._n_updates == model._n_updates
     # Training continues from the loaded state
@@ -115,9 +126,7 @@ def test_load_with_overrides(model_class, tmp_path):
     make_model(model_class).save(tmp_path / "model")
     # The third override changes when training happens: `learning_starts`, or the rollout length (on-policy)
     when = dict(n_steps=20) if model_class in ON_POLICY else dict(learning_starts=10)
-    loaded = model_class.load(
-        tmp_path / "model", env=gym.make(default_env_id(model_class)), learning_rate=5e-4, batch_size=10, **when
-    )
+    loaded = model_class.load(tmp_path / "model", env=make_env(model_class), learning_rate=5e-4, batch_size=10, **when)
     assert loaded.batch_size == 10 and loaded.lr_schedule(1.0) == pytest.approx(5e-4)
     loaded.learn(40)
     assert loaded._n_updates > 0
@@ -135,7 +144,7 @@ def test_replay_buffer(model_class, tmp_path):
     loaded = make_model(model_class)
     loaded.load_replay_buffer(tmp_path / "buffer.pkl")
     for name in ("observations", "actions", "rewards", "dones", "next_observations"):
-        np.testing.assert_array_equal(getattr(loaded.replay_buffer, name), getattr(model.replay_buffer, name))
+        assert_observations_equal(getattr(loaded.replay_buffer, name), getattr(model.replay_buffer, name))
     assert loaded.replay_buffer.pos == model.replay_buffer.pos
     loaded.learn(60)
 
@@ -153,6 +162,9 @@ PREDICT_CASES = [
     for model_class in MODEL_LIST
     for make_env, name in (DISCRETE_ENVS if model_class not in BOX_ONLY else [])
     + (BOX_ENVS if model_class not in DISCRETE_ONLY else [])
+    # The tasks of MultiTaskPolicyDistillation have Box observations (IdentityEnv's are Discrete: refused, tested
+    # in test_unsupported_observation_space)
+    if not (model_class in MULTI_TASK and name == "IdentityDiscrete")
 ]
 
 
@@ -162,11 +174,13 @@ def test_predict_shapes_and_dtypes(model_class, make_env):
     # Learn past `learning_starts`, so that the algorithm's own actions (not random ones) reach the env
     model = make_model(model_class, env=env).learn(80)
     action_space = model.action_space
-    obs = env.observation_space.sample()
+    # What predict() takes: the env's observations (the multi-task env's Dict for MULTI_TASK)
+    obs = model.observation_space.sample()
     for deterministic in (True, False):
         action, state = model.predict(obs, deterministic=deterministic)
         assert state is None and action.shape == action_space.shape and action_space.contains(action)
-        actions, _ = model.predict(np.stack([obs] * 5), deterministic=deterministic)
+        batch = {key: np.stack([value] * 5) for key, value in obs.items()} if isinstance(obs, dict) else np.stack([obs] * 5)
+        actions, _ = model.predict(batch, deterministic=deterministic)
         assert actions.shape == (5, *action_space.shape)
         assert all(action_space.contains(a) for a in actions)
         if isinstance(action_space, spaces.Discrete):
@@ -174,7 +188,7 @@ def test_predict_shapes_and_dtypes(model_class, make_env):
         else:
             assert actions.dtype == action_space.dtype
     # With a VecEnv, as SB3's evaluate_policy calls it
-    vec_env = DummyVecEnv([make_env])
+    vec_env = model.get_env() if model_class in MULTI_TASK else DummyVecEnv([make_env])
     actions, _ = model.predict(vec_env.reset(), deterministic=True)
     vec_env.step(actions)
 
@@ -220,14 +234,16 @@ class StopAt(BaseCallback):
 
 @pytest.mark.parametrize("model_class", MODEL_LIST)
 def test_callbacks(model_class, tmp_path):
-    counting = CountingCallback()
-    checkpoint = CheckpointCallback(save_freq=50, save_path=str(tmp_path), save_replay_buffer=True)
-    evaluation = EvalCallback(gym.make(default_env_id(model_class)), eval_freq=100, n_eval_episodes=1, warn=False)
     model = make_model(model_class)
+    # Callbacks count calls, one per step of all the envs (MultiTaskPolicyDistillation: one env per task)
+    n_envs = model.n_envs
+    counting = CountingCallback()
+    checkpoint = CheckpointCallback(save_freq=50 // n_envs, save_path=str(tmp_path), save_replay_buffer=True)
+    evaluation = EvalCallback(make_env(model_class), eval_freq=100 // n_envs, n_eval_episodes=1, warn=False)
     model.learn(120, callback=CallbackList([counting, checkpoint, evaluation]))
     assert counting.calls["training_start"] == 1 and counting.calls["training_end"] == 1
-    assert counting.calls["step"] == 120 and counting.calls["rollout_end"] > 0
-    assert evaluation.n_calls == 120 and np.isfinite(evaluation.last_mean_reward)
+    assert counting.calls["step"] == 120 // n_envs and counting.calls["rollout_end"] > 0
+    assert evaluation.n_calls == 120 // n_envs and np.isfinite(evaluation.last_mean_reward)
     checkpoints = sorted(path.name for path in tmp_path.glob("rl_model_*_steps.zip"))
     assert checkpoints == ["rl_model_100_steps.zip", "rl_model_50_steps.zip"]
     model_class.load(tmp_path / "rl_model_100_steps.zip")
@@ -251,6 +267,18 @@ def test_vec_normalize(model_class, tmp_path):
         assert model.get_vec_normalize_env() is env and not env.training
         np.testing.assert_array_equal(env.obs_rms.mean, statistics[0])
         np.testing.assert_array_equal(env.obs_rms.var, statistics[1])
+    elif model_class in MULTI_TASK:
+        # A task's teacher trained with VecNormalize: the multi-task env applies its frozen statistics itself, so
+        # the task's env is given without VecNormalize (refused, clearly, with it: it would normalise twice)
+        teacher = untrained_teacher(env).learn(64)
+        with pytest.raises(ValueError, match="pass the env without VecNormalize"):
+            make_model(model_class, env=env, teacher=teacher)
+        model = make_model(model_class, env=DummyVecEnv([lambda: gym.make("CartPole-v1")] * 2), teacher=teacher)
+        model.learn(150)
+        preprocessing = model.teacher_preprocessings[0]
+        np.testing.assert_array_equal(preprocessing.obs_mean, env.obs_rms.mean)
+        raw = np.stack([gym.make("CartPole-v1").observation_space.sample() for _ in range(4)])
+        np.testing.assert_allclose(model.env.process(0, raw), env.normalize_obs(raw), rtol=1e-6)
     else:
         model = make_model(model_class, env=env).learn(150)
         assert model.get_vec_normalize_env() is env and env.obs_rms.count > 100
@@ -259,8 +287,13 @@ def test_vec_normalize(model_class, tmp_path):
     VecNormalize.load(str(tmp_path / "vec_normalize.pkl"), DummyVecEnv([lambda: gym.make(default_env_id(model_class))]))
 
 
-IMAGE_MODELS = [EnsembleDistillDQN, RealTimeDistillDQN, PolicyDistillation, DistillPPO]
+IMAGE_MODELS = [EnsembleDistillDQN, RealTimeDistillDQN, PolicyDistillation, DistillPPO, MultiTaskPolicyDistillation]
 CNN_KWARGS = {
+    MultiTaskPolicyDistillation: dict(
+        student_policy_kwargs=dict(
+            features_extractor_class=CompactNatureCNN, features_extractor_kwargs=dict(filters=(2, 2, 2), features_dim=4)
+        )
+    ),
     EnsembleDistillDQN: dict(student_policy_kwargs=dict(features_extractor_kwargs=dict(filters=(2, 2, 2), features_dim=4))),
     RealTimeDistillDQN: dict(students=[dict(features_extractor_kwargs=dict(filters=(2, 2, 2), features_dim=4))]),
     PolicyDistillation: dict(student_policy_kwargs=dict(features_extractor_kwargs=dict(filters=(2, 2, 2), features_dim=4))),
@@ -278,20 +311,25 @@ def test_image_inputs(model_class, normalized, tmp_path):
         kwargs = dict(n_steps=10, batch_size=5, n_epochs=1)
     else:
         kwargs = dict(CNN_KWARGS[model_class], learning_starts=10, batch_size=4, buffer_size=100)
-    if model_class is PolicyDistillation:
+    if model_class in (PolicyDistillation, MultiTaskPolicyDistillation):
         kwargs["teacher"] = DQN("CnnPolicy", env, policy_kwargs=network, buffer_size=10)
     else:
         kwargs["policy_kwargs"] = network
+    if model_class is MultiTaskPolicyDistillation:
+        # The student's trunk is described on its own (the teacher's `normalize_images` is not copied onto it)
+        kwargs["student_policy_kwargs"] = dict(kwargs["student_policy_kwargs"], normalize_images=not normalized)
     if model_class is DistillPPO:
         # The student has its own (SB3 NatureCNN) network, the teacher the same layout
         kwargs["teacher"] = PPO("CnnPolicy", env, policy_kwargs=network, n_steps=10, batch_size=5)
     model = make_model(model_class, env=env, policy="CnnPolicy", **kwargs).learn(30)
     obs = np.stack([env.observation_space.sample() for _ in range(3)])
-    actions, _ = model.predict(obs, deterministic=True)
+    # MultiTaskPolicyDistillation: one task's raw images, with `task` (the env given is its one task, "task")
+    predict_kwargs = dict(task="task") if model_class in MULTI_TASK else {}
+    actions, _ = model.predict(obs, deterministic=True, **predict_kwargs)
     assert actions.shape == (3,)
     model.save(tmp_path / "model.zip")
     loaded = model_class.load(tmp_path / "model.zip")
-    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], actions)
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True, **predict_kwargs)[0], actions)
 
 
 def test_compact_nature_cnn_is_a_nature_cnn():
@@ -333,6 +371,20 @@ def test_unsupported_action_space(model_class, make_env):
     if model_class is not PolicyDistillation:
         assert isinstance(error.value, UnsupportedSpaceError) and isinstance(error.value, ValueError)
         assert "action space" in str(error.value)
+
+
+def test_multitask_unsupported_spaces():
+    # MultiTaskPolicyDistillation's own checks: every task needs Discrete actions and Box observations
+    with pytest.raises(ValueError, match="supports Discrete actions only"):
+        make_model(MultiTaskPolicyDistillation, env="Pendulum-v1")  # a SAC teacher
+    with pytest.raises(ValueError, match=r"is not supported\. Supported teachers"):
+        make_model(
+            MultiTaskPolicyDistillation,
+            env=IdentityEnvMultiDiscrete(2),
+            teacher=untrained_ppo_teacher(IdentityEnvMultiDiscrete(2)),
+        )
+    with pytest.raises(ValueError, match="Box observations only"):
+        make_model(MultiTaskPolicyDistillation, env=IdentityEnv(4))
 
 
 @pytest.mark.parametrize("model_class", MODEL_LIST)

@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 import torch as th
 from stable_baselines3 import DQN
+from stable_baselines3.common.vec_env import DummyVecEnv
 
-from sb3_distill import PIEKDSAC, EnsembleDistillDQN, PolicyDistillation, RealTimeDistillDQN
+from sb3_distill import PIEKDSAC, EnsembleDistillDQN, MultiTaskPolicyDistillation, PolicyDistillation, RealTimeDistillDQN
+from sb3_distill.common.multitask import MultiTaskVecEnv
+from tests.helpers import sample_observations
 
 COMMON = dict(learning_starts=20, batch_size=8, buffer_size=200, train_freq=2, seed=0)
 
@@ -34,22 +37,43 @@ def make_model(model_class):
             distill_epochs=1, policy_kwargs=dict(net_arch=[8]), **COMMON,
         )  # fmt: skip
     teacher = DQN("MlpPolicy", "CartPole-v1", policy_kwargs=dict(net_arch=[8]), seed=0)
+    if model_class is MultiTaskPolicyDistillation:
+        acrobot = DQN("MlpPolicy", "Acrobot-v1", policy_kwargs=dict(net_arch=[8]), seed=0)
+        return MultiTaskPolicyDistillation(
+            teachers={"CartPole-v1": teacher, "Acrobot-v1": acrobot}, student_policy_kwargs=dict(net_arch=[4]), **COMMON
+        )
     return PolicyDistillation(env="CartPole-v1", teacher=teacher, student_policy_kwargs=dict(net_arch=[4]), **COMMON)
 
 
-MODEL_LIST = [EnsembleDistillDQN, RealTimeDistillDQN, PIEKDSAC, PolicyDistillation]
-#: Arguments that are not hyperparameters (or not attributes under their own name)
-NOT_OVERRIDABLE = {"self", "policy", "env", "device", "_init_setup_model", "seed", "teacher"}
+MODEL_LIST = [EnsembleDistillDQN, RealTimeDistillDQN, PIEKDSAC, PolicyDistillation, MultiTaskPolicyDistillation]
+#: Arguments that are not hyperparameters (or not attributes under their own name); MultiTaskPolicyDistillation's
+#: `envs` and `n_envs_per_task` build its env (load() takes the env as `env`) and `teachers` is copied into the policy
+NOT_OVERRIDABLE = {
+    "self",
+    "policy",
+    "env",
+    "device",
+    "_init_setup_model",
+    "seed",
+    "teacher",
+    "teachers",
+    "envs",
+    "n_envs_per_task",
+}
 #: A different value of each layout argument, and what the error names
 LAYOUT_CHANGES = {
     EnsembleDistillDQN: [("n_teachers", 3), ("student_policy_kwargs", dict(net_arch=[6]))],
     RealTimeDistillDQN: [("students", [dict(net_arch=[4])]), ("stack_teacher", False)],
     PIEKDSAC: [("ensemble_size", 3)],
     PolicyDistillation: [],
+    MultiTaskPolicyDistillation: [("student_policy_kwargs", dict(net_arch=[6]))],
 }
 
 
 def env_of(model_class):
+    if model_class is MultiTaskPolicyDistillation:
+        task_envs = {task: DummyVecEnv([lambda task=task: gym.make(task)]) for task in ("CartPole-v1", "Acrobot-v1")}
+        return MultiTaskVecEnv(task_envs, env_ids={task: task for task in task_envs})
     return gym.make("Pendulum-v1" if model_class is PIEKDSAC else "CartPole-v1")
 
 
@@ -73,7 +97,7 @@ def test_every_constructor_argument_can_be_given_to_load(model_class, tmp_path):
     model.learn(60)
     model.save(tmp_path / "model.zip")
     names = [name for name in inspect.signature(model_class.__init__).parameters if name not in NOT_OVERRIDABLE]
-    obs = np.stack([model.observation_space.sample() for _ in range(5)])
+    obs = sample_observations(model.observation_space, 5)
     expected = model.predict(obs, deterministic=True)[0]
     for name in names:
         value = getattr(model, name) if hasattr(model, name) else getattr(model, f"_{name}")

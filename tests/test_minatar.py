@@ -188,3 +188,40 @@ def test_scores_and_report():
     assert "| rtpd-rkl | student1 | [0, 1] | 75 [50, 100] | 75 [75, 75] | 101.2 / 107.7 [RT] |" in text
     assert "| pd | student1 | [0] | 100 | 75 | 78.6 / - [RT] |" in text
     assert "seed 0: 8.0 / 8.0" in text and "ensemble-mean_loss seed 0: 4.0 / 4.0" in text
+
+
+def test_multitask_runner_smoke(monkeypatch, tmp_path):
+    from benchmarks import minatar_multitask
+
+    settings = minatar_multitask.dqn_settings
+
+    def tiny(timesteps, train_freq):
+        return settings(timesteps, train_freq) | dict(buffer_size=300, batch_size=4)
+
+    monkeypatch.setattr(minatar_multitask, "dqn_settings", tiny)
+    # Two games of different channel counts (Breakout 4, SpaceInvaders 6)
+    argv = ["--games", "Breakout", "SpaceInvaders", "--seeds", "0", "--timesteps", "120", "--learning-starts", "40"]
+    argv += ["--distill-timesteps", "80", "--mtdqn-timesteps", "80", "--eval-episodes", "1", "--output", str(tmp_path)]
+    minatar_multitask.main([*argv, "--variants", "distill-net1", "mtdqn-net1"])
+    runs = json.loads((tmp_path / "minatar_multitask.json").read_text())
+    assert [run["variant"] for run in runs] == ["distill-net1", "mtdqn-net1"]
+    for run in runs:
+        assert set(run["scores"]) == {"Breakout", "SpaceInvaders"} and run["timesteps"] == 160
+        # About a quarter of one teacher per game, exactly the same for both (the same architecture)
+        assert all(0.2 < ratio < 0.3 for ratio in run["compression_ratios"].values())
+    assert runs[0]["compression_ratios"] == pytest.approx(runs[1]["compression_ratios"])
+    assert (tmp_path / "models" / "dqn_Breakout_seed0_120steps_tf4_ls40.zip").exists()
+    table = (tmp_path / "minatar_multitask.md").read_text()
+    assert "| distill-net1 | 0 |" in table and "geometric mean (Rusu: 0.893)" in table
+    assert (tmp_path / "minatar_multitask.png").stat().st_size > 0
+    # --append skips the saved runs (no training: the saved seconds stay)
+    minatar_multitask.main([*argv, "--variants", "distill-net1", "--append"])
+    assert json.loads((tmp_path / "minatar_multitask.json").read_text()) == runs
+
+
+def test_multitask_geometric_mean():
+    from benchmarks.minatar_multitask import geometric_mean
+
+    assert geometric_mean([0.5, 2.0]) == pytest.approx(1.0)
+    assert geometric_mean([0.25, float("nan"), 1.0]) == pytest.approx(0.5)
+    assert geometric_mean([0.0, 1.0]) == 0.0 and np.isnan(geometric_mean([float("nan")]))

@@ -19,6 +19,7 @@ from sb3_distill import MultiTaskPolicyDistillation
 from sb3_distill.common.callbacks import EvalMembersCallback
 from sb3_distill.common.multitask import MultiTaskVecEnv, pad_observations, padded_indices, unpad_observations
 from tests.helpers import assert_optimizer_states_equal
+from tests.models import TinyCNN, tiny_image_env
 
 _TEACHERS: dict = {}
 
@@ -223,11 +224,11 @@ def test_vec_normalize_teacher():
         (dict(loss="kl"), ValueError, "`loss` must be one of"),
         (dict(temperature=0.0), ValueError, "`temperature` must be a number > 0"),
         (dict(control="expert"), ValueError, "`control` must be one of"),
-        (dict(teacher_prob=1.5), ValueError, "`teacher_prob` must be a float in"),
+        (dict(teacher_prob=1.5), ValueError, r"`teacher_prob` must be a number in \[0, 1\]"),
         (dict(max_grad_norm=0.0), ValueError, "`max_grad_norm` must be"),
         (dict(n_envs_per_task=0), ValueError, "`n_envs_per_task` must be an integer >= 1"),
         (dict(student_policy_kwargs=dict(net_arhc=[8])), ValueError, "unknown keys"),
-        (dict(student_policy_kwargs=dict(net_arch=[0])), ValueError, "`net_arch` of `student_policy_kwargs`"),
+        (dict(student_policy_kwargs=dict(net_arch=[0])), ValueError, r"`student_policy_kwargs\['net_arch'\]`"),
         (dict(student_policy_kwargs=[8]), TypeError, "must be a dict"),
         (dict(policy_kwargs=dict(net_arch=[8])), ValueError, "student_policy_kwargs"),
     ],
@@ -264,3 +265,86 @@ def test_bad_tasks():
         model.predict(np.zeros(4), task="Pong")
     with pytest.raises(ValueError, match=r"takes observations of shape \(6,\)"):
         model.predict(np.zeros(4), task="Acrobot-v1")
+
+
+def image_teachers(channels=(2, 3), actions=(3, 4)) -> tuple[dict, dict]:
+    """Untrained DQN teachers with a TinyCNN on tiny image tasks of different channel and action counts, and their envs."""
+    envs = {f"game{c}": tiny_image_env(c, n) for c, n in zip(channels, actions, strict=True)}
+    network = dict(features_extractor_class=TinyCNN, features_extractor_kwargs=dict(filters=4, features_dim=16), net_arch=[])
+    teachers = {task: DQN("CnnPolicy", env, policy_kwargs=network, buffer_size=50, seed=0) for task, env in envs.items()}
+    return teachers, envs
+
+
+def image_obs(model, task: str, n: int = 10) -> np.ndarray:
+    space = model.task_observation_spaces[model.tasks.index(task)]
+    return np.stack([space.sample() for _ in range(n)])
+
+
+@pytest.mark.parametrize("control", ["student", "teacher"])
+def test_cnn_student_on_images_with_padded_channels(control, tmp_path):
+    teachers, envs = image_teachers()
+    model = tiny(teachers, envs=envs, student_policy_kwargs=None, control=control)
+    # Channels padded to the largest count; the images stay uint8 (the student divides by 255, as CnnPolicy)
+    padded = model.observation_space["obs"]
+    assert padded.shape == (3, 6, 6) and padded.dtype == np.uint8
+    # The default student is one teacher's network: the first teacher's TinyCNN and its sizes, on 3 channels
+    extractor = model.policy.student.features_extractor
+    assert isinstance(extractor, TinyCNN) and extractor.cnn[0].in_channels == 3 and extractor.cnn[0].out_channels == 4
+    assert model.policy.features_extractor_class is TinyCNN and model.policy.net_arch == []
+    before = [p.clone() for p in model.policy.student.parameters()]
+    model.learn(60)
+    assert model._n_updates > 0
+    assert all(not th.equal(a, b) for a, b in zip(before, model.policy.student.parameters(), strict=True))
+    model.save(tmp_path / "model.zip")
+    loaded = MultiTaskPolicyDistillation.load(tmp_path / "model.zip")
+    assert isinstance(loaded.policy.student.features_extractor, TinyCNN)
+    for index, task in enumerate(model.tasks):
+        obs = image_obs(model, task)
+        actions, _ = model.predict(obs, task=task)
+        assert actions.max() < model.task_action_spaces[index].n
+        np.testing.assert_array_equal(loaded.predict(obs, task=task)[0], actions)
+        # The exported DQN keeps the task's own input channels of the first convolution: the same Q-values
+        exported = model.export_student(task)
+        assert exported.q_net.features_extractor.cnn[0].in_channels == obs.shape[1]
+        q_values = exported.q_net(th.as_tensor(obs))
+        student = model.policy.student
+        expected = student.heads[index](student.features(th.as_tensor(pad_observations(obs, (3, 6, 6), np.uint8))))
+        assert th.allclose(q_values, expected, atol=1e-5)
+        np.testing.assert_array_equal(exported.predict(obs, deterministic=True)[0], actions)
+
+
+def test_cnn_student_sizes_and_compression_ratios():
+    teachers, envs = image_teachers()
+    # A smaller CNN trunk, set as for the other algorithms (the keys of DQN's policy_kwargs)
+    small = dict(features_extractor_class=TinyCNN, features_extractor_kwargs=dict(filters=2, features_dim=4), net_arch=[])
+    model = tiny(teachers, envs=envs, student_policy_kwargs=small)
+    student = model.policy.student
+    assert student.features_extractor.cnn[0].out_channels == 2 and student.features_extractor.features_dim == 4
+    teacher_counts = [sum(p.numel() for p in teacher.q_net.parameters()) for teacher in teachers.values()]
+    student_count = sum(p.numel() for p in student.parameters())
+    assert model.compression_ratio == pytest.approx(student_count / sum(teacher_counts))
+    # Against one teacher: that task's exported student (its own channels, its head) over its teacher
+    for task, teacher_count in zip(model.tasks, teacher_counts, strict=True):
+        channels = model.task_observation_spaces[model.tasks.index(task)].shape[0]
+        n_actions = model.task_action_spaces[model.tasks.index(task)].n
+        exported = (2 * channels * 9 + 2) + (2 * 16 * 4 + 4) + (4 * n_actions + n_actions)
+        assert model.compression_ratios()[task] == pytest.approx(exported / teacher_count)
+    assert model.compression_ratio < min(model.compression_ratios().values()) < 1
+    # The default (one teacher's size) is larger
+    assert tiny(teachers, envs=envs, student_policy_kwargs=None).compression_ratio > model.compression_ratio
+
+
+def test_image_tasks_bad_input():
+    teachers, envs = image_teachers()
+    # Images and vectors cannot share one student
+    mixed = {"game2": teachers["game2"], "CartPole-v1": teacher(DQN, "CartPole-v1")}
+    with pytest.raises(ValueError, match="mix image and vector observations"):
+        tiny(mixed, envs={"game2": envs["game2"]})
+    # Only channels are padded: the frames must have one size
+    big = tiny_image_env(2, size=7)
+    network = dict(features_extractor_class=TinyCNN, net_arch=[])
+    other = {"small": teachers["game2"], "big": DQN("CnnPolicy", big, policy_kwargs=network, buffer_size=50)}
+    with pytest.raises(ValueError, match="share height and width"):
+        tiny(other, envs={"small": envs["game2"], "big": big})
+    with pytest.raises(ValueError, match="unknown keys"):
+        tiny(teachers, envs=envs, student_policy_kwargs=dict(features_extractor=TinyCNN))

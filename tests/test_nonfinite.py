@@ -6,7 +6,7 @@ import pytest
 import torch as th
 from stable_baselines3 import SAC
 
-from sb3_distill import PIEKDSAC, DistillPPO, PolicyDistillation
+from sb3_distill import PIEKDSAC, DistillPPO, MultiTaskPolicyDistillation, PolicyDistillation
 from sb3_distill.common.validation import NonFiniteLossError, check_finite_losses
 from sb3_distill.distill_ppo.distill_ppo import _check_finite_step_losses
 from tests.models import MODEL_LIST, ON_POLICY, default_env_id, make_model
@@ -18,6 +18,8 @@ MEMBERS = {
     "PIEKDSAC": r"member_\d",
     "PolicyDistillation": r"student",
     "DistillPPO": r"student \(minibatch \d+\)",
+    # Its losses are named by task: the env given to make_model is its one task, "task"
+    "MultiTaskPolicyDistillation": r"task",
 }
 
 
@@ -48,8 +50,8 @@ def nonfinite_env(model_class, what: str, step: int = 55) -> gym.Env:
 @pytest.mark.parametrize("model_class", MODEL_LIST)
 @pytest.mark.parametrize("what", ["reward", "obs", "inf_obs"])
 def test_nonfinite_data_stops_training(model_class, what):
-    if model_class is PolicyDistillation and what == "reward":
-        pytest.skip("PolicyDistillation does not use rewards")
+    if model_class in (PolicyDistillation, MultiTaskPolicyDistillation) and what == "reward":
+        pytest.skip(f"{model_class.__name__} does not use rewards")
     if model_class in ON_POLICY and what != "reward":
         pytest.skip("on-policy: a non-finite observation stops the rollout before any loss (see test_distill_ppo_nonfinite)")
     if model_class in ON_POLICY:

@@ -2,12 +2,18 @@
 
 import warnings
 
-import gymnasium as gym
 import numpy as np
 import pytest
 from stable_baselines3.common.utils import LinearSchedule
 
-from sb3_distill import PIEKDSAC, DistillPPO, EnsembleDistillDQN, PolicyDistillation, RealTimeDistillDQN
+from sb3_distill import (
+    PIEKDSAC,
+    DistillPPO,
+    EnsembleDistillDQN,
+    MultiTaskPolicyDistillation,
+    PolicyDistillation,
+    RealTimeDistillDQN,
+)
 from sb3_distill.common.validation import (
     STUDENT_LEARNING_RATE,
     ArgumentTypeError,
@@ -16,7 +22,7 @@ from sb3_distill.common.validation import (
     check_net_arch,
     check_number,
 )
-from tests.models import MODEL_LIST, ON_POLICY, default_env_id, make_model
+from tests.models import MODEL_LIST, ON_POLICY, make_env, make_model
 
 NAN, INF = float("nan"), float("inf")
 
@@ -105,6 +111,16 @@ OWN_BAD = {
         ("teacher_prob", NAN),
         ("teacher_prob", 1.5),
     ],
+    MultiTaskPolicyDistillation: [
+        ("temperature", INF),
+        ("temperature", -1.0),
+        ("temperature", "1"),
+        ("max_grad_norm", "10"),
+        ("max_grad_norm", NAN),
+        ("teacher_prob", NAN),
+        ("teacher_prob", 1.5),
+        ("teacher_prob", True),
+    ],
     DistillPPO: [
         ("distill_coef", NAN),
         ("distill_coef", -0.1),
@@ -160,13 +176,14 @@ GOOD_NUMPY = {
     PIEKDSAC: dict(ensemble_size=np.int64(2), distill_learning_rate=np.float32(1e-3), distill_interval=np.int16(100)),
     PolicyDistillation: dict(temperature=np.float64(0.5), value_coef=np.int64(0), teacher_prob=np.float32(0.25)),
     DistillPPO: dict(distill_coef=np.float32(0.5), n_epochs=np.int64(1), target_kl=np.float64(0.5), gamma=np.float32(0.9)),
+    MultiTaskPolicyDistillation: dict(temperature=np.float64(0.5), teacher_prob=np.float32(0.25), batch_size=np.int64(8)),
 }
 
 
 @pytest.mark.parametrize("model_class", MODEL_LIST)
 def test_numpy_numbers_accepted(model_class, saved_models):
     kwargs = GOOD_NUMPY[model_class]
-    loaded = model_class.load(saved_models[model_class], env=gym.make(default_env_id(model_class)), **kwargs)
+    loaded = model_class.load(saved_models[model_class], env=make_env(model_class), **kwargs)
     for model in (make_model(model_class, **kwargs), loaded):
         for name, value in kwargs.items():
             # Stored as a plain Python number (json-able, and what the policies and rl-zoo3 expect)

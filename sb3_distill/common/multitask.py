@@ -5,6 +5,10 @@ Distillation", arXiv:1511.06295: one student, one output head per game, the game
 :class:`MultiTaskVecEnv` steps every task's vectorised env together (so that each task gets the same number of
 steps) and gives SB3 one observation space: a ``Dict`` with the task's observation, normalised with its
 teacher's frozen ``VecNormalize`` statistics (if any) and zero-padded to a common shape, and the task's index.
+Image tasks (channel-first ``uint8`` images, e.g. MinAtar's 10x10 frames with 4 to 10 channels per game) must
+share height and width; their channels are zero-padded at the end to the largest count (a padded channel is an
+empty object layer, as MinAtar's channels are), and they stay ``uint8`` images so that a CNN student
+normalises them as SB3 does.
 """
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -13,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
@@ -32,15 +36,16 @@ def padded_shape(shapes: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
     return tuple(int(size) for size in np.max(np.array(shapes), axis=0))
 
 
-def pad_observations(observations: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+def pad_observations(observations: np.ndarray, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
     """
-    A batch of observations zero-padded at the end of every axis to ``shape``, as float32.
+    A batch of observations zero-padded at the end of every axis to ``shape``.
 
     :param observations: shape (batch, *task_shape)
     :param shape: the common shape (each axis at least the task's)
+    :param dtype: the padded array's dtype (float32 for vectors; uint8 for images)
     :return: shape (batch, *shape)
     """
-    padded = np.zeros((len(observations), *shape), dtype=np.float32)
+    padded = np.zeros((len(observations), *shape), dtype=dtype)
     padded[(slice(None), *(slice(0, size) for size in observations.shape[1:]))] = observations
     return padded
 
@@ -76,11 +81,15 @@ class MultiTaskVecEnv(VecEnv):
     Observations are a ``Dict``: ``"obs"``, the task's observation normalised with its teacher's frozen
     ``VecNormalize`` statistics (if any), as float32, zero-padded at the end of every axis to the largest
     size among the tasks (e.g. CartPole's 4 values and Acrobot's 6 give 6 values); ``"task"``, the task's
-    index. Actions are ``Discrete(max n_actions)``; an action outside a task's own action space is an error.
+    index. Image tasks (all tasks channel-first ``uint8`` images of the same height and width, none normalised
+    by ``VecNormalize``) keep ``uint8`` images, their channels zero-padded at the end to the largest count (e.g.
+    MinAtar Breakout's 4 channels and SpaceInvaders' 6 give 6). Actions are ``Discrete(max n_actions)``; an
+    action outside a task's own action space is an error.
     Each step's ``info`` holds ``"task"`` (its name); a ``"terminal_observation"`` is padded the same way.
 
-    :param task_envs: task name -> its vectorised env (a discrete action space, a ``Box`` observation space
-        that is not an image; the same number of envs for every task)
+    :param task_envs: task name -> its vectorised env (a discrete action space, a ``Box`` observation space:
+        vectors for every task, or channel-first images of one height and width for every task; the same number of
+        envs for every task)
     :param preprocessings: task name -> its teacher's preprocessing (None: none)
     :param env_ids: task name -> the env id its envs were made from (None: unknown), so that a model can build
         evaluation envs and this env again after ``load()``
@@ -101,12 +110,14 @@ class MultiTaskVecEnv(VecEnv):
         self.task_observation_spaces: list[spaces.Box] = [env.observation_space for env in self.task_envs]  # type: ignore[misc]
         self.task_action_spaces: list[spaces.Discrete] = [env.action_space for env in self.task_envs]  # type: ignore[misc]
         self.shape = padded_shape([space.shape for space in self.task_observation_spaces])
-        observation_space = spaces.Dict(
-            {
-                "obs": spaces.Box(-np.inf, np.inf, shape=self.shape, dtype=np.float32),
-                "task": spaces.Discrete(len(self.tasks)),
-            }
+        self.images = is_image_space(self.task_observation_spaces[0])
+        _check_preprocessings(self.tasks, self.preprocessings, self.images)
+        padded_space = (
+            spaces.Box(0, 255, shape=self.shape, dtype=np.uint8)
+            if self.images
+            else spaces.Box(-np.inf, np.inf, shape=self.shape, dtype=np.float32)
         )
+        observation_space = spaces.Dict({"obs": padded_space, "task": spaces.Discrete(len(self.tasks))})
         action_space = spaces.Discrete(max(int(space.n) for space in self.task_action_spaces))
         self.task_index = np.repeat(np.arange(len(self.tasks)), self.n_envs_per_task)
         # SB3's VecEnv needs one render mode: tasks built differently (an env id, an env object) may differ
@@ -123,12 +134,12 @@ class MultiTaskVecEnv(VecEnv):
 
         :param task: the task's index
         :param observations: shape (batch, *task_shape)
-        :return: shape (batch, *shape), float32
+        :return: shape (batch, *shape), float32 (uint8 for images)
         """
         preprocessing = self.preprocessings[task]
         if preprocessing is not None:
             observations = preprocessing.normalize(observations)
-        return pad_observations(np.asarray(observations), self.shape)
+        return pad_observations(np.asarray(observations), self.shape, self.observation_space["obs"].dtype)  # type: ignore[index]
 
     def _dict_obs(self, task_observations: Iterable[Any]) -> dict[str, np.ndarray]:
         padded = [self.process(task, obs) for task, obs in enumerate(task_observations)]
@@ -218,11 +229,47 @@ def _check_task_envs(task_envs: Any) -> None:
             raise ValueError(
                 f"Task {task!r} has action space {env.action_space}: multi-task distillation supports Discrete actions only"
             )
-        if not isinstance(env.observation_space, spaces.Box) or is_image_space(env.observation_space):
+        if not isinstance(env.observation_space, spaces.Box):
             raise ValueError(
-                f"Task {task!r} has observation space {env.observation_space}: multi-task distillation supports vector "
-                "(non-image) Box observations only"
+                f"Task {task!r} has observation space {env.observation_space}: multi-task distillation supports Box "
+                "observations only (vectors, or channel-first images)"
             )
     n_envs = {task: env.num_envs for task, env in task_envs.items()}
     if len(set(n_envs.values())) != 1:
         raise ValueError(f"Every task needs the same number of envs (balanced experience), got {n_envs}")
+    observation_spaces = {task: env.observation_space for task, env in task_envs.items()}
+    images = {task: is_image_space(space) for task, space in observation_spaces.items()}
+    if len(set(images.values())) != 1:
+        raise ValueError(
+            f"The tasks mix image and vector observations ({observation_spaces}): give every task images, or every "
+            "task vectors"
+        )
+    if all(images.values()):
+        _check_image_spaces(observation_spaces)
+
+
+def _check_image_spaces(observation_spaces: dict[str, Any]) -> None:
+    """Image tasks: channel-first, one height and width (only channels are padded: a CNN then sees one frame size)."""
+    for task, space in observation_spaces.items():
+        if not is_image_space_channels_first(space):
+            raise ValueError(
+                f"Task {task!r} has images of shape {space.shape}: multi-task distillation needs channel-first images "
+                "(wrap the env with SB3's `VecTransposeImage`, as the teacher was)"
+            )
+    frame_sizes = {task: tuple(space.shape[1:]) for task, space in observation_spaces.items()}
+    if len(set(frame_sizes.values())) != 1:
+        raise ValueError(
+            f"Image tasks must share height and width (only channels are padded), got (height, width) {frame_sizes}"
+        )
+
+
+def _check_preprocessings(tasks: list[str], preprocessings: list[TeacherPreprocessing | None], images: bool) -> None:
+    """Image observations stay uint8 images: a teacher normalising them with ``VecNormalize`` is not supported."""
+    if not images:
+        return
+    for task, preprocessing in zip(tasks, preprocessings, strict=True):
+        if preprocessing is not None and preprocessing.normalizes:
+            raise ValueError(
+                f"The teacher of image task {task!r} normalises observations with VecNormalize: multi-task "
+                "distillation of images supports teachers trained on the raw uint8 images only"
+            )

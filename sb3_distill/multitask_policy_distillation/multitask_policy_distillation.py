@@ -1,6 +1,5 @@
 import pathlib
 import warnings
-from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -12,10 +11,13 @@ from stable_baselines3.common.buffers import DictReplayBuffer
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.torch_layers import FlattenExtractor, NatureCNN
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
+from sb3_distill.common.base import PolicyLayoutMixin
 from sb3_distill.common.save import AtomicSaveMixin
 from sb3_distill.common.losses import DISTILLATION_LOSSES, check_temperature, distillation_loss
 from sb3_distill.common.multitask import MultiTaskVecEnv, pad_observations, padded_indices, unpad_observations
@@ -31,17 +33,27 @@ from sb3_distill.common.teachers import (
 )
 from sb3_distill.common.torch_layers import count_parameters
 from sb3_distill.common.utils import model_for_export
+from sb3_distill.common.validation import (
+    OFF_POLICY_NUMBERS,
+    CheckedSchedule,
+    Number,
+    check_arguments,
+    check_finite_losses,
+    check_net_arch,
+)
 from sb3_distill.multitask_policy_distillation.policies import MultiInputPolicy, MultiTaskDistillationPolicy
 
 SelfMultiTaskPolicyDistillation = TypeVar("SelfMultiTaskPolicyDistillation", bound="MultiTaskPolicyDistillation")
 
 #: Who acts while data is collected (as PolicyDistillation)
 CONTROL_POLICIES = ("teacher", "student", "mixture")
-#: The student trunk's default: one DQN teacher's size (SB3's [64, 64]), as Rusu's multi-task network
+#: The student trunk's default on vectors: one DQN teacher's size (SB3's [64, 64]), as Rusu's multi-task network
 DEFAULT_NET_ARCH = [64, 64]
+#: What ``student_policy_kwargs`` describes: the shared trunk (the heads are one linear layer per task)
+STUDENT_KEYS = ("net_arch", "activation_fn", "features_extractor_class", "features_extractor_kwargs", "normalize_images")
 
 
-class MultiTaskPolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
+class MultiTaskPolicyDistillation(AtomicSaveMixin, PolicyLayoutMixin, OffPolicyAlgorithm):
     """
     Multi-task policy distillation (Rusu et al. 2015, "Policy Distillation", arXiv:1511.06295):
     several single-task teachers, one per task, distilled into one student with a shared trunk and one output
@@ -60,12 +72,16 @@ class MultiTaskPolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
     the mean over tasks of ``loss(student_head_k(s), teacher_k(s))``.
 
     Supported: teachers with Discrete actions whose scores are Q-values (DQN, QR-DQN) or logits (PPO, A2C), on
-    vector (non-image) ``Box`` observations. Box actions and image observations are not supported. Tasks may
-    differ in observation length (the shorter ones are zero-padded at the end of every axis, to the largest
-    size along each axis; the padding is exact for the exported students, whose first layer keeps the weights
-    of the task's own inputs) and in their number of actions (one head each). The student is an MLP trunk
-    (``net_arch``) with one linear head per task; each task's student is exported as a plain SB3 ``DQN``
-    (trunk + that head; for a logit teacher its "Q-values" are logits, whose argmax is the policy).
+    ``Box`` observations: vectors, or channel-first images (all tasks one kind). Box actions are not supported.
+    Vector tasks may differ in observation length (the shorter ones are zero-padded at the end of every axis, to
+    the largest size along each axis); image tasks must share height and width and may differ in their number of
+    channels (e.g. MinAtar's games, 4 to 10 channels of 10x10: the channels are zero-padded at the end to the
+    largest count, the images stay ``uint8``). The padding is exact for the exported students, whose first layer
+    keeps the weights of the task's own inputs (columns of a first linear layer, input channels of a first
+    convolution). Tasks may differ in their number of actions (one head each). The student is a shared trunk, a
+    features extractor (SB3's ``FlattenExtractor`` on vectors, a CNN on images) then the hidden layers
+    ``net_arch``, with one linear head per task; each task's student is exported as a plain SB3 ``DQN`` (trunk +
+    that head; for a logit teacher its "Q-values" are logits, whose argmax is the policy).
 
     :param policy: The policy model to use: ``"MultiInputPolicy"`` (the multi-task env's observations are a
         ``Dict``; the student is an MLP trunk with one head per task)
@@ -105,9 +121,13 @@ class MultiTaskPolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
         a float in [0, 1] or a schedule of the progress remaining (from 1 to 0)
     :param deterministic_control: Whether a logit teacher acts by its mode instead of sampling (SB3's
         ``deterministic``); Q-value teachers and the student are greedy either way
-    :param student_policy_kwargs: The student's network: ``net_arch`` (the shared trunk's hidden layers, default
-        ``[64, 64]``: one DQN teacher's size, as Rusu's multi-task network had one teacher's size) and
-        ``activation_fn`` (default ``nn.ReLU``)
+    :param student_policy_kwargs: The student's shared trunk, with the keys of DQN's ``policy_kwargs``:
+        ``features_extractor_class`` and ``features_extractor_kwargs`` (vectors: ``FlattenExtractor``; images: a
+        CNN, by default the first teacher's extractor and its kwargs, one teacher's size as Rusu's multi-task
+        network), ``net_arch`` (the hidden layers after the extractor; default ``[64, 64]`` on vectors, one DQN
+        teacher's size, and the first teacher's ``net_arch`` on images), ``activation_fn`` (default ``nn.ReLU``)
+        and ``normalize_images`` (default: the first teacher's, True for SB3's ``CnnPolicy``). The layout is
+        decided once from these, saved with the model, and never changed by ``load()``.
     :param max_grad_norm: The maximum value for the gradient clipping of the student (None: no clipping)
     :param stats_window_size: Window size for the rollout logging (episodes of all tasks together)
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -120,6 +140,9 @@ class MultiTaskPolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MultiInputPolicy": MultiInputPolicy}
+    # The student's trunk is sized by `student_policy_kwargs`: `load(path, student_policy_kwargs=other)` is refused
+    # clearly (PolicyLayoutMixin.load) instead of failing on mismatched weights
+    layout_arguments: ClassVar[dict[str, str]] = {"student_policy_kwargs": "student_policy_kwargs"}
     policy: MultiTaskDistillationPolicy
     replay_buffer: DictReplayBuffer
     tasks: list[str]
@@ -210,6 +233,7 @@ class MultiTaskPolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
             self._setup_model()
 
     def _setup_model(self) -> None:
+        check_arguments(self, NUMBERS)
         self._setup_teachers()
         unknown = sorted(set(self.policy_kwargs) - {"optimizer_class", "optimizer_kwargs"})
         if unknown:
@@ -236,7 +260,7 @@ class MultiTaskPolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
             for teacher, state in zip(self.policy.teachers, self._new_teacher_states, strict=True):
                 teacher.load_state_dict(state)
             self._new_teacher_states = None
-        self.teacher_prob_schedule = self.teacher_prob if callable(self.teacher_prob) else _constant(self.teacher_prob)
+        self.teacher_prob_schedule = CheckedSchedule(self.teacher_prob, "teacher_prob", NUMBERS["teacher_prob"])
 
     def _setup_teachers(self) -> None:
         """Load the teachers if given, check them against the tasks' envs and derive their description."""
@@ -276,24 +300,49 @@ class MultiTaskPolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
         self._new_teacher_states = [model.policy.state_dict() for model in models]
 
     def _student_kwargs(self) -> dict[str, Any]:
-        """The student trunk's ``net_arch`` and ``activation_fn``: the defaults, then the user's."""
+        """
+        The student trunk's full description (every key of :data:`STUDENT_KEYS`): the defaults, then the user's
+        (decided from the saved arguments alone, so that ``load()`` rebuilds the same layout).
+        """
         kwargs = self.student_policy_kwargs
         if kwargs is None:
             kwargs = {}
         if not isinstance(kwargs, dict):
             raise TypeError(f"`student_policy_kwargs` must be a dict or None, got {type(kwargs).__name__}")
-        unknown = sorted(set(kwargs) - {"net_arch", "activation_fn"})
+        unknown = sorted(set(kwargs) - set(STUDENT_KEYS))
         if unknown:
             raise ValueError(
-                f"`student_policy_kwargs` has unknown keys {unknown}: the multi-task student takes `net_arch` and "
-                "`activation_fn`"
+                f"`student_policy_kwargs` has unknown keys {unknown}: the multi-task student's trunk takes "
+                f"{list(STUDENT_KEYS)}"
             )
-        net_arch = kwargs.get("net_arch", DEFAULT_NET_ARCH)
-        if not isinstance(net_arch, (list, tuple)) or not all(
-            isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in net_arch
-        ):
-            raise ValueError(f"`net_arch` of `student_policy_kwargs` must be a list of positive integers, got {net_arch!r}")
-        return dict(net_arch=list(net_arch), activation_fn=kwargs.get("activation_fn", nn.ReLU))
+        defaults = self._default_student_kwargs()
+        if "features_extractor_class" in kwargs:
+            defaults["features_extractor_kwargs"] = {}
+        resolved = {**defaults, **kwargs}
+        check_net_arch(resolved["net_arch"], "student_policy_kwargs['net_arch']")
+        resolved["net_arch"] = [int(size) for size in resolved["net_arch"]]
+        return resolved
+
+    def _default_student_kwargs(self) -> dict[str, Any]:
+        """Vectors: an MLP trunk of one DQN teacher's size; images: the first teacher's network (one teacher's size)."""
+        if not is_image_space(self.task_observation_spaces[0]):
+            return dict(
+                net_arch=list(DEFAULT_NET_ARCH),
+                activation_fn=nn.ReLU,
+                features_extractor_class=FlattenExtractor,
+                features_extractor_kwargs={},
+                normalize_images=True,
+            )
+        teacher_kwargs = self.teacher_policy_kwargs[0]
+        net_arch = teacher_kwargs.get("net_arch")
+        return dict(
+            # An actor-critic's dict(pi=..., vf=...) is not a trunk: no hidden layer after the CNN then
+            net_arch=list(net_arch) if isinstance(net_arch, (list, tuple)) else [],
+            activation_fn=teacher_kwargs.get("activation_fn", nn.ReLU),
+            features_extractor_class=teacher_kwargs.get("features_extractor_class", NatureCNN),
+            features_extractor_kwargs=dict(teacher_kwargs.get("features_extractor_kwargs") or {}),
+            normalize_images=teacher_kwargs.get("normalize_images", True),
+        )
 
     def _check_distillation_arguments(self) -> None:
         """Validate the distillation arguments (here, not in ``__init__``: ``load()`` and rl-zoo3 bypass it)."""
@@ -306,14 +355,6 @@ class MultiTaskPolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
             self.distill_temperatures = [float(self.temperature)] * len(self.tasks)
         if self.control not in CONTROL_POLICIES:
             raise ValueError(f"`control` must be one of {CONTROL_POLICIES}, got {self.control!r}")
-        for progress in (1.0, 0.0):
-            beta = self.teacher_prob(progress) if callable(self.teacher_prob) else self.teacher_prob
-            if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta <= 1.0:
-                raise ValueError(
-                    f"`teacher_prob` must be a float in [0, 1] or a schedule with values in [0, 1], got {self.teacher_prob!r}"
-                )
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise ValueError(f"`max_grad_norm` must be a number > 0 or None, got {self.max_grad_norm!r}")
         if self.batch_size < len(self.tasks):
             warnings.warn(
                 f"`batch_size` {self.batch_size} < {len(self.tasks)} tasks: each gradient step uses one state per task"
@@ -422,6 +463,8 @@ class MultiTaskPolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
                 th.nn.utils.clip_grad_norm_(self.policy.student.parameters(), self.max_grad_norm)
             self.policy.optimizer.step()
 
+        # One synchronisation: a NaN or infinite loss (e.g. from a bad observation) stops training, naming the task
+        check_finite_losses({"distill_loss": (self.tasks, th.stack(task_losses))}, self._n_updates)
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         mean_losses = th.stack(task_losses).mean(dim=0).tolist()
@@ -491,7 +534,8 @@ class MultiTaskPolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
     def _process(self, task: int, observations: np.ndarray) -> np.ndarray:
         """A task's raw observations as the multi-task env gives them (teacher's normalisation, padded)."""
         observations = self.teacher_preprocessings[task].normalize(observations)
-        return pad_observations(observations, self.observation_space["obs"].shape)  # type: ignore[index, arg-type]
+        padded_space = self.observation_space["obs"]  # type: ignore[index]
+        return pad_observations(observations, padded_space.shape, padded_space.dtype)
 
     @property
     def compression_ratio(self) -> float:
@@ -586,29 +630,29 @@ class MultiTaskPolicyDistillation(AtomicSaveMixin, OffPolicyAlgorithm):
         :return: the DQN, with no environment attached
         """
         index = self._task_index(task)
-        student = self.policy.student
+        policy = self.policy
         algorithm_kwargs: dict[str, Any] = {} if learning_rate is None else {"learning_rate": learning_rate}
+        network = dict(
+            net_arch=list(policy.net_arch),
+            activation_fn=policy.activation_fn,
+            features_extractor_class=policy.features_extractor_class,
+            features_extractor_kwargs=dict(policy.features_extractor_kwargs),
+            normalize_images=policy.normalize_images,
+        )
         exported = model_for_export(
             DQN,
             DQN.policy_aliases["MlpPolicy"],
-            dict(net_arch=list(self.policy.net_arch), activation_fn=self.policy.activation_fn),
+            network,
             self.task_observation_spaces[index],
             self.task_action_spaces[index],
             device=self.device,
             seed=self.seed,
             **algorithm_kwargs,
         )
-        sources: list[nn.Linear] = [layer for layer in [*student.trunk, student.heads[index]] if isinstance(layer, nn.Linear)]
-        targets: list[nn.Linear] = [layer for layer in exported.policy.q_net.q_net if isinstance(layer, nn.Linear)]
-        # The task's own input columns of the first layer: (out, prod(padded shape)) -> (out, prod(task shape))
-        columns = th.as_tensor(
-            padded_indices(self.observation_space["obs"].shape, self.task_observation_spaces[index].shape),  # type: ignore[index, arg-type]
-            device=self.device,
+        state = task_q_network_state(
+            policy.student, index, self.observation_space["obs"].shape, self.task_observation_spaces[index].shape  # type: ignore[index, arg-type]
         )
-        with th.no_grad():
-            for layer, (source, target) in enumerate(zip(sources, targets, strict=True)):
-                target.weight.copy_(source.weight[:, columns] if layer == 0 else source.weight)
-                target.bias.copy_(source.bias)
+        exported.policy.q_net.load_state_dict(state)
         exported.policy.q_net_target.load_state_dict(exported.policy.q_net.state_dict())
         if path is not None:
             pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -710,5 +754,45 @@ def _check_env_tasks(env: VecEnv, teachers: dict[str, LoadedTeacher]) -> None:
     _check_spaces(dict(zip(env.tasks, env.task_envs, strict=True)), teachers)
 
 
-def _constant(value: float) -> Callable[[float], float]:
-    return lambda _: float(value)
+def task_q_network_state(
+    student: Any, task: int, padded_shape: tuple[int, ...], task_shape: tuple[int, ...]
+) -> dict[str, th.Tensor]:
+    """
+    The state dict of one task's SB3 ``QNetwork`` (trunk + that task's head, on the task's own inputs) out of the
+    multi-task student. The student's layers map one to one onto the QNetwork's (``features_extractor.*``, then
+    ``q_net.<i>.*``: the trunk's hidden layers, then the head); only the first layer that sees the input differs:
+    it keeps the task's own inputs, the columns of a first linear layer (vectors, see :func:`padded_indices`) or the
+    first input channels of a first convolution (images, channels padded at the end). The padded inputs only ever
+    held zeros, so the task's network computes exactly what the student's head does.
+
+    :param student: the :class:`~sb3_distill.multitask_policy_distillation.policies.MultiTaskQNetwork`
+    :param task: the task's index
+    :param padded_shape: the padded observation shape
+    :param task_shape: the task's observation shape
+    :return: the QNetwork's state dict
+    """
+    state = {f"features_extractor.{key}": value for key, value in student.features_extractor.state_dict().items()}
+    state.update({f"q_net.{key}": value for key, value in student.trunk.state_dict().items()})
+    state.update({f"q_net.{len(student.trunk)}.{key}": value for key, value in student.heads[task].state_dict().items()})
+    if tuple(padded_shape) == tuple(task_shape):
+        return state
+    # The first weight in the network's order is the one that sees the (padded) input
+    first = next(key for key in state if key.endswith("weight"))
+    weight = state[first]
+    if weight.ndim == 2:
+        # (out, prod(padded shape)) -> (out, prod(task shape))
+        columns = th.as_tensor(padded_indices(padded_shape, task_shape), device=weight.device)
+        state[first] = weight[:, columns]
+    else:
+        # A convolution, (out, padded channels, *kernel) -> (out, task channels, *kernel)
+        state[first] = weight[:, : task_shape[0]]
+    return state
+
+
+#: The numeric arguments and what they accept (see :func:`sb3_distill.common.validation.check_arguments`)
+NUMBERS = {
+    **OFF_POLICY_NUMBERS,
+    "temperature": Number(low=0, low_open=True, optional=True, meaning="the softmax temperature tau; None: by teacher"),
+    "teacher_prob": Number(low=0, high=1, schedule=True, meaning="beta, the probability that the teacher acts"),
+    "max_grad_norm": Number(low=0, low_open=True, optional=True, meaning="None: no clipping"),
+}

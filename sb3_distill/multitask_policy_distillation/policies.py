@@ -5,11 +5,11 @@ with one output head per task (Rusu et al. 2015), in one module so that all are 
 
 from typing import Any
 
-import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.torch_layers import create_mlp
+from stable_baselines3.common.preprocessing import preprocess_obs
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor, create_mlp
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
@@ -18,29 +18,44 @@ from sb3_distill.common.teachers import Teacher
 
 class MultiTaskQNetwork(nn.Module):
     """
-    A shared trunk (an MLP on the flattened padded observation) and one linear head per task, giving the
-    task's scores (Q-values, or logits for a logit teacher). Laid out as SB3's ``QNetwork`` (``create_mlp``) so
-    that trunk + one head is a DQN's ``q_net``.
+    A shared trunk (a features extractor on the padded observation, then an MLP) and one linear head per task,
+    giving the task's scores (Q-values, or logits for a logit teacher). Laid out as SB3's ``QNetwork``
+    (``features_extractor``, then ``create_mlp``) so that trunk + one head is a DQN's ``q_net``: vector tasks use
+    SB3's ``FlattenExtractor`` (an MLP trunk), image tasks a CNN (e.g. ``NatureCNN``, ``CompactNatureCNN`` or the
+    MinAtar network), each on the channel-padded images.
 
-    :param input_dim: size of the flattened padded observation
+    :param observation_space: the padded observation space (a vector ``Box``, or channel-first images)
     :param n_actions: each task's number of actions
-    :param net_arch: the trunk's hidden layer sizes (empty: the heads are linear in the observation)
-    :param activation_fn: the trunk's activation
+    :param features_extractor: the trunk's features extractor (built on ``observation_space``)
+    :param net_arch: the hidden layer sizes after the extractor (empty: the heads are linear in its features)
+    :param activation_fn: the activation of those hidden layers
+    :param normalize_images: whether to divide image observations by 255 first (as SB3's policies)
     """
 
     def __init__(
-        self, input_dim: int, n_actions: list[int], net_arch: list[int], activation_fn: type[nn.Module] = nn.ReLU
+        self,
+        observation_space: spaces.Box,
+        n_actions: list[int],
+        features_extractor: BaseFeaturesExtractor,
+        net_arch: list[int],
+        activation_fn: type[nn.Module] = nn.ReLU,
+        normalize_images: bool = True,
     ) -> None:
         super().__init__()
+        self.observation_space = observation_space
         self.n_actions = list(n_actions)
+        self.normalize_images = normalize_images
+        self.features_extractor = features_extractor
         # output_dim -1: the hidden layers and their activations only
-        self.trunk = nn.Sequential(*create_mlp(input_dim, -1, net_arch, activation_fn))
-        features_dim = net_arch[-1] if net_arch else input_dim
+        self.trunk = nn.Sequential(*create_mlp(features_extractor.features_dim, -1, net_arch, activation_fn))
+        features_dim = net_arch[-1] if net_arch else features_extractor.features_dim
         self.heads = nn.ModuleList(nn.Linear(features_dim, n) for n in n_actions)
 
     def features(self, observations: th.Tensor) -> th.Tensor:
         """The shared trunk's output, (batch, features_dim), from padded observations (batch, *shape)."""
-        return self.trunk(observations.flatten(start_dim=1).float())
+        # As SB3's BaseModel.extract_features: images / 255 (if normalize_images), vectors as float
+        preprocessed = preprocess_obs(observations, self.observation_space, normalize_images=self.normalize_images)
+        return self.trunk(self.features_extractor(preprocessed))
 
     def forward(self, observations: th.Tensor, tasks: th.Tensor) -> th.Tensor:
         """
@@ -74,8 +89,12 @@ class MultiTaskDistillationPolicy(BasePolicy):
     :param task_action_spaces: each task's own action space
     :param teacher_policy_classes: each teacher's SB3 policy class
     :param teacher_policy_kwargs: each teacher policy's constructor parameters
-    :param net_arch: the student trunk's hidden layer sizes
-    :param activation_fn: the student trunk's activation
+    :param net_arch: the student trunk's hidden layer sizes after its features extractor
+    :param activation_fn: the activation of those hidden layers
+    :param features_extractor_class: the student trunk's features extractor (``FlattenExtractor``: an MLP trunk
+        on vectors; a CNN for images)
+    :param features_extractor_kwargs: its keyword arguments
+    :param normalize_images: whether the student divides image observations by 255 (as SB3's ``CnnPolicy``)
     :param optimizer_class: The optimizer of the student
     :param optimizer_kwargs: Additional keyword arguments, excluding the learning rate, to pass to the optimizer
     """
@@ -95,10 +114,21 @@ class MultiTaskDistillationPolicy(BasePolicy):
         teacher_policy_kwargs: list[dict[str, Any]],
         net_arch: list[int],
         activation_fn: type[nn.Module] = nn.ReLU,
+        features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = True,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(observation_space, action_space, optimizer_class=optimizer_class, optimizer_kwargs=optimizer_kwargs)
+        super().__init__(
+            observation_space,
+            action_space,
+            features_extractor_class=features_extractor_class,
+            features_extractor_kwargs=features_extractor_kwargs,
+            normalize_images=normalize_images,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+        )
         self.tasks = list(tasks)
         self.task_observation_spaces = list(task_observation_spaces)
         self.task_action_spaces = list(task_action_spaces)
@@ -112,13 +142,19 @@ class MultiTaskDistillationPolicy(BasePolicy):
                 teacher_policy_classes, task_observation_spaces, task_action_spaces, teacher_policy_kwargs, strict=True
             )
         )
-        for teacher in self.teachers:
-            teacher.set_training_mode(False)  # type: ignore[operator]
+        # Frozen, in evaluation mode for good (the list itself too: set_training_mode never switches it)
+        self.teachers.eval()
         self.teachers.requires_grad_(False)
-        shape = observation_space["obs"].shape
-        assert shape is not None
+        padded_space = observation_space["obs"]
+        assert isinstance(padded_space, spaces.Box)
+        # `features_extractor_kwargs` as BaseModel completed it (`normalized_image=True` without normalize_images)
         self.student = MultiTaskQNetwork(
-            int(np.prod(shape)), [int(space.n) for space in task_action_spaces], self.net_arch, activation_fn
+            padded_space,
+            [int(space.n) for space in task_action_spaces],
+            features_extractor_class(padded_space, **self.features_extractor_kwargs),
+            self.net_arch,
+            activation_fn,
+            normalize_images,
         )
         self.optimizer = self.optimizer_class(self.student.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
 
@@ -139,6 +175,9 @@ class MultiTaskDistillationPolicy(BasePolicy):
             teacher_policy_kwargs=self.teacher_policy_kwargs,
             net_arch=self.net_arch,
             activation_fn=self.activation_fn,
+            features_extractor_class=self.features_extractor_class,
+            features_extractor_kwargs=self.features_extractor_kwargs,
+            normalize_images=self.normalize_images,
             optimizer_class=self.optimizer_class,
             optimizer_kwargs=self.optimizer_kwargs,
         )
