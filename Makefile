@@ -99,9 +99,9 @@ bench-minatar: $(VENV)/.install-bench
 bench-minatar-multitask: $(VENV)/.install-bench
 	$(PYTHON) -m benchmarks.minatar_multitask --games Breakout SpaceInvaders Freeway --seeds 0 1 2 --timesteps 500000 --distill-timesteps 250000 --mtdqn-timesteps 500000 --train-freq 4 --append
 bench-ensemble-scale: $(VENV)/.install-bench $(VENV)/.install-box2d
-	$(PYTHON) benchmarks/ensemble_scale.py --env LunarLander-v3 --seeds 0 1 2 3 4 --append
+	$(PYTHON) benchmarks/ensemble_scale.py --env LunarLander-v3 --seeds 0 1 2 3 4 --variants raw spread returns spread+returns --eval-freq 10000 --append --shared-teachers
 	$(PYTHON) benchmarks/ensemble_scale.py --env CartPole-v1 --seeds 0 1 2 3 4 --append
-	$(PYTHON) benchmarks/ensemble_scale.py --env Acrobot-v1 --seeds 0 1 2 3 4 --append
+	$(PYTHON) benchmarks/ensemble_scale.py --env Acrobot-v1 --seeds 0 1 2 3 4 --variants raw spread returns spread+returns --eval-freq 10000 --append --shared-teachers
 
 lint: $(VENV)/.install-tests
 	$(PYTHON) -m ruff check $(LINT_PATHS)
