@@ -484,9 +484,10 @@ class PIEKDSAC(AtomicSaveMixin, PolicyLayoutMixin, SAC):
     def _optimize(self, critic_loss: th.Tensor, actor_loss: th.Tensor, ent_coef_loss: th.Tensor) -> None:
         """
         One optimizer step of every member's critics, actor and entropy coefficient. Each member's losses depend
-        only on its own stacked slots, so one backward pass of the summed losses gives each member its own
-        gradients. As in SB3, the critics get only the critic loss's gradient: the actor loss goes back to the
-        actors' parameters only (``backward(inputs=...)``), through the critics of before their step.
+        only on its own stacked slots, so a backward pass of the losses summed over members gives each member its
+        own gradients: one for the critic losses, one for the actor and entropy-coefficient losses. As in SB3, the
+        critics get only the critic loss's gradient: the actor loss goes back to the actors' parameters only
+        (``backward(inputs=...)``), through the critics of before their step.
 
         :param critic_loss: each member's critic loss, shape (K,)
         :param actor_loss: each member's actor loss, shape (K,)
@@ -590,7 +591,10 @@ class PIEKDSAC(AtomicSaveMixin, PolicyLayoutMixin, SAC):
         self.logger.record("train/distill_critic_mse_after", critic_mse)
 
     def _extra_updates(self) -> None:
-        """As many SAC updates of every member, with the same batch size, as a distillation phase has steps."""
+        """
+        As many SAC updates of every member, with the same batch size, as a distillation phase has steps (through
+        :meth:`train`, whose ``train/`` losses then report these updates).
+        """
         n_updates = self.distill_epochs * self._distill_batches_per_epoch()
         self.train(n_updates, self.distill_batch_size)
         self.logger.record("train/n_extra_updates", n_updates)
