@@ -11,7 +11,13 @@ from sb3_distill.common.losses import (
     mse_loss,
     nll_loss,
     dqn_td_targets,
+    piekd_critic_loss,
+    piekd_policy_loss,
     reverse_kl_loss,
+    sac_actor_loss,
+    sac_critic_loss,
+    sac_critic_targets,
+    sac_ent_coef_loss,
     stacked_huber_loss,
 )
 
@@ -256,3 +262,82 @@ def test_gaussian_mse_and_bad_input():
         gaussian_distillation_loss(student_mean, None, teacher_mean, None, loss="nll")
     with pytest.raises(ValueError, match="log standard deviations"):
         gaussian_distillation_loss(student_mean, None, teacher_mean, None, loss="forward_kl")
+
+
+def sac_batch(n_members=3, n_critics=2, batch=BATCH, seed=3):
+    """Random stacked SAC quantities, float64, with gradients where SAC's losses take them."""
+    generator = th.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return th.randn(*shape, generator=generator, dtype=th.float64)
+
+    return dict(
+        rewards=randn(batch, 1),
+        dones=(th.rand(batch, 1, generator=generator) < 0.3).double(),
+        next_q=randn(n_members, n_critics, batch),
+        next_log_prob=randn(n_members, batch),
+        q_values=randn(n_members, n_critics, batch).requires_grad_(),
+        log_prob=randn(n_members, batch).requires_grad_(),
+        log_ent_coef=randn(n_members).requires_grad_(),
+    )
+
+
+@pytest.mark.parametrize("discounts", [0.9, "per_sample"])
+def test_sac_losses_are_each_members_sb3_losses(discounts):
+    """Every stacked SAC loss equals SB3's SAC.train loss of each member written out on its own, gradients included."""
+    data = sac_batch()
+    if discounts == "per_sample":
+        discounts = th.rand(BATCH, 1, dtype=th.float64)
+    ent_coef = data["log_ent_coef"].detach().exp()
+    targets = sac_critic_targets(data["rewards"], data["dones"], discounts, data["next_q"], data["next_log_prob"], ent_coef)
+    critic_losses = sac_critic_loss(data["q_values"], targets)
+    actor_losses = sac_actor_loss(data["q_values"], data["log_prob"], ent_coef)
+    ent_coef_losses = sac_ent_coef_loss(data["log_ent_coef"], data["log_prob"], -1.0)
+    assert targets.shape == (3, BATCH) and not targets.requires_grad
+    assert critic_losses.shape == actor_losses.shape == ent_coef_losses.shape == (3,)
+    grads = th.autograd.grad(
+        critic_losses.sum() + actor_losses.sum() + ent_coef_losses.sum(),
+        [data["q_values"], data["log_prob"], data["log_ent_coef"]],
+    )
+    for k in range(3):
+        q_values = data["q_values"][k].detach().requires_grad_()
+        log_prob = data["log_prob"][k].detach().requires_grad_()
+        log_ent_coef = data["log_ent_coef"][k : k + 1].detach().requires_grad_()
+        # SB3's SAC.train for one agent: (batch, 1) columns
+        next_q = data["next_q"][k].T.min(dim=1, keepdim=True).values - ent_coef[k] * data["next_log_prob"][k].reshape(-1, 1)
+        target = data["rewards"] + (1 - data["dones"]) * discounts * next_q
+        critic = 0.5 * sum(th.nn.functional.mse_loss(q.reshape(-1, 1), target) for q in q_values)
+        actor = (ent_coef[k] * log_prob.reshape(-1, 1) - q_values.T.min(dim=1, keepdim=True).values).mean()
+        ent = -(log_ent_coef * (log_prob - 1.0).detach()).mean()
+        th.testing.assert_close(targets[k], target.squeeze(1))
+        th.testing.assert_close(critic_losses[k], critic)
+        th.testing.assert_close(actor_losses[k], actor)
+        th.testing.assert_close(ent_coef_losses[k], ent)
+        expected = th.autograd.grad(critic + actor + ent, [q_values, log_prob, log_ent_coef])
+        th.testing.assert_close(grads[0][k], expected[0])
+        th.testing.assert_close(grads[1][k], expected[1])
+        th.testing.assert_close(grads[2][k], expected[2][0])
+
+
+@pytest.mark.parametrize("teacher", [0, 2])
+def test_piekd_losses_match_per_student_computation(teacher):
+    """Eq. 1 and Eq. 2 of PIEKD (Hong et al.) written out per student with torch.distributions, gradients included."""
+    generator = th.Generator().manual_seed(4)
+    mean = th.randn(3, BATCH, 2, generator=generator, dtype=th.float64, requires_grad=True)
+    log_std = (0.5 * th.randn(3, BATCH, 2, generator=generator, dtype=th.float64)).requires_grad_()
+    q_values = th.randn(3, 2, BATCH, generator=generator, dtype=th.float64, requires_grad=True)
+    policy_loss, critic_loss = piekd_policy_loss(mean, log_std, teacher), piekd_critic_loss(q_values, teacher)
+    teacher_policy = Independent(Normal(mean[teacher].detach(), log_std[teacher].detach().exp()), 1)
+    students = [k for k in range(3) if k != teacher]
+    expected_policy = sum(
+        kl_divergence(teacher_policy, Independent(Normal(mean[k], log_std[k].exp()), 1)).mean() for k in students
+    )
+    expected_critic = sum(((q_values[teacher].detach()[j] - q_values[k][j]) ** 2).mean() for k in students for j in range(2))
+    th.testing.assert_close(policy_loss, expected_policy)
+    th.testing.assert_close(critic_loss, expected_critic)
+    grads = th.autograd.grad(policy_loss + critic_loss, [mean, log_std, q_values])
+    expected_grads = th.autograd.grad(expected_policy + expected_critic, [mean, log_std, q_values])
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        th.testing.assert_close(grad, expected_grad)
+        # The teacher receives no gradient, exactly
+        assert th.all(grad[teacher] == 0)

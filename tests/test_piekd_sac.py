@@ -13,8 +13,11 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.distributions import SquashedDiagGaussianDistribution
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.torch_layers import NatureCNN
+from stable_baselines3.common.utils import get_parameters_by_name
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from benchmarks import piekd_sample_efficiency, throughput
@@ -71,7 +74,7 @@ def test_run(knowledge_sharing, teacher_selection):
     model = tiny_model(short_episodes_env(), knowledge_sharing=knowledge_sharing, teacher_selection=teacher_selection)
     model.learn(400)
     assert model._n_updates > 0
-    assert model.actor.n_members == 3 and model.critic.q_net.n_members == 6
+    assert model.actor.n_members == 3 and model.critic.n_members == 3 and model.critic.q_net[0].n_members == 6
     # A phase at step 250 (and none for the Ensemble-SAC baseline)
     assert model.n_sharing_phases == (0 if knowledge_sharing == "none" else 1)
 
@@ -296,6 +299,8 @@ def test_hardcopy_makes_members_equal():
             group = param.shape[0] // 3
             for member in range(3):
                 assert th.equal(param[member * group : (member + 1) * group], param[2 * group : 3 * group])
+    # The SAC optimizer states stay each member's own
+    assert not th.equal(*[model.actor.optimizer.state[model.actor.mu.weight]["exp_avg"][k] for k in (0, 2)])
     assert th.equal(log_ent_coef, model.log_ent_coef.detach())
     kl, mse = model.distillation_gaps(2)
     assert kl == 0 and mse == 0
@@ -435,7 +440,7 @@ def test_fused_adam_and_stacked_shapes():
     model = tiny_model()
     for optimizer in (model.actor.optimizer, model.critic.optimizer, model.ent_coef_optimizer):
         assert optimizer.defaults["fused"] is True
-    assert model.actor.mu.weight.shape == (3, 1, 32) and model.critic.q_net.layers[0].weight.shape == (6, 32, 4)
+    assert model.actor.mu.weight.shape == (3, 1, 32) and model.critic.q_net[0].weight.shape == (6, 32, 4)
     assert model.log_ent_coef.shape == (3,)
 
 
@@ -590,3 +595,94 @@ def test_learns_pendulum_median_over_seeds():
     best = [max(mean for mean, _ in run_pendulum(seed).values()) for seed in range(5)]
     print(best)
     assert np.median(best) >= -250
+
+
+def test_member_view_is_an_sb3_policy(tmp_path):
+    """A member view acts, predicts and is evaluated as the member's exported SB3 actor does."""
+    model = tiny_model(short_episodes_env())
+    model.learn(150)
+    obs = np.stack([model.observation_space.sample() for _ in range(6)])
+    for member in range(3):
+        view = model.actor.member(member)
+        assert isinstance(view, BasePolicy) and len(view.state_dict()) == 0 and view.device == model.device
+        exported = model.export_member(member)
+        np.testing.assert_allclose(
+            view.predict(obs, deterministic=True)[0], exported.predict(obs, deterministic=True)[0], rtol=1e-5, atol=1e-6
+        )
+        assert view.predict(obs[0])[0].shape == (1,)
+    mean, _ = evaluate_policy(model.actor.member(1), Monitor(short_episodes_env()), n_eval_episodes=1)
+    assert -2000 < mean < 0
+    with pytest.raises(ValueError, match="`member` must be in \\[0, 3\\), got 3"):
+        model.actor.member(3)
+
+
+def test_copy_member_from_and_to_sb3_modules():
+    """A plain SAC's actor and critics copied into member 1 replace it, and copy back out unchanged."""
+    model = tiny_model(policy_kwargs=dict(net_arch=dict(pi=[16], qf=[8, 8])))
+    plain = SAC("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(net_arch=dict(pi=[16], qf=[8, 8])), seed=1)
+    obs = th.as_tensor(np.stack([model.observation_space.sample() for _ in range(8)]))
+    actions = th.as_tensor(np.stack([model.action_space.sample() for _ in range(8)]))
+    before_mean, _ = model.actor.get_action_dist_params(obs)
+    before_q = model.critic(obs, actions)
+    model.actor.copy_member_from(1, plain.actor)
+    model.critic.copy_member_from(1, plain.critic)
+    with th.no_grad():
+        mean, log_std = model.actor.get_action_dist_params(obs)
+        plain_mean, plain_log_std, _ = plain.actor.get_action_dist_params(obs)
+        th.testing.assert_close(mean[1], plain_mean)
+        th.testing.assert_close(log_std[1], plain_log_std)
+        q_values = model.critic(obs, actions)
+        for j, plain_q in enumerate(plain.critic(obs, actions)):
+            th.testing.assert_close(q_values[1, j], plain_q.squeeze(1))
+    # The other members are untouched
+    assert th.equal(mean[[0, 2]], before_mean[[0, 2]]) and th.equal(q_values[[0, 2]], before_q[[0, 2]])
+    other = SAC("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(net_arch=dict(pi=[16], qf=[8, 8])), seed=2)
+    for stack, module in ((model.actor, other.actor), (model.critic, other.critic)):
+        stack.copy_member_to(1, module)
+    for name in ("actor", "critic"):
+        plain_state = getattr(plain, name).state_dict()
+        for key, value in getattr(other, name).state_dict().items():
+            assert th.equal(value, plain_state[key]), (name, key)
+    wider = SAC("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(net_arch=dict(pi=[16, 16], qf=[8, 8])))
+    with pytest.raises(ValueError, match="architecture"):
+        model.actor.copy_member_to(0, wider.actor)
+
+
+def test_batch_norm_statistics_are_copied_to_the_targets():
+    """
+    As SAC, each target update copies the critics' batch-norm running statistics (``batch_norm_stats``) into the
+    targets'. PIEKDSAC's stacked MLPs have no batch-norm layer (its aliases are empty lists): the test gives both
+    critics one, as a batch-norm features extractor would, and checks that ``train()`` copies its running stats.
+    """
+    model = tiny_model(knowledge_sharing="none")
+    assert model.batch_norm_stats == [] and model.batch_norm_stats_target == []
+    model.learn(150)
+    model.critic.norm, model.critic_target.norm = th.nn.BatchNorm1d(3), th.nn.BatchNorm1d(3)
+    with th.no_grad():
+        model.critic.norm(th.randn(16, 3) * 5 + 2)  # training mode: running statistics move away from 0 and 1
+    model.batch_norm_stats = get_parameters_by_name(model.critic, ["running_"])
+    model.batch_norm_stats_target = get_parameters_by_name(model.critic_target, ["running_"])
+    assert len(model.batch_norm_stats) == 2
+    model.train(gradient_steps=1, batch_size=8)
+    for stat, target_stat in zip(model.batch_norm_stats, model.batch_norm_stats_target, strict=True):
+        assert th.equal(stat, target_stat)
+    assert not th.equal(model.critic_target.norm.running_mean, th.zeros(3))
+
+
+def test_loads_the_state_dict_of_earlier_versions():
+    """Files saved before the stacks were nn.Sequential (keys `...layers.{i}`) load into the current layout."""
+    model = tiny_model()
+    state = {key: value.clone() for key, value in model.policy.state_dict().items()}
+    old_state = {
+        re.sub(
+            r"^(actor\.latent_pi|critic\.q_net|critic_target\.q_net)\.(\d+)\.",
+            lambda match: f"{match.group(1)}.layers.{int(match.group(2)) // 2}.",
+            key,
+        ): value.clone()
+        + 1.0
+        for key, value in state.items()
+    }
+    assert "actor.latent_pi.layers.1.weight" in old_state and "critic_target.q_net.layers.2.bias" in old_state
+    model.policy.load_state_dict(old_state)
+    for key, value in model.policy.state_dict().items():
+        assert th.equal(value, state[key] + 1.0), key

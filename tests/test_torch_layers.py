@@ -8,7 +8,16 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, Combine
 from stable_baselines3.dqn.policies import QNetwork
 from torch import nn
 
-from sb3_distill.common.torch_layers import CompactNatureCNN, StackedQNetwork, count_parameters, resolve_student_kwargs
+from sb3_distill.common.torch_layers import (
+    CompactNatureCNN,
+    MemberStack,
+    StackedLinear,
+    StackedQNetwork,
+    count_parameters,
+    member_polyak_update,
+    resolve_student_kwargs,
+    stack_mlps,
+)
 from sb3_distill.common.torch_layers import make_q_network as make_described_q_network
 from sb3_distill.common.utils import clip_grad_norm_per_member_
 
@@ -278,3 +287,73 @@ def test_any_extractor_of_nature_cnn_layout_stacks_and_small_images_get_a_clear_
     # The default Nature-DQN-shaped student does not fit 10x10 frames: a ValueError that says what to do
     with pytest.raises(ValueError, match="does not fit observations of shape"):
         CompactNatureCNN(space)
+
+
+def test_stacked_linear_inputs_shared_per_member_and_per_group():
+    """A StackedLinear of M = 6 layers on a shared input, one input per member, or one per group of G = 2."""
+    layers = [nn.Linear(4, 3) for _ in range(6)]
+    stacked = StackedLinear.from_modules(layers, shared_input=True)
+    shared, per_member, per_group = th.randn(5, 4), th.randn(6, 5, 4), th.randn(3, 5, 4)
+    for inputs, member_input in (
+        (shared, lambda k: shared),
+        (per_member, lambda k: per_member[k]),
+        (per_group, lambda k: per_group[k // 2]),
+    ):
+        out = stacked(inputs)
+        assert out.shape == (6, 5, 3)
+        for k, layer in enumerate(layers):
+            th.testing.assert_close(out[k], layer(member_input(k)))
+
+
+def test_stack_mlps_member_operations():
+    """stack_mlps builds the stack; copy within, per-member soft update and the optimizer state copy act per member."""
+    mlps = [nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2)) for _ in range(4)]
+    stack = Critics(stack_mlps(mlps), n_members=2, group_size=2)
+    assert [type(layer) for layer in stack.q_net] == [StackedLinear, nn.ReLU, StackedLinear]
+    assert list(stack.state_dict()) == [f"q_net.{key}" for key in mlps[0].state_dict()]
+    obs = th.randn(5, 3)
+    for k, mlp in enumerate(mlps):
+        th.testing.assert_close(stack.q_net(obs)[k], mlp(obs))
+    # Adam state of every slot, then member 1's (slots 2 and 3) copied out with its moments
+    optimizer = th.optim.Adam(stack.parameters())
+    stack.q_net(obs).pow(2).sum().backward()
+    optimizer.step()
+    plain = [nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2)) for _ in range(2)]
+    plain_optimizer = th.optim.Adam([p for mlp in plain for p in mlp.parameters()])
+    stack.copy_member_to(1, nn.ModuleList(plain), optimizer, plain_optimizer)
+    first = stack.q_net[0].weight
+    for j, mlp in enumerate(plain):
+        th.testing.assert_close(mlp(obs), stack.q_net(obs)[2 + j])
+        assert th.equal(plain_optimizer.state[mlp[0].weight]["exp_avg"], optimizer.state[first]["exp_avg"][2 + j])
+    # Soft update of member 0's slots only
+    target = copy.deepcopy(stack)
+    with th.no_grad():
+        for param in stack.parameters():
+            param.add_(1.0)
+    member_polyak_update(list(stack.parameters()), list(target.parameters()), stack.member_mask(th.tensor([0.5, 0.0])))
+    th.testing.assert_close(target.q_net[0].bias[:2], stack.q_net[0].bias[:2] - 0.5)
+    th.testing.assert_close(target.q_net[0].bias[2:], stack.q_net[0].bias[2:] - 1.0)
+    # Hard copy of member 1 into member 0
+    stack.copy_member_within_(1, th.tensor([True, False]))
+    for param in stack.parameters():
+        assert th.equal(param[:2], param[2:])
+    with pytest.raises(ValueError, match="`member` must be in"):
+        stack.copy_member_within_(2, th.tensor([True, False]))
+
+
+class Critics(MemberStack):
+    """A minimal stack of M members of G MLPs each, to test MemberStack on its own."""
+
+    def __init__(self, q_net: nn.Sequential, n_members: int, group_size: int) -> None:
+        super().__init__(n_members, group_size)
+        self.q_net = q_net
+
+    def _paired_layers(self, module):
+        stacked = [layer for layer in self.q_net if isinstance(layer, StackedLinear)]
+        return [
+            (stacked_layer, plain_layer, j)
+            for j, mlp in enumerate(module)
+            for stacked_layer, plain_layer in zip(
+                stacked, [layer for layer in mlp if isinstance(layer, nn.Linear)], strict=True
+            )
+        ]

@@ -320,6 +320,128 @@ def dqn_td_targets(
         return rewards.T + (1 - dones.T) * discounts * next_values
 
 
+# --- SAC on K stacked agents and PIEKD (Hong et al., "Periodic Intra-Ensemble Knowledge Distillation for
+# Reinforcement Learning", 2020, arXiv:2002.00149). Member k of the ensemble has n_critics Q-networks
+# Q_{k,j}, target networks Q^-_{k,j}, a squashed Gaussian policy pi_k and an entropy coefficient alpha_k.
+# Each SAC loss is SB3's ``SAC.train`` loss of each member, returned per member, shape (K,).
+
+
+def sac_critic_targets(
+    rewards: th.Tensor,
+    dones: th.Tensor,
+    discounts: th.Tensor | float,
+    next_q_values: th.Tensor,
+    next_log_prob: th.Tensor,
+    ent_coef: th.Tensor,
+) -> th.Tensor:
+    """
+    SAC's soft TD targets of K stacked agents, with the minimum over the target networks (Haarnoja et al., "Soft
+    Actor-Critic Algorithms and Applications", 2018, arXiv:1812.05905), as SB3's ``SAC.train``:
+
+    ``y_k = r + gamma (1 - done) (min_j Q^-_{k,j}(s', a'_k) - alpha_k log pi_k(a'_k | s'))``, ``a'_k ~ pi_k(. | s')``.
+
+    :param rewards: (batch, 1)
+    :param dones: (batch, 1)
+    :param discounts: the discount factor gamma, or per-sample discounts of shape (batch, 1) (n-step returns)
+    :param next_q_values: every agent's target networks on (s', a'_k), shape (K, n_critics, batch)
+    :param next_log_prob: ``log pi_k(a'_k | s')``, shape (K, batch)
+    :param ent_coef: the entropy coefficients alpha_k, shape (K,)
+    :return: the targets, shape (K, batch), without gradient
+    """
+    with th.no_grad():
+        # Min over each agent's target networks, minus its entropy term: (K, batch)
+        next_values = next_q_values.min(dim=1).values - ent_coef.unsqueeze(1) * next_log_prob
+        discounts = discounts.T if isinstance(discounts, th.Tensor) else discounts
+        # (batch, 1) -> (1, batch), broadcast over agents: (K, batch)
+        return rewards.T + (1 - dones.T) * discounts * next_values
+
+
+def sac_critic_loss(q_values: th.Tensor, targets: th.Tensor) -> th.Tensor:
+    """
+    SAC's critic loss of K stacked agents, SB3's ``0.5 * sum(mse_loss(q, y) for q in current_q_values)``:
+
+    ``L_k = 1/2 sum_j mean_i (Q_{k,j}(s_i, a_i) - y_{k,i})^2``.
+
+    :param q_values: every agent's Q-networks on the buffer's (s, a), shape (K, n_critics, batch)
+    :param targets: the TD targets (:func:`sac_critic_targets`), shape (K, batch); never receive gradients
+    :return: each agent's loss, shape (K,)
+    """
+    return 0.5 * (q_values - targets.detach().unsqueeze(1)).pow(2).mean(dim=2).sum(dim=1)
+
+
+def sac_actor_loss(q_values_pi: th.Tensor, log_prob: th.Tensor, ent_coef: th.Tensor) -> th.Tensor:
+    """
+    SAC's policy loss of K stacked agents (Haarnoja et al. 2018, arXiv:1812.05905), as SB3's:
+
+    ``J_k = mean_i [alpha_k log pi_k(a~_{k,i} | s_i) - min_j Q_{k,j}(s_i, a~_{k,i})]``, ``a~_{k,i} ~ pi_k(. | s_i)``
+    reparametrised.
+
+    :param q_values_pi: every agent's Q-networks on its own actions, shape (K, n_critics, batch); the caller
+        decides which parameters get this loss's gradient (SB3: only the actor's are stepped)
+    :param log_prob: ``log pi_k(a~_{k,i} | s_i)``, shape (K, batch)
+    :param ent_coef: alpha_k, shape (K,); never receives gradients
+    :return: each agent's loss, shape (K,)
+    """
+    return (ent_coef.detach().unsqueeze(1) * log_prob - q_values_pi.min(dim=1).values).mean(dim=1)
+
+
+def sac_ent_coef_loss(log_ent_coef: th.Tensor, log_prob: th.Tensor, target_entropy: float) -> th.Tensor:
+    """
+    SAC's entropy-coefficient loss of K stacked agents (Haarnoja et al. 2018, arXiv:1812.05905), on
+    ``log alpha`` as in SB3:
+
+    ``J(alpha_k) = -log alpha_k mean_i (log pi_k(a~_{k,i} | s_i) + H_target)``.
+
+    :param log_ent_coef: ``log alpha_k``, shape (K,)
+    :param log_prob: ``log pi_k(a~_{k,i} | s_i)``, shape (K, batch); never receives gradients
+    :param target_entropy: the target entropy H_target
+    :return: each agent's loss, shape (K,)
+    """
+    return -(log_ent_coef * (log_prob + target_entropy).detach().mean(dim=1))
+
+
+def _students(n_members: int, teacher: int, like: th.Tensor) -> th.Tensor:
+    """1.0 for every member but the teacher, 0.0 for the teacher, shape (K,), on ``like``'s device and dtype."""
+    return (th.arange(n_members, device=like.device) != teacher).to(like.dtype)
+
+
+def piekd_policy_loss(mean: th.Tensor, log_std: th.Tensor, teacher: int) -> th.Tensor:
+    """
+    PIEKD's policy distillation loss (Hong et al. 2020, arXiv:2002.00149, Eq. 1), summed over the students
+    (every member k but the teacher t):
+
+    ``L_pi = sum_{k != t} mean_i KL(N_t(s_i) || N_k(s_i))``,
+
+    between the diagonal Gaussians before the tanh squashing, in closed form (:func:`diagonal_gaussian_kl`),
+    which equals the KL between the squashed policies because tanh is a bijection. The teacher's outputs are
+    detached and its own term is masked out: the teacher receives no gradient.
+
+    :param mean: every member's Gaussian means, shape (K, batch, action_dim)
+    :param log_std: every member's log standard deviations, shape (K, batch, action_dim)
+    :param teacher: the teacher's index t, in [0, K)
+    :return: the loss, a scalar
+    """
+    # KL(teacher || member k), averaged over the batch: (K,)
+    kl = diagonal_gaussian_kl(mean[teacher].detach(), log_std[teacher].detach(), mean, log_std).mean(dim=1)
+    return (kl * _students(mean.shape[0], teacher, kl)).sum()
+
+
+def piekd_critic_loss(q_values: th.Tensor, teacher: int) -> th.Tensor:
+    """
+    PIEKD's critic distillation loss (Hong et al. 2020, arXiv:2002.00149, Eq. 2), summed over the students
+    and their Q-networks, each matched to the teacher's Q-network of the same index j:
+
+    ``L_Q = sum_{k != t} sum_j mean_i (Q_{t,j}(s_i, a_i) - Q_{k,j}(s_i, a_i))^2``, (s_i, a_i) from the buffer.
+
+    :param q_values: every member's Q-networks on the buffer's (s, a), shape (K, n_critics, batch)
+    :param teacher: the teacher's index t, in [0, K); its Q-values are detached and its term masked out
+    :return: the loss, a scalar
+    """
+    # Squared error to the teacher, mean over the batch, summed over the Q-networks: (K,)
+    squared_error = (q_values - q_values[teacher].detach()).pow(2).mean(dim=2).sum(dim=1)
+    return (squared_error * _students(q_values.shape[0], teacher, squared_error)).sum()
+
+
 # --- Student-driven distillation updates (Czarnecki et al., "Distilling Policy Distillation", 2019, arXiv:1902.02186)
 #
 # Eq. (1) of the paper: the update direction of the student pi_theta is

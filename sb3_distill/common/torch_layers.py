@@ -5,7 +5,7 @@ convolution instead of a Python loop over members).
 """
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -119,8 +119,8 @@ class StackedLinear(nn.Module):
     :param n_members: number of members M
     :param in_features: input size of each member
     :param out_features: output size of each member
-    :param shared_input: the input is one tensor (batch, in) seen by every member (the first layer);
-        otherwise it is (M, batch, in), one slice per member
+    :param shared_input: whether the layer is a stack's first, whose input is one tensor (batch, in) seen by
+        every member; the forward pass reads which input it got from the input's shape (see :meth:`forward`)
     """
 
     def __init__(self, n_members: int, in_features: int, out_features: int, shared_input: bool = False) -> None:
@@ -146,10 +146,21 @@ class StackedLinear(nn.Module):
         return stacked.to(layers[0].weight.device)
 
     def forward(self, x: th.Tensor) -> th.Tensor:
-        if self.shared_input:
+        """
+        :param x: (batch, in) seen by every member; (M, batch, in), one slice per member; or (M / G, batch, in),
+            one slice per group of G consecutive members (the G critics of one SAC agent see the same actions)
+        :return: (M, batch, out)
+        """
+        if x.dim() == 2:
             # (batch, in) -> (batch, M * out) in one matmul -> (M, batch, out)
             out = F.linear(x, self.weight.reshape(-1, self.in_features), self.bias.reshape(-1))
             return out.reshape(x.shape[0], self.n_members, self.out_features).transpose(0, 1)
+        if x.shape[0] != self.n_members:
+            # One input per group of G members: (M / G, batch, in) @ (M / G, in, G * out) -> (M, batch, out)
+            n_groups = x.shape[0]
+            grouped_weight = self.weight.reshape(n_groups, -1, self.in_features)
+            out = th.baddbmm(self.bias.reshape(n_groups, 1, -1), x, grouped_weight.transpose(1, 2))
+            return out.reshape(n_groups, x.shape[1], -1, self.out_features).transpose(1, 2).flatten(0, 1)
         # (M, batch, in) @ (M, in, out) + (M, 1, out) -> (M, batch, out)
         return th.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
 
@@ -227,6 +238,246 @@ class StackedFlatten(nn.Module):
 
     def forward(self, x: th.Tensor) -> th.Tensor:
         return x.reshape(x.shape[0], self.n_members, -1).transpose(0, 1)
+
+
+def stack_layers(member_layers: Sequence[Sequence[nn.Module]], padded: bool = False) -> list[nn.Module]:
+    """
+    Stack M networks given as their leaf layers in forward order (the one builder of every stack: Q-networks,
+    SAC actors and critics): each ``nn.Linear`` becomes a :class:`StackedLinear`, each ``nn.Conv2d`` a
+    :class:`StackedConv2d`, the ``nn.Flatten`` after convolutions a :class:`StackedFlatten`, and parameter-free
+    layers (activations) are shared. Each member keeps its own current weights.
+
+    :param member_layers: each member's layers, in forward order, with one layer structure
+    :param padded: whether the members differ in width (then every activation must map 0 to 0, see
+        :meth:`StackedQNetwork.from_q_networks`)
+    :return: the stacked layers, in forward order; the first one takes the input shared by every member
+    """
+    n_members = len(member_layers)
+    stacked_layers: list[nn.Module] = []
+    shared_input, conv_layout = True, False
+    for group in zip(*member_layers, strict=True):
+        layer = group[0]
+        if any(type(other) is not type(layer) for other in group):
+            raise ValueError(f"Networks with different layers ({[type(other).__name__ for other in group]}) cannot be stacked")
+        if isinstance(layer, nn.Linear):
+            stacked_layers.append(StackedLinear.from_modules(group, shared_input))  # type: ignore[arg-type]
+            shared_input = False
+        elif isinstance(layer, nn.Conv2d):
+            if not (shared_input or conv_layout):
+                raise ValueError("A convolution after a linear layer cannot be stacked")
+            stacked_layers.append(StackedConv2d.from_modules(group, shared_input))  # type: ignore[arg-type]
+            shared_input, conv_layout = False, True
+        elif isinstance(layer, nn.Flatten) and conv_layout:
+            stacked_layers.append(StackedFlatten(n_members))
+            conv_layout = False
+        elif isinstance(layer, nn.Flatten) and shared_input:
+            stacked_layers.append(copy.deepcopy(layer))
+        elif next(layer.parameters(), None) is None and next(layer.buffers(), None) is None:
+            # Parameter-free elementwise layer (activation function): the same for every member
+            if padded and not th.all(layer(th.zeros(3)) == 0):
+                raise ValueError(
+                    f"Networks of different widths with activation {layer} cannot be zero-padded into one stack "
+                    "(the activation must map 0 to 0)"
+                )
+            stacked_layers.append(copy.deepcopy(layer))
+        else:
+            raise ValueError(f"Layer {layer} cannot be stacked")
+    return stacked_layers
+
+
+def stack_mlps(mlps: Sequence[Iterable[nn.Module]]) -> nn.Sequential:
+    """
+    Stack M MLPs of one architecture (e.g. SB3's ``create_mlp`` layers, an actor's ``latent_pi`` or a critic's
+    ``qf0``) into one ``nn.Sequential`` of :class:`StackedLinear` and activation layers, whose forward pass maps
+    (batch, in), (M, batch, in) or (M / G, batch, in) to (M, batch, out). Its ``state_dict`` keys are those of
+    one member's ``nn.Sequential`` (``0.weight``, ``2.weight``, ...), with a leading M dimension.
+
+    :param mlps: the members' layers
+    :return: the stacked MLP
+    """
+    return nn.Sequential(*stack_layers([list(mlp) for mlp in mlps]))
+
+
+def _member_slice(value: th.Tensor, slot: int, shape: Sequence[int]) -> th.Tensor:
+    """Slot ``slot`` of a stacked tensor, cut to ``shape`` (its leading corner when the stack is zero-padded)."""
+    part = value[slot]
+    if part.dim() == len(shape):
+        part = part[tuple(slice(0, size) for size in shape)]
+    return part.reshape(tuple(shape))
+
+
+def copy_member_optimizer_state(
+    source: th.optim.Optimizer,
+    target: th.optim.Optimizer,
+    stacked: th.Tensor,
+    plain: th.Tensor,
+    slot: int,
+) -> None:
+    """
+    Copy one member's slice of an elementwise optimizer's state (Adam's moments and step count) from a stacked
+    parameter to a plain one. Nothing is copied while the stacked parameter has no state (no step yet).
+
+    :param source: the stacked parameter's optimizer
+    :param target: the plain parameter's optimizer
+    :param stacked: the stacked parameter, shape (M, ...)
+    :param plain: the plain parameter (the member's shape, or (1,) for a (M,) stacked scalar)
+    :param slot: the member's index along the stacked dimension
+    """
+    state = source.state.get(stacked)
+    if not state:
+        return
+    member_state: dict[str, Any] = {}
+    for key, value in state.items():
+        if isinstance(value, th.Tensor) and value.shape == stacked.shape:
+            member_state[key] = _member_slice(value.detach(), slot, plain.shape).clone().to(plain.device)
+        elif key == "step":
+            # The plain (non-fused) Adam keeps its step count as a CPU tensor
+            member_state[key] = th.tensor(float(value), dtype=th.float32)
+        else:
+            member_state[key] = value.clone() if isinstance(value, th.Tensor) else value
+    target.state[plain] = member_state
+
+
+def copy_member_parameter(
+    stacked: th.Tensor,
+    plain: th.Tensor,
+    slot: int,
+    optimizer: th.optim.Optimizer | None = None,
+    plain_optimizer: th.optim.Optimizer | None = None,
+) -> None:
+    """
+    Copy one member's slot of a stacked parameter into a plain parameter; with both optimizers, its slice of the
+    optimizer state too (:func:`copy_member_optimizer_state`).
+
+    :param stacked: the stacked parameter, shape (M, ...)
+    :param plain: the plain parameter (the member's shape, or (1,) for a (M,) stacked scalar such as SAC's
+        ``log_ent_coef``); overwritten
+    :param slot: the member's index along the stacked dimension
+    :param optimizer: the stacked parameter's optimizer, or None
+    :param plain_optimizer: the plain parameter's optimizer, or None
+    """
+    with th.no_grad():
+        plain.copy_(_member_slice(stacked, slot, plain.shape))
+    if optimizer is not None and plain_optimizer is not None:
+        copy_member_optimizer_state(optimizer, plain_optimizer, stacked, plain, slot)
+
+
+class MemberStack(nn.Module):
+    """
+    The member operations shared by every stack (:class:`StackedQNetwork`, PIEKDSAC's actors and critics): M
+    members, each owning ``group_size`` consecutive slots of every stacked parameter's leading dimension (G = 1,
+    or the ``n_critics`` Q-networks of one SAC agent). A subclass says, in :meth:`_paired_layers`, which stacked
+    layer each layer of a plain module (the member's SB3 counterpart) stacks.
+
+    :param n_members: number of members
+    :param group_size: number of stacked slots of each member (G)
+    """
+
+    def __init__(self, n_members: int, group_size: int = 1) -> None:
+        super().__init__()
+        self.n_members = n_members
+        self.group_size = group_size
+
+    def _paired_layers(self, module: nn.Module) -> list[tuple[Any, Any, int]]:
+        """(stacked layer, plain layer of ``module``, slot offset in [0, G)) for each layer with parameters."""
+        raise NotImplementedError
+
+    def _check_member(self, member: int) -> None:
+        if isinstance(member, bool) or not isinstance(member, int) or not 0 <= member < self.n_members:
+            raise ValueError(f"`member` must be in [0, {self.n_members}), got {member!r}")
+
+    def _member_parameter_pairs(self, member: int, module: nn.Module) -> list[tuple[th.Tensor, th.Tensor, int]]:
+        """(stacked parameter, the plain module's parameter, its slot) for each parameter of one member."""
+        self._check_member(member)
+        pairs = []
+        for stacked, plain, offset in self._paired_layers(module):
+            slot = member * self.group_size + offset
+            pairs += [(stacked.weight, plain.weight, slot), (stacked.bias, plain.bias, slot)]
+        if any(
+            any(size > stacked_size for size, stacked_size in zip(plain.shape, stacked.shape[1:], strict=True))
+            for stacked, plain, _ in pairs
+        ):
+            raise ValueError(f"`{type(module).__name__}` does not have the architecture of the stacked members")
+        return pairs
+
+    def copy_member_from(self, member: int, module: nn.Module) -> None:
+        """
+        Copy the weights of a plain SB3 module (the member's counterpart: ``QNetwork``, ``Actor``,
+        ``ContinuousCritic``) into one member, the inverse of :meth:`copy_member_to`; the zero padding of a
+        narrower member stays zero.
+
+        :param member: index of the member, in [0, M)
+        :param module: a module with the member's architecture
+        """
+        with th.no_grad():
+            for stacked, plain, slot in self._member_parameter_pairs(member, module):
+                stacked[(slot, *[slice(0, size) for size in plain.shape])] = plain  # type: ignore[index]
+
+    def copy_member_to(
+        self,
+        member: int,
+        module: nn.Module,
+        optimizer: th.optim.Optimizer | None = None,
+        module_optimizer: th.optim.Optimizer | None = None,
+    ) -> nn.Module:
+        """
+        Copy the weights of one member into a plain SB3 module of the same architecture, e.g. to export it as a
+        plain SB3 model; with both optimizers, the member's slice of the optimizer state too.
+
+        :param member: index of the member, in [0, M)
+        :param module: a module with the member's architecture; its weights are overwritten
+        :param optimizer: the stack's optimizer, or None
+        :param module_optimizer: ``module``'s optimizer, whose state for ``module``'s parameters is overwritten
+        :return: ``module``
+        """
+        for stacked, plain, slot in self._member_parameter_pairs(member, module):
+            copy_member_parameter(stacked, plain, slot, optimizer, module_optimizer)
+        return module
+
+    def member_mask(self, members: th.Tensor) -> th.Tensor:
+        """
+        A per-member value (a weight, a mask) spread over the stacked slots.
+
+        :param members: one value per member, shape (M,)
+        :return: shape (M * G,)
+        """
+        return members.repeat_interleave(self.group_size)
+
+    def copy_member_within_(self, source: int, mask: th.Tensor) -> None:
+        """
+        Overwrite the members selected by ``mask`` with the weights of member ``source`` (a hard copy inside the
+        stack, with no optimizer state).
+
+        :param source: index of the member copied, in [0, M)
+        :param mask: which members are overwritten, shape (M,) (bool)
+        """
+        self._check_member(source)
+        slots = self.member_mask(mask).to(self.device_of_parameters())
+        with th.no_grad():
+            for param in self.parameters():
+                # (M * G, ...) -> (M, G, ...): every member's slots, and the source's, broadcast over members
+                grouped = param.view(self.n_members, self.group_size, *param.shape[1:])
+                source_slots = grouped[source].unsqueeze(0).expand_as(grouped).reshape(param.shape)
+                param.copy_(th.where(slots.reshape(-1, *([1] * (param.dim() - 1))), source_slots, param))
+
+    def device_of_parameters(self) -> th.device:
+        """The device of the stacked parameters."""
+        return next(self.parameters()).device
+
+
+def member_polyak_update(params: Sequence[th.Tensor], target_params: Sequence[th.Tensor], member_taus: th.Tensor) -> None:
+    """
+    Soft update of stacked target parameters with one coefficient per stacked slot (0 leaves a member's target
+    untouched): ``target_k <- (1 - tau_k) target_k + tau_k online_k``, SB3's ``polyak_update`` per member.
+
+    :param params: the online stacked parameters, each of shape (M, ...)
+    :param target_params: the target stacked parameters, in the same order
+    :param member_taus: the coefficient of each stacked slot, shape (M,) (see :meth:`MemberStack.member_mask`)
+    """
+    with th.no_grad():
+        for target, online in zip(target_params, params, strict=True):
+            # (M,) -> (M, 1, ..., 1): each slot moves by its own coefficient
+            target.lerp_(online, member_taus.reshape(-1, *([1] * (online.dim() - 1))))
 
 
 # Features extractors whose layers run in the order (*cnn, *linear) and can therefore be stacked
@@ -368,7 +619,7 @@ def _q_network_layers(q_network: QNetwork) -> list[nn.Module]:
     return layers + list(q_network.q_net)
 
 
-class StackedQNetwork(nn.Module):
+class StackedQNetwork(MemberStack):
     """
     An ensemble of M Q-networks with one architecture, run as a single module: every layer holds the
     members' parameters stacked along a leading dimension of size M. A forward pass on a batch of
@@ -396,10 +647,9 @@ class StackedQNetwork(nn.Module):
         n_actions: int,
         normalize_images: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(n_members)
         self.observation_space = observation_space
         self.layers = nn.Sequential(*layers)
-        self.n_members = n_members
         self.n_actions = n_actions
         self.normalize_images = normalize_images
         self.member_parameter_counts: list[int] = []
@@ -424,37 +674,7 @@ class StackedQNetwork(nn.Module):
         if len({len(layers) for layers in member_layers}) > 1:
             raise ValueError("Networks with different numbers of layers cannot be stacked")
         padded = len({tuple(tuple(p.shape) for p in q_network.parameters()) for q_network in q_networks}) > 1
-        stacked_layers: list[nn.Module] = []
-        shared_input, conv_layout = True, False
-        for group in zip(*member_layers, strict=True):
-            layer = group[0]
-            if any(type(other) is not type(layer) for other in group):
-                raise ValueError(
-                    f"Networks with different layers ({[type(other).__name__ for other in group]}) cannot be stacked"
-                )
-            if isinstance(layer, nn.Linear):
-                stacked_layers.append(StackedLinear.from_modules(group, shared_input))  # type: ignore[arg-type]
-                shared_input = False
-            elif isinstance(layer, nn.Conv2d):
-                if not (shared_input or conv_layout):
-                    raise ValueError("A convolution after a linear layer cannot be stacked")
-                stacked_layers.append(StackedConv2d.from_modules(group, shared_input))  # type: ignore[arg-type]
-                shared_input, conv_layout = False, True
-            elif isinstance(layer, nn.Flatten) and conv_layout:
-                stacked_layers.append(StackedFlatten(n_members))
-                conv_layout = False
-            elif isinstance(layer, nn.Flatten) and shared_input:
-                stacked_layers.append(copy.deepcopy(layer))
-            elif next(layer.parameters(), None) is None and next(layer.buffers(), None) is None:
-                # Parameter-free elementwise layer (activation function): the same for every member
-                if padded and not th.all(layer(th.zeros(3)) == 0):
-                    raise ValueError(
-                        f"Networks of different widths with activation {layer} cannot be zero-padded into one stack "
-                        "(the activation must map 0 to 0)"
-                    )
-                stacked_layers.append(copy.deepcopy(layer))
-            else:
-                raise ValueError(f"Layer {layer} cannot be stacked")
+        stacked_layers = stack_layers(member_layers, padded)
         first = q_networks[0]
         stacked = cls(first.observation_space, stacked_layers, n_members, int(first.action_space.n), first.normalize_images)
         # The parameter count of each member on its own (the stack holds padding as well)
@@ -485,52 +705,13 @@ class StackedQNetwork(nn.Module):
         self._check_member(member)
         return MemberView(self, member)
 
-    def _check_member(self, member: int) -> None:
-        if isinstance(member, bool) or not isinstance(member, int) or not 0 <= member < self.n_members:
-            raise ValueError(f"`member` must be in [0, {self.n_members}), got {member!r}")
-
-    def _paired_layers(self, q_network: QNetwork) -> list[tuple[Any, Any]]:
-        """The stacked layers with parameters, each paired with the plain layer of ``q_network`` it stacks."""
+    def _paired_layers(self, module: nn.Module) -> list[tuple[Any, Any, int]]:
+        """The stacked layers with parameters, each paired with the plain layer of a ``QNetwork`` it stacks."""
         stacked_layers = [layer for layer in self.layers if isinstance(layer, (StackedLinear, StackedConv2d))]
-        plain_layers = [layer for layer in _q_network_layers(q_network) if isinstance(layer, (nn.Linear, nn.Conv2d))]
-        if len(stacked_layers) != len(plain_layers) or any(
-            any(size > stacked_size for size, stacked_size in zip(plain.weight.shape, stacked.weight.shape[1:], strict=True))
-            for stacked, plain in zip(stacked_layers, plain_layers, strict=True)
-        ):
-            raise ValueError("`q_network` does not have the architecture of the stacked members")
-        return list(zip(stacked_layers, plain_layers, strict=True))
-
-    def copy_member_from(self, member: int, q_network: QNetwork) -> None:
-        """
-        Copy the weights of an SB3 ``QNetwork`` into one member (the inverse of :meth:`copy_member_to`); the
-        zero padding of a narrower member stays zero.
-
-        :param member: index of the member, in [0, M)
-        :param q_network: a ``QNetwork`` with the member's architecture
-        """
-        self._check_member(member)
-        with th.no_grad():
-            for stacked, plain in self._paired_layers(q_network):
-                corner = (member, *[slice(0, size) for size in plain.weight.shape])
-                stacked.weight[corner] = plain.weight
-                stacked.bias[member, : plain.bias.shape[0]] = plain.bias
-
-    def copy_member_to(self, member: int, q_network: QNetwork) -> QNetwork:
-        """
-        Copy the weights of one member into an SB3 ``QNetwork`` of the same architecture (the inverse of
-        :meth:`from_q_networks` for that member), e.g. to export it as a plain SB3 model.
-
-        :param member: index of the member, in [0, M)
-        :param q_network: a ``QNetwork`` with the members' architecture; its weights are overwritten
-        :return: ``q_network``
-        """
-        self._check_member(member)
-        with th.no_grad():
-            for stacked, plain in self._paired_layers(q_network):
-                # The member's own weights: the leading corner of its (possibly zero-padded) slice
-                plain.weight.copy_(stacked.weight[(member, *[slice(0, size) for size in plain.weight.shape])])
-                plain.bias.copy_(stacked.bias[member, : plain.bias.shape[0]])
-        return q_network
+        plain_layers = [layer for layer in _q_network_layers(module) if isinstance(layer, (nn.Linear, nn.Conv2d))]  # type: ignore[arg-type]
+        if len(stacked_layers) != len(plain_layers):
+            raise ValueError(f"`{type(module).__name__}` does not have the architecture of the stacked members")
+        return [(stacked, plain, 0) for stacked, plain in zip(stacked_layers, plain_layers, strict=True)]
 
 
 class MemberView(nn.Module):

@@ -15,8 +15,16 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayB
 from stable_baselines3.common.utils import polyak_update
 
 from sb3_distill.common.base import PolicyLayoutMixin
-from sb3_distill.common.losses import gaussian_distillation_loss, mse_loss
+from sb3_distill.common.losses import (
+    piekd_critic_loss,
+    piekd_policy_loss,
+    sac_actor_loss,
+    sac_critic_loss,
+    sac_critic_targets,
+    sac_ent_coef_loss,
+)
 from sb3_distill.common.save import AtomicSaveMixin
+from sb3_distill.common.torch_layers import copy_member_parameter, member_polyak_update
 from sb3_distill.common.utils import fast_optimizer_kwargs
 from sb3_distill.common.validation import (
     OFF_POLICY_NUMBERS,
@@ -25,7 +33,7 @@ from sb3_distill.common.validation import (
     check_arguments,
     check_finite_losses,
 )
-from sb3_distill.piekd_sac.policies import MemberPredictor, MlpPolicy, PIEKDSACPolicy, StackedActor, StackedCritic
+from sb3_distill.piekd_sac.policies import MlpPolicy, PIEKDSACPolicy, StackedActor, StackedCritic
 
 SelfPIEKDSAC = TypeVar("SelfPIEKDSAC", bound="PIEKDSAC")
 
@@ -68,13 +76,14 @@ class PIEKDSAC(AtomicSaveMixin, PolicyLayoutMixin, SAC):
     buffer (s, a) pairs (Eq. 2). The entropy coefficients are not distilled.
 
     The K members are stacked modules (weights (K, ...), critics (K * n_critics, ...), batched matmul), with
-    one optimizer over each stack, so the ensemble costs no Python loop over members. Two differences from
+    one optimizer over each stack, so the ensemble costs no Python loop over members. One difference from
     SB3's ``SAC.train``, made for speed: the critic, actor and entropy-coefficient losses of a gradient step
-    are computed on the same parameters and back-propagated together (the actor loss goes through detached
-    critic weights), i.e. the actor is updated against the critics of before (not after) their update of
-    the same step, as in the original SAC implementation; and the target networks of all members are
-    updated by one ``polyak_update`` over the stacked parameters. ``predict()`` uses the member with the best recent return;
-    :meth:`export_member` turns a member into a plain SB3 ``SAC``.
+    are computed on the same parameters before any optimizer step (the actor loss is back-propagated to the
+    actors only), i.e. the actor is updated against the critics of before (not after) their update of the
+    same step, as in the original SAC implementation. The target networks of all members are updated by one
+    ``polyak_update`` over the stacked parameters, then the batch-norm statistics are copied as in SAC.
+    ``predict()`` uses the member with the best recent return; ``model.actor.member(k)`` is member k as an SB3
+    policy, and :meth:`export_member` turns a member into a plain SB3 ``SAC``.
 
     Default hyperparameters are SAC's (SB3), except the PIEKD ones, which follow the paper and the
     authors' code: K=3, I=5000, M=5, 5 distillation epochs of batches of 256 with a fresh Adam (lr 1e-3).
@@ -427,9 +436,24 @@ class PIEKDSAC(AtomicSaveMixin, PolicyLayoutMixin, SAC):
         self._update_learning_rate(optimizers)
 
         # Joint training: every member's SAC update on each batch (Algorithm 1, lines 12-13)
-        critic_losses, actor_losses, ent_coefs, ent_coef_losses = self._sac_updates(gradient_steps, batch_size)
+        step_losses = []
+        for gradient_step in range(gradient_steps):
+            # Sample replay buffer: one batch for every member
+            replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            critic_loss, actor_loss, ent_coef, ent_coef_loss = self._sac_losses(replay_data)
+            # Optimize every member's critics, actor and entropy coefficient (see `_optimize`)
+            self._optimize(critic_loss, actor_loss, ent_coef_loss)
+
+            # Update target networks
+            if gradient_step % self.target_update_interval == 0:
+                polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
+                # Copy running stats, see GH issue #996
+                polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
+            step_losses.append(th.stack([critic_loss, actor_loss, ent_coef, ent_coef_loss]).detach())
 
         self._n_updates += gradient_steps
+        # Each member's critic loss, actor loss, entropy coefficient and its loss, averaged over the steps: (4, K)
+        critic_losses, actor_losses, ent_coefs, ent_coef_losses = self._mean_losses(step_losses)
 
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/ent_coef", float(ent_coefs.mean()))
@@ -442,93 +466,79 @@ class PIEKDSAC(AtomicSaveMixin, PolicyLayoutMixin, SAC):
         if self.knowledge_sharing != "none" and self.num_timesteps - self._last_sharing_timestep >= self.distill_interval:
             self.share_knowledge()
 
-    def _sac_updates(self, gradient_steps: int, batch_size: int) -> np.ndarray:
+    def _mean_losses(self, step_losses: list[th.Tensor]) -> np.ndarray:
         """
-        SAC gradient steps of every member, one shared batch per step.
+        Stop on a NaN or infinite loss, naming the member (one device synchronisation per call), else average.
 
-        :param gradient_steps: number of gradient steps
-        :param batch_size: minibatch size
-        :return: the critic loss, actor loss, entropy coefficient and entropy coefficient loss of each member,
-            averaged over the gradient steps, shape (4, K)
+        :param step_losses: each gradient step's losses, shape (4, K)
+        :return: the losses averaged over the gradient steps, shape (4, K) (NaN without a gradient step)
         """
-        n_members = self.ensemble_size
-        actor_parameters: list[th.Tensor] = list(self.actor.parameters())
-        critic_parameters: list[th.Tensor] = list(self.critic.parameters())
-        target_parameters: list[th.Tensor] = list(self.critic_target.parameters())
-        all_parameters = actor_parameters + critic_parameters
-        if self.log_ent_coef is not None:
-            all_parameters.append(self.log_ent_coef)
-        step_stats = []
-        for gradient_step in range(gradient_steps):
-            # Sample replay buffer: one batch for every member
-            replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-            critic_loss, actor_loss, ent_coef, ent_coef_loss = self._sac_losses(replay_data)
-
-            # Optimize critics, actors and entropy coefficients: their parameters are disjoint and each member's
-            # losses depend only on its own slice, so one backward pass of the sum gives each its own gradients.
-            # Clear the gradients first (what zero_grad() does, without its per-call overhead)
-            for param in all_parameters:
-                param.grad = None
-            (critic_loss.sum() + actor_loss.sum() + ent_coef_loss.sum()).backward()
-            self.critic.optimizer.step()
-            self.actor.optimizer.step()
-            if self.ent_coef_optimizer is not None:
-                self.ent_coef_optimizer.step()
-
-            # Update target networks
-            if gradient_step % self.target_update_interval == 0:
-                polyak_update(critic_parameters, target_parameters, self.tau)
-
-            step_stats.append(th.stack([critic_loss, actor_loss, ent_coef, ent_coef_loss]).detach())
-        if len(step_stats) == 0:
-            return np.full((4, n_members), np.nan)
-        # Stop on a NaN or infinite loss, naming the member (one device synchronisation per call): (steps, 4, K)
-        stats, members = th.stack(step_stats), [f"member_{k}" for k in range(n_members)]
+        if len(step_losses) == 0:
+            return np.full((4, self.ensemble_size), np.nan)
+        stats, members = th.stack(step_losses), [f"member_{k}" for k in range(self.ensemble_size)]
         names = ("critic_loss", "actor_loss", "ent_coef", "ent_coef_loss")
         check_finite_losses({name: (members, stats[:, i]) for i, name in enumerate(names)}, self._n_updates)
         # One transfer for all gradient steps: (gradient_steps, 4, K) -> (4, K)
-        return th.stack(step_stats).mean(dim=0).cpu().numpy()
+        return stats.mean(dim=0).cpu().numpy()
+
+    def _optimize(self, critic_loss: th.Tensor, actor_loss: th.Tensor, ent_coef_loss: th.Tensor) -> None:
+        """
+        One optimizer step of every member's critics, actor and entropy coefficient. Each member's losses depend
+        only on its own stacked slots, so a backward pass of the losses summed over members gives each member its
+        own gradients: one for the critic losses, one for the actor and entropy-coefficient losses. As in SB3, the
+        critics get only the critic loss's gradient: the actor loss goes back to the actors' parameters only
+        (``backward(inputs=...)``), through the critics of before their step.
+
+        :param critic_loss: each member's critic loss, shape (K,)
+        :param actor_loss: each member's actor loss, shape (K,)
+        :param ent_coef_loss: each member's entropy-coefficient loss, shape (K,)
+        """
+        actor_parameters: list[th.Tensor] = list(self.actor.parameters())
+        if self.log_ent_coef is not None:
+            actor_parameters.append(self.log_ent_coef)
+        # Clear the gradients (what zero_grad() does, without its per-call overhead)
+        for param in [*actor_parameters, *self.critic.parameters()]:
+            param.grad = None
+        critic_loss.sum().backward()
+        (actor_loss.sum() + ent_coef_loss.sum()).backward(inputs=actor_parameters)
+        self.critic.optimizer.step()
+        self.actor.optimizer.step()
+        if self.ent_coef_optimizer is not None:
+            self.ent_coef_optimizer.step()
 
     def _sac_losses(self, replay_data: ReplayBufferSamples) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
         """
-        SAC's losses of every member on one batch, as in SB3's ``SAC.train``.
+        SAC's losses of every member on one batch, as in SB3's ``SAC.train`` (the math is in ``common/losses.py``).
 
         :param replay_data: the batch
         :return: each member's critic loss, actor loss, entropy coefficient and entropy coefficient loss, shape (K,)
         """
-        n_members = self.ensemble_size
-        # For n-step replay, discount factor is gamma**n_steps (when no early termination): (1, batch)
-        discounts = replay_data.discounts.T if replay_data.discounts is not None else self.gamma
         # Action by each member's current actor for the sampled states: (K, batch, action_dim), (K, batch)
         actions_pi, log_prob = self.actor.action_log_prob(replay_data.observations)
         if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
             # Important: detach the variable from the graph so we don't change it with other losses
             ent_coef = th.exp(self.log_ent_coef.detach())
             assert isinstance(self.target_entropy, float)
-            # Each member's entropy coefficient loss: (K,)
-            ent_coef_loss = -(self.log_ent_coef * (log_prob + self.target_entropy).detach().mean(dim=1))
+            ent_coef_loss = sac_ent_coef_loss(self.log_ent_coef, log_prob, self.target_entropy)
         else:
-            ent_coef = self.ent_coef_tensor.expand(n_members)
-            ent_coef_loss = th.zeros(n_members, device=self.device)
+            ent_coef = self.ent_coef_tensor.expand(self.ensemble_size)
+            ent_coef_loss = th.zeros(self.ensemble_size, device=self.device)
 
         with th.no_grad():
             # Select action according to each member's policy: (K, batch, action_dim)
             next_actions, next_log_prob = self.actor.action_log_prob(replay_data.next_observations)
-            # Compute the next Q values: min over each member's critic targets, (K, n_critics, batch) -> (K, batch)
-            next_q_values = self.critic_target(replay_data.next_observations, next_actions).min(dim=1).values
-            # add entropy term
-            next_q_values = next_q_values - ent_coef.unsqueeze(1) * next_log_prob
-            # td error + entropy term, (batch, 1) transposed to broadcast over members: (K, batch)
-            target_q_values = replay_data.rewards.T + (1 - replay_data.dones.T) * discounts * next_q_values
+            # Compute the next Q values of each member's critic targets: (K, n_critics, batch)
+            next_q_values = self.critic_target(replay_data.next_observations, next_actions)
+            # For n-step replay, discount factor is gamma**n_steps (when no early termination)
+            discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
+            target_q_values = sac_critic_targets(
+                replay_data.rewards, replay_data.dones, discounts, next_q_values, next_log_prob, ent_coef
+            )
 
         # Current Q-values of each member's critics for the replay actions: (K, n_critics, batch)
-        current_q_values = self.critic(replay_data.observations, replay_data.actions)
-        # Each member's critic loss, 0.5 * sum over its critics of the MSE: (K,)
-        critic_loss = 0.5 * (current_q_values - target_q_values.unsqueeze(1)).pow(2).mean(dim=2).sum(dim=1)
-        # Each member's actor loss, through its critics with detached weights (no gradient to the critics):
-        # min over critics (K, n_critics, batch) -> (K, batch), mean over the batch -> (K,)
-        min_qf_pi = self.critic(replay_data.observations, actions_pi, detach_weights=True).min(dim=1).values
-        actor_loss = (ent_coef.unsqueeze(1) * log_prob - min_qf_pi).mean(dim=1)
+        critic_loss = sac_critic_loss(self.critic(replay_data.observations, replay_data.actions), target_q_values)
+        # Each member's actor loss, through its own critics: (K, n_critics, batch) -> (K,)
+        actor_loss = sac_actor_loss(self.critic(replay_data.observations, actions_pi), log_prob, ent_coef)
         return critic_loss, actor_loss, ent_coef, ent_coef_loss
 
     def elect_teacher(self) -> int | None:
@@ -581,10 +591,12 @@ class PIEKDSAC(AtomicSaveMixin, PolicyLayoutMixin, SAC):
         self.logger.record("train/distill_critic_mse_after", critic_mse)
 
     def _extra_updates(self) -> None:
-        """As many SAC updates of every member, with the same batch size, as a distillation phase has steps."""
+        """
+        As many SAC updates of every member, with the same batch size, as a distillation phase has steps (through
+        :meth:`train`, whose ``train/`` losses then report these updates).
+        """
         n_updates = self.distill_epochs * self._distill_batches_per_epoch()
-        self._sac_updates(n_updates, self.distill_batch_size)
-        self._n_updates += n_updates
+        self.train(n_updates, self.distill_batch_size)
         self.logger.record("train/n_extra_updates", n_updates)
 
     def _distill_batches_per_epoch(self) -> int:
@@ -598,9 +610,9 @@ class PIEKDSAC(AtomicSaveMixin, PolicyLayoutMixin, SAC):
         The distillation losses of the students (every member but the teacher) on one batch.
 
         - Policy (Eq. 1): ``sum_students mean_batch KL(N_teacher || N_student)`` between the Gaussians before the
-          tanh squashing, in closed form (:func:`gaussian_distillation_loss`).
+          tanh squashing, in closed form (:func:`~sb3_distill.common.losses.piekd_policy_loss`).
         - Critic (Eq. 2): ``sum_students sum_j mean_batch (Q_teacher,j(s, a) - Q_student,j(s, a))^2``, critic j of
-          each student to the teacher's critic j (:func:`mse_loss`).
+          each student to the teacher's critic j (:func:`~sb3_distill.common.losses.piekd_critic_loss`).
 
         The teacher's outputs are detached: only the students receive gradients.
 
@@ -609,18 +621,11 @@ class PIEKDSAC(AtomicSaveMixin, PolicyLayoutMixin, SAC):
         :param teacher: the teacher's index
         :return: the policy loss and the critic loss, scalars
         """
-        # The students' indices, built on the host (a boolean mask would make CUDA wait for its nonzero count)
-        students = th.tensor([member for member in range(self.ensemble_size) if member != teacher], device=self.device)
-        n_students = self.ensemble_size - 1
-        # Every member's Gaussian: (K, batch, action_dim); students (K - 1, batch, action_dim) against the teacher's
+        # Every member's Gaussian: (K, batch, action_dim)
         mean, log_std = self.actor.get_action_dist_params(observations)
-        policy_loss = n_students * gaussian_distillation_loss(
-            mean[students], log_std[students], mean[teacher], log_std[teacher], loss="forward_kl"
-        )
-        # Every member's Q heads: (K, n_critics, batch) -> students (K - 1, batch, n_critics), teacher (batch, n_critics)
-        q_values = self.critic(observations, actions).transpose(1, 2)
-        critic_loss = n_students * mse_loss(q_values[students], q_values[teacher])
-        return policy_loss, critic_loss
+        # Every member's Q heads: (K, n_critics, batch)
+        q_values = self.critic(observations, actions)
+        return piekd_policy_loss(mean, log_std, teacher), piekd_critic_loss(q_values, teacher)
 
     def distillation_gaps(self, teacher: int, batch_size: int | None = None) -> tuple[float, float]:
         """
@@ -665,19 +670,13 @@ class PIEKDSAC(AtomicSaveMixin, PolicyLayoutMixin, SAC):
                     param.grad = None
                 (policy_loss + critic_loss).backward()
                 optimizer.step()
-        # One soft update of the students' critic targets; the teacher's weight is 0 (its target is untouched)
-        critic_weights = self._student_weights(teacher, self.tau).repeat_interleave(self.critic.n_critics)
-        critic_parameters: list[th.Tensor] = list(self.critic.parameters())
-        with th.no_grad():
-            for target, online in zip(self.critic_target.parameters(), critic_parameters, strict=True):
-                # (K * n_critics,) -> (K * n_critics, 1, ..., 1): each critic moves by its member's weight
-                target.lerp_(online, critic_weights.reshape(-1, *([1] * (online.dim() - 1))))
+        # One soft update of the students' critic targets; the teacher's coefficient is 0 (its target is untouched)
+        student_taus = self.critic.member_mask(self._students(teacher).float() * self.tau)
+        member_polyak_update(list(self.critic.parameters()), list(self.critic_target.parameters()), student_taus)
 
-    def _student_weights(self, teacher: int, value: float) -> th.Tensor:
-        """``value`` for every student and 0 for the teacher, shape (K,)."""
-        weights = th.full((self.ensemble_size,), value, device=self.device)
-        weights[teacher] = 0.0
-        return weights
+    def _students(self, teacher: int) -> th.Tensor:
+        """True for every student and False for the teacher, shape (K,)."""
+        return th.arange(self.ensemble_size, device=self.device) != teacher
 
     def hard_copy(self, teacher: int) -> None:
         """
@@ -686,18 +685,8 @@ class PIEKDSAC(AtomicSaveMixin, PolicyLayoutMixin, SAC):
 
         :param teacher: the teacher's index
         """
-        with th.no_grad():
-            for module, group in (
-                (self.actor, 1),
-                (self.critic, self.critic.n_critics),
-                (self.critic_target, self.critic.n_critics),
-            ):
-                for param in module.parameters():
-                    # Member k owns the slices [k * group, (k + 1) * group) of the stacked dimension
-                    teacher_slice = param[teacher * group : (teacher + 1) * group]
-                    for member in range(self.ensemble_size):
-                        if member != teacher:
-                            param[member * group : (member + 1) * group] = teacher_slice
+        for stack in (self.actor, self.critic, self.critic_target):
+            stack.copy_member_within_(teacher, self._students(teacher))
 
     def predict(
         self,
@@ -736,7 +725,7 @@ class PIEKDSAC(AtomicSaveMixin, PolicyLayoutMixin, SAC):
         results = {}
         for member in range(self.ensemble_size):
             mean, std = evaluate_policy(
-                MemberPredictor(self.policy, member),  # type: ignore[arg-type]
+                self.actor.member(member),
                 env,
                 n_eval_episodes=n_eval_episodes,
                 deterministic=True,
@@ -786,31 +775,13 @@ class PIEKDSAC(AtomicSaveMixin, PolicyLayoutMixin, SAC):
         exported.action_space = self.action_space
         exported.n_envs = 1
         exported._setup_model()
-        self.actor.copy_member_to(index, exported.actor)
-        self.critic.copy_member_to(index, exported.critic)
+        # The member's actor, critics and targets, with its slices of the optimizer states (Adam moments, step count)
+        self.actor.copy_member_to(index, exported.actor, self.actor.optimizer, exported.actor.optimizer)
+        self.critic.copy_member_to(index, exported.critic, self.critic.optimizer, exported.critic.optimizer)
         self.critic_target.copy_member_to(index, exported.critic_target)
-        # The member's slices of the optimizer states: its Adam moments and step count
-        pairs: list[tuple[th.Tensor, th.Tensor]] = list(zip(self.actor.parameters(), exported.actor.parameters(), strict=True))
-        _copy_member_optimizer_state(self.actor.optimizer, exported.actor.optimizer, pairs, index)
-        critic_pairs: list[tuple[th.Tensor, th.Tensor, int]] = []
-        for stacked, plain in zip(self.critic.q_net.stacked_layers, _linear_layers_by_depth(exported.critic), strict=True):
-            for critic_idx, layer in enumerate(plain):
-                stacked_index = index * self.critic.n_critics + critic_idx
-                critic_pairs += [(stacked.weight, layer.weight, stacked_index), (stacked.bias, layer.bias, stacked_index)]
-        for stacked_param, plain_param, stacked_index in critic_pairs:
-            _copy_member_optimizer_state(
-                self.critic.optimizer, exported.critic.optimizer, [(stacked_param, plain_param)], stacked_index
-            )
         if self.log_ent_coef is not None and exported.log_ent_coef is not None:
-            with th.no_grad():
-                exported.log_ent_coef.copy_(self.log_ent_coef[index : index + 1])
-            assert self.ent_coef_optimizer is not None and exported.ent_coef_optimizer is not None
-            _copy_member_optimizer_state(
-                self.ent_coef_optimizer,
-                exported.ent_coef_optimizer,
-                [(self.log_ent_coef, exported.log_ent_coef)],
-                index,
-                keep_dim=True,
+            copy_member_parameter(
+                self.log_ent_coef, exported.log_ent_coef, index, self.ent_coef_optimizer, exported.ent_coef_optimizer
             )
         exported._n_updates = self._n_updates
         exported.num_timesteps = self.num_timesteps
@@ -833,43 +804,3 @@ class PIEKDSAC(AtomicSaveMixin, PolicyLayoutMixin, SAC):
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )
-
-
-def _linear_layers_by_depth(critic: Any) -> list[list[th.nn.Linear]]:
-    """The linear layers of an SB3 ``ContinuousCritic``, grouped by depth: [[critic 0's, critic 1's, ...], ...]."""
-    per_critic = [[layer for layer in q_net if isinstance(layer, th.nn.Linear)] for q_net in critic.q_networks]
-    return [list(group) for group in zip(*per_critic, strict=True)]
-
-
-def _copy_member_optimizer_state(
-    source: th.optim.Optimizer,
-    target: th.optim.Optimizer,
-    pairs: list[tuple[th.Tensor, th.Tensor]],
-    index: int,
-    keep_dim: bool = False,
-) -> None:
-    """
-    Copy one member's slice of an Adam-like optimizer state (per-parameter tensors of the stacked parameter's
-    shape, and a step count) from a stacked parameter to a plain one.
-
-    :param source: the stacked parameters' optimizer
-    :param target: the plain parameters' optimizer
-    :param pairs: (stacked parameter, plain parameter) pairs
-    :param index: the member's index along the stacked dimension
-    :param keep_dim: keep the stacked dimension (a (K,) parameter exported as a (1,) parameter)
-    """
-    for stacked, plain in pairs:
-        state = source.state.get(stacked)
-        if not state:
-            continue
-        member_state = {}
-        for key, value in state.items():
-            if isinstance(value, th.Tensor) and value.shape == stacked.shape:
-                member_value = value[index : index + 1] if keep_dim else value[index]
-                member_state[key] = member_value.detach().clone().to(plain.device)
-            elif key == "step":
-                # The plain (non-fused) Adam keeps its step count as a CPU tensor
-                member_state[key] = th.tensor(float(value), dtype=th.float32)
-            else:
-                member_state[key] = value.clone() if isinstance(value, th.Tensor) else value
-        target.state[plain] = member_state

@@ -1,112 +1,33 @@
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.policies import ContinuousCritic
+from stable_baselines3.common.policies import BasePolicy, ContinuousCritic
 from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor, SACPolicy
 from torch import nn
-from torch.nn import functional as F
 
-from sb3_distill.common.torch_layers import StackedLinear
+from sb3_distill.common.torch_layers import MemberStack, StackedLinear, stack_mlps
 from sb3_distill.common.utils import fast_optimizer_kwargs, set_training_flag
 
 
-class StackedMlp(nn.Module):
-    """
-    M independent MLPs with one architecture, held as stacked linear layers (weights (M, out, in)) and run
-    with one batched matmul per layer. The activation follows every layer but the last.
-
-    The first layer takes either one input (batch, in) shared by every member, or one input per member
-    (M, batch, in); with ``group_size`` G > 1 it also takes (M / G, batch, in), one input per group of G
-    consecutive members (the G critics of one SAC agent see the same actions).
-
-    :param layers: the stacked linear layers, in forward order (the first one with ``shared_input=True``)
-    :param activation_fn: the activation function class
-    """
-
-    def __init__(self, layers: Sequence[StackedLinear], activation_fn: type[nn.Module]) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(layers)
-        # The same layers with their type, for the forward pass
-        self.stacked_layers: list[StackedLinear] = list(layers)
-        self.activation = activation_fn()
-        self.n_members = layers[0].n_members
-
-    @classmethod
-    def from_sequentials(cls, mlps: Sequence[Iterable[nn.Module]], activation_fn: type[nn.Module]) -> "StackedMlp":
-        """
-        Stack M MLPs given as sequences of ``nn.Linear`` and activation layers (e.g. SB3's ``create_mlp``),
-        each member keeping its own initial weights.
-
-        :param mlps: the members' layers
-        :param activation_fn: their activation function class
-        :return: the stacked MLP
-        """
-        linears = [[layer for layer in mlp if isinstance(layer, nn.Linear)] for mlp in mlps]
-        layers = [
-            StackedLinear.from_modules(group, shared_input=depth == 0)  # type: ignore[arg-type]
-            for depth, group in enumerate(zip(*linears, strict=True))
-        ]
-        return cls(layers, activation_fn)
-
-    def forward(self, x: th.Tensor, group_size: int = 1, detach_weights: bool = False) -> th.Tensor:
-        """
-        :param x: (batch, in) shared by every member, or (M / group_size, batch, in)
-        :param group_size: number of consecutive members that share each per-group input
-        :param detach_weights: use detached weights, so that gradients flow to the input but not to the weights
-            (the SAC actor loss through the critics)
-        :return: (M, batch, out)
-        """
-        for depth, layer in enumerate(self.stacked_layers):
-            weight, bias = (layer.weight.detach(), layer.bias.detach()) if detach_weights else (layer.weight, layer.bias)
-            if x.dim() == 2:
-                # (batch, in) -> (batch, M * out) in one matmul -> (M, batch, out)
-                x = F.linear(x, weight.reshape(-1, layer.in_features), bias.reshape(-1))
-                x = x.reshape(x.shape[0], layer.n_members, layer.out_features).transpose(0, 1)
-            elif x.shape[0] != layer.n_members:
-                # One input per group of G members: (M / G, batch, in) @ (M / G, in, G * out) -> (M, batch, out)
-                n_groups = x.shape[0]
-                grouped_weight = weight.reshape(n_groups, group_size * layer.out_features, layer.in_features)
-                x = th.baddbmm(bias.reshape(n_groups, 1, -1), x, grouped_weight.transpose(1, 2))
-                x = x.reshape(n_groups, -1, group_size, layer.out_features).transpose(1, 2).flatten(0, 1)
-            else:
-                # (M, batch, in) @ (M, in, out) + (M, 1, out) -> (M, batch, out)
-                x = th.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
-            if depth < len(self.stacked_layers) - 1:
-                x = self.activation(x)
-        return x
-
-    def copy_member_to(self, member: int, mlp: Iterable[nn.Module]) -> None:
-        """
-        Copy one member's weights into an MLP of the same architecture (a sequence of ``nn.Linear`` and
-        activations), the inverse of :meth:`from_sequentials` for that member.
-
-        :param member: index of the member, in [0, M)
-        :param mlp: the target layers; their weights are overwritten
-        """
-        linears = [layer for layer in mlp if isinstance(layer, nn.Linear)]
-        with th.no_grad():
-            for stacked, plain in zip(self.stacked_layers, linears, strict=True):
-                plain.weight.copy_(stacked.weight[member])
-                plain.bias.copy_(stacked.bias[member])
-
-
-class StackedActor(nn.Module):
+class StackedActor(MemberStack):
     """
     The actors of K SAC agents (squashed diagonal Gaussian policies, SB3's ``Actor`` without gSDE) as one
     module: a stacked MLP trunk and stacked mean and log-std heads, shape (K, batch, action_dim).
 
     Build it with :meth:`from_actors` from K SB3 ``Actor`` objects, which gives each member SB3's own
-    initialisation; :meth:`copy_member_to` writes one member back into an SB3 ``Actor``.
+    initialisation. :meth:`member` gives one member as an SB3 policy (``predict``, ``evaluate_policy``);
+    :meth:`copy_member_to` / :meth:`copy_member_from` copy a member to and from an SB3 ``Actor``.
 
     :param observation_space: Observation space
     :param action_space: Action space
-    :param latent_pi: the stacked hidden layers (None when ``net_arch`` is empty)
+    :param latent_pi: the stacked hidden layers (:func:`stack_mlps`; empty when ``net_arch`` is empty)
     :param mu: the stacked mean head
     :param log_std: the stacked log-std head
     :param normalize_images: Whether to divide image observations by 255
@@ -118,19 +39,18 @@ class StackedActor(nn.Module):
         self,
         observation_space: spaces.Space,
         action_space: spaces.Box,
-        latent_pi: StackedMlp | None,
+        latent_pi: nn.Sequential,
         mu: StackedLinear,
         log_std: StackedLinear,
         normalize_images: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(mu.n_members)
         self.observation_space = observation_space
         self.action_space = action_space
         self.latent_pi = latent_pi
         self.mu = mu
         self.log_std = log_std
         self.normalize_images = normalize_images
-        self.n_members = mu.n_members
 
     @classmethod
     def from_actors(cls, actors: Sequence[Actor]) -> "StackedActor":
@@ -141,30 +61,31 @@ class StackedActor(nn.Module):
         :return: the stacked actors
         """
         first = actors[0]
-        latent_pi = None
-        if len(first.latent_pi) > 0:
-            latent_pi = StackedMlp.from_sequentials([actor.latent_pi for actor in actors], first.activation_fn)
+        latent_pi = stack_mlps([actor.latent_pi for actor in actors])
         # The heads read the last hidden layer of their own member, or the observation when there is none
-        shared = latent_pi is None
+        shared = len(latent_pi) == 0
         mu = StackedLinear.from_modules([actor.mu for actor in actors], shared_input=shared)  # type: ignore[misc]
         log_std = StackedLinear.from_modules([actor.log_std for actor in actors], shared_input=shared)  # type: ignore[misc]
         return cls(first.observation_space, first.action_space, latent_pi, mu, log_std, first.normalize_images)
 
-    def copy_member_to(self, member: int, actor: Actor) -> Actor:
+    def _paired_layers(self, module: nn.Module) -> list[tuple[Any, Any, int]]:
+        """The stacked linear layers, each paired with the layer of an SB3 ``Actor`` it stacks."""
+        actor = cast(Actor, module)
+        stacked = [layer for layer in self.latent_pi if isinstance(layer, StackedLinear)] + [self.mu, self.log_std]
+        plain = [layer for layer in actor.latent_pi if isinstance(layer, nn.Linear)] + [actor.mu, actor.log_std]
+        if len(stacked) != len(plain):
+            raise ValueError(f"`{type(module).__name__}` does not have the architecture of the stacked members")
+        return [(stacked_layer, plain_layer, 0) for stacked_layer, plain_layer in zip(stacked, plain, strict=True)]
+
+    def member(self, member: int) -> "ActorMemberView":
         """
-        Copy one member's weights into an SB3 ``Actor`` of the same architecture.
+        One member seen as an SB3 policy (see :class:`ActorMemberView`).
 
         :param member: index of the member, in [0, K)
-        :param actor: the SB3 actor; its weights are overwritten
-        :return: ``actor``
+        :return: the view
         """
-        if self.latent_pi is not None:
-            self.latent_pi.copy_member_to(member, actor.latent_pi)
-        with th.no_grad():
-            for stacked, plain in ((self.mu, actor.mu), (self.log_std, actor.log_std)):
-                plain.weight.copy_(stacked.weight[member])  # type: ignore[union-attr, operator]
-                plain.bias.copy_(stacked.bias[member])  # type: ignore[union-attr, operator]
-        return actor
+        self._check_member(member)
+        return ActorMemberView(self, member)
 
     def get_action_dist_params(self, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """
@@ -174,15 +95,10 @@ class StackedActor(nn.Module):
         :return: means and clamped log standard deviations, each of shape (K, batch, action_dim)
         """
         features = cast(th.Tensor, preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images)).float()
-        # (batch, obs_dim) -> (K, batch, hidden)
-        latent = features.flatten(1) if self.latent_pi is None else self.activation(self.latent_pi(features.flatten(1)))
+        # (batch, obs_dim) -> (K, batch, hidden), or (batch, obs_dim) seen by both heads without hidden layers
+        latent = self.latent_pi(features.flatten(1))
         log_std = th.clamp(self.log_std(latent), LOG_STD_MIN, LOG_STD_MAX)
         return self.mu(latent), log_std
-
-    @property
-    def activation(self) -> nn.Module:
-        assert self.latent_pi is not None
-        return self.latent_pi.activation
 
     def action_log_prob(self, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """
@@ -224,10 +140,10 @@ class StackedActor(nn.Module):
         set_training_flag((self,), mode)
 
 
-class StackedCritic(nn.Module):
+class StackedCritic(MemberStack):
     """
-    The critics of K SAC agents, ``n_critics`` Q-networks each (twin critics: 2K), as one stacked MLP.
-    Stacked Q-network ``k * n_critics + j`` is critic j of member k.
+    The critics of K SAC agents, ``n_critics`` Q-networks each (twin critics: 2K), as one stacked MLP
+    (:func:`stack_mlps`). Member k owns the ``n_critics`` consecutive stacked Q-networks from ``k * n_critics``.
 
     :param observation_space: Observation space
     :param q_net: the stacked Q-networks (K * n_critics members)
@@ -241,15 +157,14 @@ class StackedCritic(nn.Module):
     def __init__(
         self,
         observation_space: spaces.Space,
-        q_net: StackedMlp,
+        q_net: nn.Sequential,
         n_members: int,
         n_critics: int,
         normalize_images: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(n_members, group_size=n_critics)
         self.observation_space = observation_space
         self.q_net = q_net
-        self.n_members = n_members
         self.n_critics = n_critics
         self.normalize_images = normalize_images
 
@@ -261,33 +176,28 @@ class StackedCritic(nn.Module):
         :param critics: the members; their current weights become the stacked weights
         :return: the stacked critics
         """
-        q_networks = [q_net for critic in critics for q_net in critic.q_networks]
-        activations = [layer for layer in q_networks[0] if not isinstance(layer, nn.Linear)]  # type: ignore[attr-defined]
-        activation_fn = type(activations[0]) if activations else nn.ReLU
-        q_net = StackedMlp.from_sequentials(q_networks, activation_fn)  # type: ignore[arg-type]
+        q_net = stack_mlps([q_net for critic in critics for q_net in critic.q_networks])  # type: ignore[misc]
         first = critics[0]
         return cls(first.observation_space, q_net, len(critics), first.n_critics, first.normalize_images)
 
-    def copy_member_to(self, member: int, critic: ContinuousCritic) -> ContinuousCritic:
-        """
-        Copy one member's Q-networks into an SB3 ``ContinuousCritic`` of the same architecture.
+    def _paired_layers(self, module: nn.Module) -> list[tuple[Any, Any, int]]:
+        """The stacked linear layers, each paired with the layer of Q-network j of an SB3 ``ContinuousCritic``."""
+        stacked = [layer for layer in self.q_net if isinstance(layer, StackedLinear)]
+        pairs = []
+        for j, q_net in enumerate(cast(ContinuousCritic, module).q_networks):
+            plain = [layer for layer in q_net if isinstance(layer, nn.Linear)]  # type: ignore[attr-defined]
+            if len(plain) != len(stacked) or j >= self.n_critics:
+                raise ValueError(f"`{type(module).__name__}` does not have the architecture of the stacked members")
+            pairs += [(stacked_layer, plain_layer, j) for stacked_layer, plain_layer in zip(stacked, plain, strict=True)]
+        return pairs
 
-        :param member: index of the member, in [0, K)
-        :param critic: the SB3 critic; its weights are overwritten
-        :return: ``critic``
-        """
-        for j, q_net in enumerate(critic.q_networks):
-            self.q_net.copy_member_to(member * self.n_critics + j, q_net)  # type: ignore[arg-type]
-        return critic
-
-    def forward(self, obs: th.Tensor, actions: th.Tensor, detach_weights: bool = False) -> th.Tensor:
+    def forward(self, obs: th.Tensor, actions: th.Tensor) -> th.Tensor:
         """
         Q-values of every critic of every member.
 
         :param obs: observations, shape (batch, *obs_shape)
         :param actions: actions in [-1, 1], shape (batch, action_dim) (the same for every member, e.g. from the
             replay buffer) or (K, batch, action_dim) (each member's own, e.g. from its actor)
-        :param detach_weights: no gradient to the critics' weights (the actor loss), only to the actions
         :return: Q-values, shape (K, n_critics, batch)
         """
         features = cast(th.Tensor, preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images))
@@ -295,7 +205,7 @@ class StackedCritic(nn.Module):
         if actions.dim() == 3:
             # Each member's actions, seen by its n_critics Q-networks: (K, batch, obs_dim + action_dim)
             features = features.unsqueeze(0).expand(actions.shape[0], -1, -1)
-        q_values = self.q_net(th.cat([features, actions], dim=-1), group_size=self.n_critics, detach_weights=detach_weights)
+        q_values = self.q_net(th.cat([features, actions], dim=-1))
         # (K * n_critics, batch, 1) -> (K, n_critics, batch)
         return q_values.reshape(self.n_members, self.n_critics, -1)
 
@@ -431,41 +341,62 @@ class PIEKDSACPolicy(SACPolicy):
         return data
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        state_dict = _upgrade_state_dict(state_dict)
         # Files saved before `predict_member` was a plain attribute hold it as an integer buffer
         if "predict_member" in state_dict:
-            state_dict = dict(state_dict)
             self.predict_member = int(state_dict.pop("predict_member"))
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+# Files saved before the stacks were `nn.Sequential`s (sb3_distill <= the `StackedMlp` layout) name the i-th stacked
+# linear layer `layers.{i}`; it is now entry 2 i of the Sequential (each linear layer is followed by its activation)
+_OLD_STACK_KEY = re.compile(r"^(actor\.latent_pi|critic\.q_net|critic_target\.q_net)\.layers\.(\d+)\.")
+
+
+def _upgrade_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``state_dict`` with the keys of files saved by earlier versions renamed to the current ones."""
+    return {
+        _OLD_STACK_KEY.sub(lambda match: f"{match.group(1)}.{2 * int(match.group(2))}.", key): value
+        for key, value in state_dict.items()
+    }
 
 
 MlpPolicy = PIEKDSACPolicy
 
 
-class MemberPredictor:
+class ActorMemberView(BasePolicy):
     """
-    A minimal object with SB3's ``predict()`` signature that acts with one member of a PIEKDSAC ensemble,
-    so that ``evaluate_policy`` can score it.
+    One member of a :class:`StackedActor` seen as an SB3 policy: ``predict()`` (unscaled actions), ``forward``
+    and ``evaluate_policy`` work as with SAC's ``Actor``, acting with that member alone. It holds no parameters
+    of its own: the stack belongs to (and is saved, moved and optimized by) the policy, so its ``state_dict()``
+    is empty. To get the member as a plain SB3 ``SAC`` (weights, optimizer state), use
+    ``PIEKDSAC.export_member``, which calls :meth:`StackedActor.copy_member_to`.
 
-    :param policy: the ensemble's policy
+    :param stack: the stacked actors
     :param member: index of the member, in [0, K)
     """
 
-    def __init__(self, policy: PIEKDSACPolicy, member: int) -> None:
-        self.policy = policy
+    stack: StackedActor
+
+    def __init__(self, stack: StackedActor, member: int) -> None:
+        super().__init__(
+            stack.observation_space, stack.action_space, squash_output=True, normalize_images=stack.normalize_images
+        )
+        # Not registered as a submodule: the stack's parameters are not this module's
+        self.__dict__["stack"] = stack
         self.member = member
 
-    def predict(
-        self,
-        observation: np.ndarray,
-        state: tuple[np.ndarray, ...] | None = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = True,
-    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
-        obs_tensor, vectorized_env = self.policy.obs_to_tensor(observation)
-        with th.no_grad():
-            member = th.tensor(self.member, device=self.policy.device)
-            actions = self.policy.actor(obs_tensor, member, deterministic=deterministic).cpu().numpy()
-        actions = self.policy.unscale_action(actions.reshape((-1, *self.policy.action_space.shape)))  # type: ignore[misc]
-        if not vectorized_env:
-            actions = actions.squeeze(axis=0)
-        return actions, state
+    @property
+    def device(self) -> th.device:
+        """The stack's device (the view has no parameters to read it from)."""
+        return self.stack.device_of_parameters()
+
+    def forward(self, obs: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        return self._predict(obs, deterministic=deterministic)
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        # The member's squashed action, in [-1, 1]: (batch, action_dim)
+        return self.stack(observation, self.member, deterministic=deterministic)
+
+    def extra_repr(self) -> str:
+        return f"member={self.member} of {self.stack.n_members}"
