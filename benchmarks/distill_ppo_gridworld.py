@@ -24,18 +24,22 @@ serves ``pi = softmax(Q / tau)`` with ``tau = --temperature``.
 rule for this figure, the per-step ``H^x(pi || pi_theta)`` and no reward: ``update_rule="teacher_distill"``
 (control: teacher) and ``update_rule="on_policy_distill"`` with ``control="student"`` or ``"uniform"``. With
 r^ = 0 and no environment reward DistillPPO skips the policy-gradient term, so the three differ only in who
-picks the actions that produce the states.
+picks the actions that produce the states. Each rollout (16 envs x 16 steps) gives one plain SGD step
+(`--learning-rate`) on the mean cross-entropy over its states, on the logits only (the action head's shared
+bias is frozen at 0): a state's logits move in proportion to how often the control policy sampled it, as in
+the paper's gradient steps on tabular logits (Adam would rescale each logit's step by its own history).
 
-**Measured**, every `--eval-freq` environment steps: the student's exact expected return from the start
-(policy evaluation on the known MDP, with its stochastic policy), normalised as
+**Measured**, at evaluations spaced by 10 % of the steps so far (at least `--eval-freq`): the student's exact
+expected return from the start (policy evaluation on the known MDP, with its stochastic policy), normalised as
 ``(J(pi_theta) - J(uniform)) / (J(pi) - J(uniform))`` (0: the uniform policy, 1: the teacher ``pi``); and the
-expected summed ``KL(pi || pi_theta)`` along the trajectories of the teacher, of the student and of the
-uniform policy (the paper's ``E_z[sum_t H^x]`` up to a constant). *Steps to recover the teacher's return*: the
+expected summed ``KL(pi || pi_theta)`` along the trajectories of the teacher, of the student and of the uniform
+policy (the paper's ``E_z[sum_t H^x]`` up to a constant). *Steps to recover the teacher's return*: the
 first evaluation whose normalised return is >= 0.9 (and 0.95). MDPs whose teacher is not better than the
 uniform policy by at least ``MIN_GAP`` are recorded and skipped. Results are written after every MDP
-(`--append` adds MDPs to the saved ones).
+(`--append` adds MDPs to the saved ones; another `--temperature` writes its own files).
 
     python -m benchmarks.distill_ppo_gridworld --n-mdps 100
+    python -m benchmarks.distill_ppo_gridworld --n-mdps 100 --first-mdp 100 --append   # 100 more MDPs
 """
 
 import argparse
@@ -384,6 +388,7 @@ def report(mdps: list[dict[str, Any]], args: argparse.Namespace) -> str:
             for t in THRESHOLDS
         ]
         lines.append(f"| {name} | {' | '.join(cells)} | {final:.3f} | {' | '.join(ratios)} |")
+    lines += ["", *comparison(done, firsts)]
     teacher = [saved["reference"] for saved in done]
     lines += [
         "",
@@ -394,6 +399,27 @@ def report(mdps: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"{100 * np.median([r['teacher_coverage'] for r in teacher]):.0f} %.",
     ]
     return "\n".join(lines)
+
+
+def comparison(done: list[dict[str, Any]], firsts: dict[tuple[str, float], list[float]]) -> list[str]:
+    """
+    Per control: in how many MDPs the student-driven student recovered 90 % strictly sooner / later, the mean
+    normalised return over training (area under the curve over the budget, the paper's right panel) and the
+    final expected summed KL under the three trajectory distributions z, as medians over MDPs.
+    """
+    lines = [
+        "| control q_theta | student-driven sooner / later / same evaluation (90 %) | mean normalised return over "
+        "training (median) | E_teacher[sum KL] at the end | E_student[sum KL] | E_uniform[sum KL] |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, _ in CONTROLS:
+        own, student = np.array(firsts[(name, THRESHOLDS[0])]), np.array(firsts[("student", THRESHOLDS[0])])
+        order = "-" if name == "student" else f"{(student < own).sum()} / {(student > own).sum()} / {(student == own).sum()}"
+        curves = [saved["curves"][name] for saved in done]
+        area = np.median([np.trapezoid(curve["score"], curve["steps"]) / curve["steps"][-1] for curve in curves])
+        kls = [np.median([curve[key][-1] for curve in curves]) for key in ("kl_teacher", "kl_student", "kl_uniform")]
+        lines.append(f"| {name} | {order} | {area:.3f} | " + " | ".join(f"{kl:.3f}" for kl in kls) + " |")
+    return lines
 
 
 def plot(mdps: list[dict[str, Any]], args: argparse.Namespace, path: Path) -> None:
@@ -455,14 +481,31 @@ def run_mdp(index: int, args: argparse.Namespace) -> dict[str, Any]:
     return dict(mdp=index, reference=kept, curves=curves, seconds=time.perf_counter() - started)
 
 
+def _rounded(value: Any) -> Any:
+    """Floats to 6 significant digits, in nested dicts and lists (the JSON of 100 MDPs stays small)."""
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_rounded(item) for item in value]
+    return value
+
+
+def stem(args: argparse.Namespace) -> str:
+    """The results' file name: the temperature is in it when it is not the default."""
+    return "distill_ppo_gridworld" if args.temperature == 0.1 else f"distill_ppo_gridworld_tau{args.temperature:g}"
+
+
 def write(mdps: list[dict[str, Any]], args: argparse.Namespace) -> None:
     settings = dict(
         budget=args.budget, eval_freq=args.eval_freq, temperature=args.temperature, learning_rate=args.learning_rate
     )
-    (args.output / "distill_ppo_gridworld.json").write_text(json.dumps(dict(settings=settings, mdps=mdps)))
+    saved = json.dumps(_rounded(dict(settings=settings, mdps=mdps)), separators=(",", ":"))
+    (args.output / f"{stem(args)}.json").write_text(saved)
     text = report(mdps, args)
-    (args.output / "distill_ppo_gridworld.md").write_text(text + "\n")
-    plot(mdps, args, args.output / "distill_ppo_gridworld.png")
+    (args.output / f"{stem(args)}.md").write_text(text + "\n")
+    plot(mdps, args, args.output / f"{stem(args)}.png")
 
 
 def main() -> None:
@@ -479,7 +522,7 @@ def main() -> None:
     args = parser.parse_args()
     th.set_num_threads(1)
 
-    json_path = args.output / "distill_ppo_gridworld.json"
+    json_path = args.output / f"{stem(args)}.json"
     mdps: list[dict[str, Any]] = []
     if args.report_only or (args.append and json_path.exists()):
         saved = json.loads(json_path.read_text())

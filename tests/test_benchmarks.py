@@ -327,6 +327,6 @@ def test_distill_ppo_gridworld_teacher_and_runs(tmp_path):
     assert grid.steps_to(dict(steps=[1, 2], score=[0.1, 0.5]), 0.9) == np.inf
     mdps = [dict(mdp=2, reference=reference, curves=curves), dict(mdp=3, skipped=True, reference=reference)]
     text = grid.report(mdps, args)
-    assert "1 MDPs (1 skipped" in text and "| uniform |" in text
+    assert "1 MDPs (1 skipped" in text and "| uniform |" in text and "student-driven sooner" in text
     grid.plot(mdps, args, tmp_path / "grid.png")
     assert (tmp_path / "grid.png").stat().st_size > 0
