@@ -72,7 +72,7 @@ bench-distill-ppo: $(VENV)/.install-bench
 	$(PYTHON) -m benchmarks.distill_ppo_actions --n-actions 4 64 512 --seeds 0 1 2 --budget 8192 --eval-freq 512
 	$(PYTHON) -m benchmarks.distill_ppo_noisy_teacher --seeds 0 1 2
 	$(PYTHON) -m benchmarks.distill_ppo_kickstart --env Acrobot-v1 --seeds 0 1 2
-	$(PYTHON) -m benchmarks.distill_ppo_gridworld --n-mdps 100
+	$(PYTHON) -m benchmarks.distill_ppo_gridworld --n-mdps 104
 bench-online: $(VENV)/.install-bench
 	$(PYTHON) -m benchmarks.online_distillation --seeds 0 1 2
 
