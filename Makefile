@@ -22,7 +22,7 @@ help:
 	@echo "make bench-online - PolicyDistillation online from a training DQN teacher's checkpoints (Acrobot-v1)"
 	@echo "make bench-multitask - MultiTaskPolicyDistillation of DQN teachers on CartPole-v1 + Acrobot-v1"
 	@echo "make bench-piekd - PIEKDSAC vs SAC vs Ensemble-SAC sample efficiency, and PIEKDSAC vs SAC throughput"
-	@echo "make bench-distill-ppo - DistillPPO: Figs. 4-6 of Distilling Policy Distillation, kickstarting vs PPO"
+	@echo "make bench-distill-ppo - DistillPPO: Figs. 3-6 of Distilling Policy Distillation, kickstarting vs PPO"
 	@echo "make bench-minatar - the distillation papers' tables on MinAtar (teachers, real-time, ensemble, PD; hours of CPU)"
 	@echo "make bench-minatar-multitask - MultiTaskPolicyDistillation and a multi-task DQN on 3 MinAtar games (Rusu's 89.3 %; hours of CPU)"
 	@echo "make bench-ensemble-scale - EnsembleDistillDQN: raw vs spread-scaled temperature vs return-weighted teachers"
@@ -73,6 +73,7 @@ bench-distill-ppo: $(VENV)/.install-bench
 	$(PYTHON) -m benchmarks.distill_ppo_actions --n-actions 4 64 512 --seeds 0 1 2 --budget 8192 --eval-freq 512
 	$(PYTHON) -m benchmarks.distill_ppo_noisy_teacher --seeds 0 1 2
 	$(PYTHON) -m benchmarks.distill_ppo_kickstart --env Acrobot-v1 --seeds 0 1 2
+	$(PYTHON) -m benchmarks.distill_ppo_gridworld --n-mdps 104
 bench-online: $(VENV)/.install-bench
 	$(PYTHON) -m benchmarks.online_distillation --seeds 0 1 2
 

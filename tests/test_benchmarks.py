@@ -304,3 +304,78 @@ def test_ensemble_scale_shadow_students_equal_separate_runs():
     spread, returns = shared.shadows["spread"][0], shared.shadows["returns"][0]
     assert not all(th.equal(a, b) for a, b in zip(spread.parameters(), returns.parameters(), strict=True))
     assert shared.shadow_weights["returns"] is not None and shared.shadow_weights["spread"] is None
+
+
+def test_distill_ppo_gridworld_mdp(monkeypatch):
+    from benchmarks import distill_ppo_gridworld as grid
+
+    mdp = grid.make_mdp(0)
+    # The same MDP from the same seed, another from another seed
+    assert np.array_equal(mdp.walls, grid.make_mdp(0).walls) and not np.array_equal(mdp.walls, grid.make_mdp(1).walls)
+    assert mdp.n_cells == 400 and mdp.start == 210
+    assert not (mdp.walls[mdp.start] or mdp.terminal[mdp.start]) and mdp.rewards[mdp.start] == 0.0
+    np.testing.assert_allclose(mdp.transitions.sum(axis=-1), 1.0)
+    # No move from a free cell enters a wall; a move into the border stays with probability 1 - noise + noise / 4 at least
+    assert mdp.transitions[~mdp.walls][:, :, mdp.walls].sum() == 0.0
+    assert mdp.transitions[0, 3, 0] >= 1 - grid.NOISE + grid.NOISE / 4
+    assert 0.1 < mdp.walls.mean() < 0.3 and set(np.unique(mdp.rewards[mdp.terminal])) <= {10.0, -10.0}
+
+    # Exact policy evaluation against Monte Carlo on an empty 5x5 grid with a goal next to the start and a hazard
+    for name in ("P_WALL", "P_GOAL", "P_PIT", "P_HAZARD"):
+        monkeypatch.setattr(grid, name, 0.0)
+    small = grid.make_mdp(0, size=5, p_end=0.2)
+    assert small.start == 12 and not small.walls.any() and not small.terminal.any() and not small.rewards.any()
+    small.terminal[13], small.rewards[13], small.rewards[7] = True, 10.0, -1.0
+    probs = np.tile([0.4, 0.2, 0.2, 0.2], (small.n_cells, 1))
+    value, occupancy = grid.evaluate(small, probs)
+    env, rng = grid.GridWorld(small), np.random.default_rng(0)
+    env.reset(seed=0)
+    returns, lengths = [], []
+    for _ in range(3000):
+        state, _ = env.reset()
+        total, steps, done = 0.0, 0, False
+        while not done:
+            state, reward, done, _, _ = env.step(int(rng.choice(4, p=probs[state])))
+            total, steps = total + reward, steps + 1
+        returns.append(total)
+        lengths.append(steps)
+    assert abs(np.mean(returns) - value) < 4 * np.std(returns) / np.sqrt(len(returns))
+    # The occupancy counts the steps where the agent acts: its sum is the mean episode length
+    assert abs(np.mean(lengths) - occupancy.sum()) < 4 * np.std(lengths) / np.sqrt(len(lengths))
+
+
+def test_distill_ppo_gridworld_teacher_and_runs(tmp_path):
+    import torch as th
+
+    from benchmarks import distill_ppo_gridworld as grid
+    from sb3_distill import DistillPPO
+    from sb3_distill.common.teachers import DQNTeacher, Teacher
+
+    mdp, teacher, reference = grid.prepare(2, temperature=0.5, size=7, q_steps=20_000)
+    # Q-learning learned something: the greedy Q policy beats the uniform one
+    assert reference["greedy_return"] > reference["uniform_return"] + 1.0
+    # The DQN holds the Q-table: DQNTeacher serves softmax(Q / tau), in the teacher and inside DistillPPO
+    states = th.arange(mdp.n_cells, dtype=th.float32)[:, None]
+    adapter = Teacher.for_policy(teacher.policy)
+    assert isinstance(adapter, DQNTeacher)
+    expected = reference["teacher_probs"]
+    np.testing.assert_allclose(adapter.distribution(states, 0.5).probs.detach().numpy(), expected, atol=1e-5)
+    env = grid.GridWorld(mdp)
+    model = DistillPPO("MlpPolicy", env, teacher=teacher, temperature=0.5, **grid.PPO_KWARGS)
+    served = model.teacher_adapter.distribution(model.policy.obs_to_tensor(np.arange(mdp.n_cells))[0], 0.5)
+    np.testing.assert_allclose(served.probs.detach().numpy(), expected, atol=1e-5)
+    assert np.isclose(grid.evaluate(mdp, expected)[0], reference["teacher_return"])
+
+    args = argparse.Namespace(budget=512, eval_freq=256, temperature=0.5, learning_rate=3.0)
+    curves = {name: grid.run(mdp, teacher, reference, kwargs, 0, args) for name, kwargs in grid.CONTROLS}
+    # The untrained student is the uniform policy: normalised return 0
+    assert all(curve["steps"][0] == 16 and abs(curve["score"][0]) < 0.05 for curve in curves.values())
+    assert all(curve["steps"][-1] == 512 for curve in curves.values())
+    # Recovery steps: the first evaluation at the threshold
+    assert grid.steps_to(dict(steps=[1, 2, 3], score=[0.1, 0.95, 0.5]), 0.9) == 2.0
+    assert grid.steps_to(dict(steps=[1, 2], score=[0.1, 0.5]), 0.9) == np.inf
+    mdps = [dict(mdp=2, reference=reference, curves=curves), dict(mdp=3, skipped=True, reference=reference)]
+    text = grid.report(mdps, args)
+    assert "1 MDPs (1 skipped" in text and "| uniform |" in text and "student-driven sooner" in text
+    grid.plot(mdps, args, tmp_path / "grid.png")
+    assert (tmp_path / "grid.png").stat().st_size > 0
