@@ -122,7 +122,9 @@ class EnsembleDistillDQN(DistillDQN):
     :param teacher_weighting_temperature: beta of ``teacher_weighting="returns"`` (> 0): the smaller, the more
         weight goes to the best teachers (our choice, 0.25: a teacher one pooled standard deviation below the
         mean weighs ``e^-4`` times one at the mean)
-    :param distill_diagnostics: Log, once per ``train()`` call and from the last gradient step's Q-values, each
+    :param distill_diagnostics: Log, when the logger writes and when ``learn()`` returns (not at every ``train()``
+        call: that would cost every environment step with ``train_freq=1``), from the last gradient step's
+        Q-values, each
         teacher's agreement with the student's greedy action, the entropy and one-hot rate of its distribution
         at the temperature and its Q-value spread (``train/agreement_teacher_j``, ...), and warn when one teacher
         is near one-hot on most states while the others are not

@@ -122,7 +122,9 @@ class RealTimeDistillDQN(DistillDQN):
         update is rescaled after the shared optimizer step, exact for optimizers whose step is linear in the
         learning rate: Adam, AdamW, SGD, RMSprop). ``policy.teacher_in_stack`` tells whether the teacher could
         join a stack (it cannot when no student has its layer structure).
-    :param distill_diagnostics: Log, once per ``train()`` call and from the last gradient step's Q-values, each
+    :param distill_diagnostics: Log, when the logger writes and when ``learn()`` returns (not at every ``train()``
+        call: that would cost every environment step with ``train_freq=1``), from the last gradient step's
+        Q-values, each
         student's agreement with the teacher's greedy action and the entropy of its distribution at the
         temperature (``train/agreement_student_k``, ``train/entropy_student_k``), and the teacher's entropy and
         one-hot rate (:func:`sb3_distill.common.diagnostics.record_students_diagnostics`)
