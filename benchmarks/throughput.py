@@ -298,7 +298,8 @@ def atari_main(args: argparse.Namespace) -> None:
 
 PPO_ALGOS = ("PPO", "DistillPPO")
 MULTITASK_ALGOS = ("DQN (multi-task env)", "MultiTaskPolicyDistillation")
-MULTITASK_ENVS = ("CartPole-v1", "Acrobot-v1")
+#: Two tasks with the same number of actions, so that a plain DQN can act on their multi-task env too
+MULTITASK_ENVS = ("Acrobot-v1", "MountainCar-v0")
 
 
 def make_ppo_model(algo: str, args: argparse.Namespace, seed: int) -> PPO:
@@ -315,7 +316,7 @@ def make_ppo_model(algo: str, args: argparse.Namespace, seed: int) -> PPO:
 
 def make_multitask_model(algo: str, args: argparse.Namespace, seed: int) -> DQN:
     """
-    MultiTaskPolicyDistillation of (untrained) DQN teachers on CartPole-v1 + Acrobot-v1, or SB3's DQN with the same
+    MultiTaskPolicyDistillation of (untrained) DQN teachers on Acrobot-v1 + MountainCar-v0, or SB3's DQN with the same
     settings on the same multi-task env (Dict observations), the algorithm it builds on; warmed up.
     """
     common: dict = dict(
