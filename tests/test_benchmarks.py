@@ -29,6 +29,18 @@ def test_throughput_runs(monkeypatch):
     assert set(steps_per_s) == set(throughput.ALGOS) and all(value > 0 for value in steps_per_s.values())
 
 
+@pytest.mark.parametrize("suite", ["ppo", "multitask"])
+def test_throughput_pair_suites_run(suite):
+    args = argparse.Namespace(
+        learning_starts=50, chunk=64, steps=128, batch_size=16, net_arch=[16], ppo_n_steps=64, ppo_n_epochs=1, device="cpu"
+    )
+    algos, make = (throughput.PPO_ALGOS, throughput.make_ppo_model)
+    if suite == "multitask":
+        algos, make = (throughput.MULTITASK_ALGOS, throughput.make_multitask_model)
+    steps_per_s = throughput.run_alternating({algo: make(algo, args, 0) for algo in algos}, args)
+    assert set(steps_per_s) == set(algos) and all(value > 0 for value in steps_per_s.values())
+
+
 @pytest.mark.parametrize("target, reached", [(-1.0, True), (1e9, False)])
 def test_realtime_vs_sequential_runs(monkeypatch, target, reached):
     settings = dict(realtime_vs_sequential.SETTINGS["CartPole-v1"])

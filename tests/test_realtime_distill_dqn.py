@@ -303,6 +303,7 @@ def test_export_student(index, tmp_path):
         (dict(temperature=0.0), ValueError, "temperature"),
         (dict(distill_loss="kl"), ValueError, "distill_loss"),
         (dict(imitation="yes"), ValueError, "imitation"),
+        (dict(torch_compile="yes"), ValueError, "torch_compile"),
         (dict(predict_member="student_3"), ValueError, "predict_member"),
     ],
 )

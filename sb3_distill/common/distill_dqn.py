@@ -5,32 +5,56 @@ their own, stacked members clipped one by one, every member evaluable and a stud
 plain SB3 ``DQN``.
 """
 
+import warnings
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import torch as th
 from stable_baselines3 import DQN
-from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule
 from stable_baselines3.common.utils import update_learning_rate
 
 from sb3_distill.common.base import PolicyLayoutMixin
 from sb3_distill.common.save import AtomicSaveMixin
-from sb3_distill.common.utils import clip_grad_norm_per_member_, dqn_for_export, epsilon_greedy, evaluate_q_functions
+from sb3_distill.common.utils import (
+    FusedAdamStep,
+    clipped_per_member,
+    dqn_for_export,
+    epsilon_greedy,
+    evaluate_q_functions,
+)
 from sb3_distill.common.validation import STUDENT_LEARNING_RATE, CheckedSchedule
+
+SelfDistillDQN = TypeVar("SelfDistillDQN", bound="DistillDQN")
 
 
 class DistillDQN(AtomicSaveMixin, PolicyLayoutMixin, DQN):
     """
-    What the DQN distillers share beyond DQN. Subclasses implement :meth:`acting_q_values` (who acts) and
-    :meth:`member_q_functions` (who is evaluated), call :meth:`_setup_student_schedule` in ``_setup_model``
-    and use :meth:`_update_learning_rates` and :meth:`_backward_and_clip` in ``train()``, whose skeleton
-    stays DQN's.
+    What the DQN distillers share beyond DQN. Subclasses implement :meth:`acting_q_values` (who acts),
+    :meth:`member_q_functions` (who is evaluated), :meth:`_trained_modules` (what one gradient step trains),
+    :meth:`_step_losses` (the losses of one gradient step) and :meth:`_record_distill_diagnostics`, call
+    :meth:`_setup_student_schedule` and :meth:`_setup_gradient_step` in ``_setup_model`` and use
+    :meth:`_update_learning_rates`, :meth:`_gradient_step` and :meth:`_step_optimizers` in ``train()``, whose
+    skeleton stays DQN's.
+
+    Speed (``train_freq=1`` calls ``train()`` at every environment step, so its fixed costs count as much as
+    the gradient step): the parameter lists are built once per policy, not per call; the forward passes,
+    losses, backward pass and per-member clipping are one function (:meth:`_losses_and_gradients`), compiled as
+    one graph with ``torch_compile=True``; fused Adam steps are direct kernel calls, one per learning rate
+    (:meth:`_step_optimizers`); the diagnostics are computed when the logger writes (:meth:`dump_logs`) or
+    ``learn()`` returns, from the last gradient step's Q-values, rather than at every ``train()`` call (the
+    logged values are the same).
     """
 
     student_learning_rate: float | Schedule | None
     student_lr_schedule: Schedule
+    distill_diagnostics: bool
+    torch_compile: bool
+    _compiled_gradient_step: Callable[..., tuple[list[th.Tensor], tuple[th.Tensor, ...]]] | None
+    #: The diagnostics of the last train() call are not recorded yet
+    _diagnostics_pending: bool = False
 
     def _setup_student_schedule(self) -> None:
         """The students' learning-rate schedule (the teachers' is SB3's ``lr_schedule``), checked where evaluated."""
@@ -58,22 +82,103 @@ class DistillDQN(AtomicSaveMixin, PolicyLayoutMixin, DQN):
         self.logger.record("train/student_learning_rate", student_learning_rate)
         return student_learning_rate
 
-    def _backward_and_clip(self, loss: th.Tensor, stacks: Sequence[tuple[Sequence[th.Tensor], int]]) -> None:
+    @abstractmethod
+    def _trained_modules(self) -> list[tuple[th.nn.Module, int]]:
         """
-        One backward pass of the summed loss, then gradient-norm clipping of each member (``max_grad_norm``).
-        Teachers' and students' parameters are disjoint (or disjoint slices of one stack), so one backward
-        pass of the sum gives each network the gradient of its own loss.
+        The modules one gradient step trains, each with its number of stacked members (1 for a plain network),
+        in the order :meth:`_parameter_stacks` returns their parameters.
+        """
 
-        :param loss: the sum of every member's loss
-        :param stacks: each group of parameters with its number of stacked members (1 for a plain network)
+    def _parameter_stacks(self) -> list[tuple[list[th.Tensor], int]]:
         """
-        # Clear the gradients (what the optimizers' zero_grad() do, without their per-call overhead)
-        for parameters, _ in stacks:
-            for param in parameters:
-                param.grad = None
-        loss.backward()
-        for parameters, n_members in stacks:
-            clip_grad_norm_per_member_(parameters, self.max_grad_norm, n_members)
+        The parameters of :meth:`_trained_modules`, each list with its number of stacked members, built once per
+        policy (``load()`` and ``set_parameters`` keep the parameter tensors, which are updated in place).
+
+        :return: the parameter lists, with the number of members of each
+        """
+        cache = self.__dict__.get("_parameter_stacks_cache")
+        if cache is None or cache[0] is not self.policy:
+            stacks: list[tuple[list[th.Tensor], int]] = [
+                (list(module.parameters()), n_members) for module, n_members in self._trained_modules()
+            ]
+            cache = (self.policy, stacks)
+            self._parameter_stacks_cache = cache
+        return cache[1]
+
+    @abstractmethod
+    def _step_losses(self, *batch: Any) -> tuple[th.Tensor, ...]:
+        """
+        The losses of one gradient step on one batch.
+
+        :param batch: the batch, as ``train()`` passes it to :meth:`_gradient_step`
+        :return: the loss to minimise (the sum of every member's loss), then the losses ``train()`` logs
+        """
+
+    def _losses_and_gradients(self, *batch: Any) -> tuple[list[th.Tensor], tuple[th.Tensor, ...]]:
+        """
+        The losses of one gradient step, their gradients and the gradient-norm clipping of each member
+        (``max_grad_norm``): everything but the optimizer step, as one pure function that ``torch_compile=True``
+        compiles into one graph (forward passes, losses, backward pass, clipping). Teachers' and students'
+        parameters are disjoint (or disjoint slices of one stack), so the gradient of the summed loss gives each
+        network the gradient of its own loss.
+
+        :param batch: the batch, as ``train()`` passes it to :meth:`_gradient_step`
+        :return: the clipped gradients of the parameters of :meth:`_parameter_stacks`, in their order, and the
+            logged losses of :meth:`_step_losses`, detached
+        """
+        total_loss, *losses = self._step_losses(*batch)
+        stacks = self._parameter_stacks()
+        # One backward pass of the sum
+        parameters = [param for stack, _ in stacks for param in stack]
+        gradients = list(th.autograd.grad(total_loss, parameters, allow_unused=True, materialize_grads=True))
+        clipped: list[th.Tensor] = []
+        for stack, n_members in stacks:
+            clipped += clipped_per_member(gradients[len(clipped) : len(clipped) + len(stack)], self.max_grad_norm, n_members)
+        return clipped, tuple(loss.detach() for loss in losses)
+
+    def _setup_gradient_step(self) -> None:
+        """The gradient step, eager or compiled (``torch_compile``; not saved: rebuilt on load)."""
+        self._compiled_gradient_step = th.compile(self._losses_and_gradients) if self.torch_compile else None
+
+    def _gradient_step(self, *batch: Any) -> tuple[th.Tensor, ...]:
+        """
+        :meth:`_losses_and_gradients`, compiled with ``torch_compile=True``; a compilation that fails (no C++
+        compiler, an older PyTorch) falls back to eager mode with a warning.
+
+        :param batch: the batch
+        :return: the logged losses, detached
+        """
+        gradients: list[th.Tensor] | None = None
+        losses: tuple[th.Tensor, ...] = ()
+        if self._compiled_gradient_step is not None:
+            try:
+                # Dynamo traces `th.autograd.grad` into the graph only with this option
+                with th._dynamo.config.patch(trace_autograd_ops=True):
+                    gradients, losses = self._compiled_gradient_step(*batch)
+            except Exception as error:
+                # torch.compile could not build the step (e.g. no C++ compiler): fall back to eager
+                warnings.warn(f"`torch_compile=True` failed ({type(error).__name__}: {error}); using eager mode")
+                self._compiled_gradient_step = None
+        if gradients is None:
+            gradients, losses = self._losses_and_gradients(*batch)
+        # The optimizers read `.grad` (as after zero_grad() and backward())
+        parameters = (param for stack, _ in self._parameter_stacks() for param in stack)
+        for param, gradient in zip(parameters, gradients, strict=True):
+            param.grad = gradient
+        return losses
+
+    def _step_optimizers(self) -> None:
+        """
+        One step of the teachers' and the students' optimizers: with fused Adam/AdamW (the default), one direct
+        call of the fused kernel per learning rate (:class:`~sb3_distill.common.utils.FusedAdamStep`), else
+        ``optimizer.step()``.
+        """
+        cache = self.__dict__.get("_optimizer_step_cache")
+        if cache is None or cache[0] is not self.policy:
+            optimizers = [self.policy.optimizer, self.policy.student_optimizer]
+            cache = (self.policy, FusedAdamStep(optimizers))  # type: ignore[arg-type]
+            self._optimizer_step_cache = cache
+        cache[1].step()
 
     @abstractmethod
     def acting_q_values(self, obs: PyTorchObs, n_envs: int) -> th.Tensor:
@@ -128,6 +233,52 @@ class DistillDQN(AtomicSaveMixin, PolicyLayoutMixin, DQN):
     def _export_dqn(self, student_kwargs: dict[str, Any]) -> DQN:
         """A plain ``DQN`` with this model's hyperparameters, the students' learning rate and a student's network."""
         return dqn_for_export(self, student_kwargs, self._student_learning_rate())
+
+    @abstractmethod
+    def _record_distill_diagnostics(self) -> None:
+        """Record the distillation diagnostics of the last gradient step (``distill_diagnostics=True``)."""
+
+    def _flush_diagnostics(self) -> None:
+        """Record the diagnostics of the last ``train()`` call if they are not recorded yet."""
+        if self._diagnostics_pending:
+            self._diagnostics_pending = False
+            if self.distill_diagnostics:
+                self._record_distill_diagnostics()
+
+    def dump_logs(self) -> None:
+        # The diagnostics are recorded just before the logger writes (once per dump, not per train() call)
+        self._flush_diagnostics()
+        super().dump_logs()
+
+    def learn(
+        self: SelfDistillDQN,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str = "run",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfDistillDQN:
+        super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+        # The last train() calls' diagnostics, so that the logger holds them when learn() returns
+        self._flush_diagnostics()
+        return self
+
+    def _excluded_save_params(self) -> list[str]:
+        return [
+            *super()._excluded_save_params(),
+            "_parameter_stacks_cache",
+            "_optimizer_step_cache",
+            "_diagnostics_pending",
+            "_compiled_gradient_step",
+        ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = ["policy", "policy.optimizer", "policy.student_optimizer"]

@@ -47,6 +47,24 @@ def clip_grad_norm_per_member_(parameters: Iterable[th.Tensor], max_norm: float,
     return norms
 
 
+def clipped_per_member(gradients: Sequence[th.Tensor], max_norm: float, n_members: int) -> list[th.Tensor]:
+    """
+    The gradients of a stacked ensemble clipped member by member, out of place: what
+    :func:`clip_grad_norm_per_member_` does to the ``.grad`` of the parameters, as a pure function of the
+    gradients (for a compiled gradient step). Member j's gradients are scaled by
+    ``min(1, max_norm / (norm_j + 1e-6))`` with ``norm_j = sqrt(sum_p ||grad_p[j]||^2)``.
+
+    :param gradients: the gradients of the stacked parameters, each of shape (M, ...)
+    :param max_norm: maximum gradient norm of one member
+    :param n_members: number of members M
+    :return: the clipped gradients, contiguous (the layout of their parameters, which fused optimizers expect)
+    """
+    # (M, total number of parameters of one member) -> (M,) gradient norm of each member
+    norms = th.linalg.vector_norm(th.cat([g.reshape(n_members, -1) for g in gradients], dim=1), dim=1)
+    clip_coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    return [(g * clip_coef.reshape(n_members, *([1] * (g.dim() - 1)))).contiguous() for g in gradients]
+
+
 def step_with_member_learning_rates(
     optimizer: th.optim.Optimizer, stacks: Sequence[Sequence[th.Tensor]], factors: Sequence[th.Tensor]
 ) -> None:
@@ -68,6 +86,89 @@ def step_with_member_learning_rates(
                 # (K,) -> (K, 1, ..., 1) to scale each member's slice
                 scale = member_factors.reshape(-1, *([1] * (param.dim() - 1)))
                 param.sub_(old).mul_(scale).add_(old)
+
+
+class FusedAdamStep:
+    """
+    The steps of one or more fused Adam / AdamW optimizers (``fused=True``, sb3_distill's default, see
+    :func:`fast_optimizer_kwargs`) as direct calls of PyTorch's fused kernel: one call per distinct set of
+    hyperparameters (so teachers and students at the same learning rate share one call), without
+    ``Optimizer.step``'s per-call Python work (hooks, profiler records, state grouping), which on small
+    networks costs more than the update itself. The update is the kernel ``optimizer.step()`` runs, on the
+    same state tensors: ``optimizer.state_dict()``, saving and loading are unchanged.
+
+    ``optimizer.step()`` is called instead whenever the direct call does not apply: an optimizer that is not
+    fused Adam/AdamW with one parameter group, float hyperparameters and no AMSGrad, step hooks or
+    ``differentiable``/``capturable``; a parameter without a gradient; state not created yet (the first step)
+    or replaced (``load_state_dict``).
+
+    :param optimizers: the optimizers to step (the same optimizer given twice is stepped once)
+    """
+
+    def __init__(self, optimizers: Sequence[th.optim.Optimizer]) -> None:
+        self.optimizers = list(dict.fromkeys(optimizers))
+        # Per optimizer: its params and their (exp_avg, exp_avg_sq, step) state tensors, once the state exists
+        self._state: dict[int, tuple[list[th.Tensor], list[th.Tensor], list[th.Tensor], list[th.Tensor]]] = {}
+
+    @staticmethod
+    def supports(optimizer: th.optim.Optimizer) -> bool:
+        """Whether ``optimizer`` can be stepped by the direct kernel call."""
+        if not isinstance(optimizer, th.optim.Adam) or len(optimizer.param_groups) != 1:
+            return False
+        group = optimizer.param_groups[0]
+        hooks = (optimizer._optimizer_step_pre_hooks, optimizer._optimizer_step_post_hooks)
+        return (
+            bool(group.get("fused"))
+            and not any(group.get(flag) for flag in ("amsgrad", "differentiable", "capturable"))
+            and not any(isinstance(group[key], th.Tensor) for key in ("lr", "eps", "weight_decay"))
+            and not any(isinstance(beta, th.Tensor) for beta in group["betas"])
+            and not any(len(hook) for hook in hooks)
+        )
+
+    def _tensors(self, optimizer: th.optim.Optimizer) -> tuple[list[th.Tensor], ...] | None:
+        """The optimizer's params, gradients and state tensors, or None when the direct call does not apply."""
+        params = optimizer.param_groups[0]["params"]
+        grads = [param.grad for param in params]
+        if any(grad is None for grad in grads) or not self.supports(optimizer):
+            return None
+        cached = self._state.get(id(optimizer))
+        state = optimizer.state
+        if (
+            cached is None
+            or cached[0] is not params
+            or any(state[p].get("exp_avg") is not e for p, e in zip(params, cached[1], strict=True))
+        ):
+            if any("exp_avg" not in state[param] for param in params):
+                return None
+            # One kernel call needs one device and one dtype (PyTorch's step groups them otherwise)
+            if len({(param.device, param.dtype) for param in params}) > 1:
+                return None
+            cached = (params, *([state[param][key] for param in params] for key in ("exp_avg", "exp_avg_sq", "step")))
+            self._state[id(optimizer)] = cached  # type: ignore[assignment]
+        return (params, grads, *cached[1:])  # type: ignore[arg-type]
+
+    def step(self) -> None:
+        """One step of every optimizer."""
+        calls: dict[tuple, list[list[th.Tensor]]] = {}
+        for optimizer in self.optimizers:
+            tensors = self._tensors(optimizer)
+            if tensors is None:
+                optimizer.step()
+                continue
+            group = optimizer.param_groups[0]
+            decoupled = group.get("decoupled_weight_decay", isinstance(optimizer, th.optim.AdamW))
+            hyperparameters = (group["lr"], *group["betas"], group["weight_decay"], group["eps"], group["maximize"], decoupled)
+            key = (*hyperparameters, tensors[0][0].device, tensors[0][0].dtype)
+            lists = calls.setdefault(key, [[], [], [], [], []])
+            for merged, part in zip(lists, tensors, strict=True):
+                merged.extend(part)
+        for (lr, beta1, beta2, weight_decay, eps, maximize, decoupled, *_), (params, grads, m, v, steps) in calls.items():
+            th._foreach_add_(steps, 1)
+            kernel = th._fused_adamw_ if decoupled else th._fused_adam_
+            kernel(
+                params, grads, m, v, [], steps, amsgrad=False, lr=lr, beta1=beta1, beta2=beta2,
+                weight_decay=weight_decay, eps=eps, maximize=maximize, grad_scale=None, found_inf=None,
+            )  # fmt: skip
 
 
 class QValuePredictor:
@@ -128,14 +229,23 @@ def set_training_flag(modules: Iterable[nn.Module], mode: bool) -> None:
     """
     The same as ``module.train(mode)`` on each module and all its submodules, without ``nn.Module.train()``'s
     recursive walk through ``nn.Module.__setattr__``: SB3 switches modes twice per rollout, and on small
-    networks that walk costs more than a forward pass.
+    networks that walk costs more than a forward pass. Each module's list of submodules is found on the first
+    call and kept in the module (for modules whose structure no longer changes, such as a built policy).
 
     :param modules: the modules to switch (their submodules are included)
     :param mode: True for training mode, False for evaluation mode
     """
     for module in modules:
-        for submodule in module.modules():
+        submodules = module.__dict__.get(SUBMODULES_ATTRIBUTE)
+        if submodules is None:
+            submodules = list(module.modules())
+            module.__dict__[SUBMODULES_ATTRIBUTE] = submodules
+        for submodule in submodules:
             submodule.__dict__["training"] = mode
+
+
+#: Where :func:`set_training_flag` keeps a module's submodules
+SUBMODULES_ATTRIBUTE = "_sb3_distill_submodules"
 
 
 def model_for_export(

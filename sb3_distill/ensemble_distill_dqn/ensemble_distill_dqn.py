@@ -1,4 +1,3 @@
-import warnings
 from collections.abc import Callable
 from functools import partial
 from typing import Any, ClassVar, TypeVar
@@ -123,7 +122,9 @@ class EnsembleDistillDQN(DistillDQN):
     :param teacher_weighting_temperature: beta of ``teacher_weighting="returns"`` (> 0): the smaller, the more
         weight goes to the best teachers (our choice, 0.25: a teacher one pooled standard deviation below the
         mean weighs ``e^-4`` times one at the mean)
-    :param distill_diagnostics: Log, once per ``train()`` call and from the last gradient step's Q-values, each
+    :param distill_diagnostics: Log, when the logger writes and when ``learn()`` returns (not at every ``train()``
+        call: that would cost every environment step with ``train_freq=1``), from the last gradient step's
+        Q-values, each
         teacher's agreement with the student's greedy action, the entropy and one-hot rate of its distribution
         at the temperature and its Q-value spread (``train/agreement_teacher_j``, ...), and warn when one teacher
         is near one-hot on most states while the others are not
@@ -134,9 +135,11 @@ class EnsembleDistillDQN(DistillDQN):
         for ``MlpPolicy``.
     :param student_learning_rate: The student's learning rate (float or schedule); ``None`` uses
         ``learning_rate``. The paper uses a slightly higher rate for the student than for the teachers.
-    :param torch_compile: Compile the loss computation of each gradient step (forward and backward passes of
-        teachers and student) with ``torch.compile``. The first update then takes tens of seconds; later
-        ones are faster (see ``benchmarks/``). Falls back to eager mode, with a warning, if compilation fails.
+    :param torch_compile: Compile each gradient step but its optimizer step (the forward passes, losses, backward
+        pass and per-member gradient clipping of teachers and student) into one graph with ``torch.compile``.
+        The first update then takes tens of seconds; later ones are faster (see ``benchmarks/``). The updates are
+        those of eager mode up to floating-point rounding. Falls back to eager mode, with a warning, if
+        compilation fails.
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -275,8 +278,8 @@ class EnsembleDistillDQN(DistillDQN):
         self._setup_policy_with_layout(super()._setup_model)
         # The student's learning rate schedule (the teachers' is `lr_schedule`)
         self._setup_student_schedule()
-        # The losses of one gradient step, eager or compiled (not saved: rebuilt on load)
-        self._compute_losses = th.compile(self._losses) if self.torch_compile else self._losses
+        # The gradient step, eager or compiled (not saved: rebuilt on load)
+        self._setup_gradient_step()
         # Running Q-value spread of each teacher (saved; `load()` restores it after this)
         self.q_spread_ema = th.zeros(self.n_teachers, device=self.device)
         self.q_spread_ema_weight = th.zeros((), device=self.device)
@@ -320,8 +323,6 @@ class EnsembleDistillDQN(DistillDQN):
         # Update learning rates according to schedule: teachers and student
         self._update_learning_rates(self.policy.student_optimizer)
 
-        teacher_parameters = list(self.q_net.parameters())
-        student_parameters = list(self.student.parameters())
         teacher_losses, distill_losses = [], []
         for _ in range(gradient_steps):
             # Sample replay buffer: one batch for every teacher and the student
@@ -337,25 +338,14 @@ class EnsembleDistillDQN(DistillDQN):
                 replay_data.dones,
                 discounts,
             )
-            # Each teacher's DQN loss (M,) and the student's distillation loss, on the same batch
-            try:
-                teacher_loss, distill_loss = self._compute_losses(*batch)
-            except Exception as error:
-                if self._compute_losses == self._losses:
-                    raise
-                # torch.compile could not build the step (e.g. no C++ compiler): fall back to eager
-                warnings.warn(f"`torch_compile=True` failed ({type(error).__name__}: {error}); using eager mode")
-                self._compute_losses = self._losses
-                teacher_loss, distill_loss = self._losses(*batch)
-            teacher_losses.append(teacher_loss.detach())
-            distill_losses.append(distill_loss.detach())
+            # Each teacher's DQN loss (M,) and the student's distillation loss, on the same batch; one backward pass
+            # of their sum, each teacher and the student clipped (compiled as one graph with torch_compile=True)
+            teacher_loss, distill_loss = self._gradient_step(*batch)
+            teacher_losses.append(teacher_loss)
+            distill_losses.append(distill_loss)
 
-            # Optimize teachers and student: one backward pass of the sum, each teacher and the student clipped
-            self._backward_and_clip(
-                teacher_loss.sum() + distill_loss, [(teacher_parameters, self.n_teachers), (student_parameters, 1)]
-            )
-            self.policy.optimizer.step()
-            self.policy.student_optimizer.step()
+            # Optimize teachers and student (one fused kernel call when their learning rates are equal)
+            self._step_optimizers()
 
         # Stop on a NaN or infinite loss, naming the member (one device synchronisation per call)
         teachers = [f"teacher_{j}" for j in range(self.n_teachers)]
@@ -371,9 +361,22 @@ class EnsembleDistillDQN(DistillDQN):
         for teacher_idx, loss in enumerate(mean_teacher_losses):
             self.logger.record(f"train/loss_teacher_{teacher_idx}", float(loss))
         self.logger.record("train/distill_loss", th.stack(distill_losses).mean().item())
-        if self.distill_diagnostics and self._last_distill_q is not None:
-            spread = self.q_spread_ema / self.q_spread_ema_weight.clamp_min(1e-8)
-            record_ensemble_diagnostics(self.logger, *self._last_distill_q, self.temperature, spread, self._teacher_weights)
+        # The diagnostics of the last gradient step, recorded when the logger writes (see DistillDQN)
+        self._diagnostics_pending = self._last_distill_q is not None
+
+    def _trained_modules(self) -> list[tuple[th.nn.Module, int]]:
+        # The stacked teachers (M members) and the student
+        return [(self.q_net, self.n_teachers), (self.student, 1)]
+
+    def _record_distill_diagnostics(self) -> None:
+        assert self._last_distill_q is not None
+        spread = self.q_spread_ema / self.q_spread_ema_weight.clamp_min(1e-8)
+        record_ensemble_diagnostics(self.logger, *self._last_distill_q, self.temperature, spread, self._teacher_weights)
+
+    def _step_losses(self, *batch: Any) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        # The sum of the teachers' DQN losses and the student's distillation loss; each, logged
+        teacher_loss, distill_loss = self._losses(*batch)
+        return teacher_loss.sum() + distill_loss, teacher_loss, distill_loss
 
     def _losses(
         self,
@@ -385,7 +388,7 @@ class EnsembleDistillDQN(DistillDQN):
         discounts: th.Tensor | float,
     ) -> tuple[th.Tensor, th.Tensor]:
         """
-        The losses of one gradient step on one batch (what ``torch_compile=True`` compiles).
+        The losses of one gradient step on one batch.
 
         :param observations: (batch, *obs_shape)
         :param actions: (batch, 1)
@@ -513,7 +516,7 @@ class EnsembleDistillDQN(DistillDQN):
         )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "student", "_compute_losses", "_last_distill_q", "_teacher_weights"]
+        return [*super()._excluded_save_params(), "student", "_last_distill_q", "_teacher_weights"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = ["policy", "policy.optimizer", "policy.student_optimizer"]

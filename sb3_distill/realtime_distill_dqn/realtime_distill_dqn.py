@@ -122,10 +122,17 @@ class RealTimeDistillDQN(DistillDQN):
         update is rescaled after the shared optimizer step, exact for optimizers whose step is linear in the
         learning rate: Adam, AdamW, SGD, RMSprop). ``policy.teacher_in_stack`` tells whether the teacher could
         join a stack (it cannot when no student has its layer structure).
-    :param distill_diagnostics: Log, once per ``train()`` call and from the last gradient step's Q-values, each
+    :param distill_diagnostics: Log, when the logger writes and when ``learn()`` returns (not at every ``train()``
+        call: that would cost every environment step with ``train_freq=1``), from the last gradient step's
+        Q-values, each
         student's agreement with the teacher's greedy action and the entropy of its distribution at the
         temperature (``train/agreement_student_k``, ``train/entropy_student_k``), and the teacher's entropy and
         one-hot rate (:func:`sb3_distill.common.diagnostics.record_students_diagnostics`)
+    :param torch_compile: Compile each gradient step but its optimizer step (the forward passes, losses, backward
+        pass and per-member gradient clipping of teacher and students) into one graph with ``torch.compile``.
+        The first update then takes tens of seconds; later ones are faster (see ``benchmarks/``). The updates are
+        those of eager mode up to floating-point rounding. Falls back to eager mode, with a warning, if
+        compilation fails.
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -182,6 +189,7 @@ class RealTimeDistillDQN(DistillDQN):
         predict_member: str = "student_0",
         stack_teacher: bool = True,
         distill_diagnostics: bool = True,
+        torch_compile: bool = False,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -230,6 +238,7 @@ class RealTimeDistillDQN(DistillDQN):
         self.predict_member = predict_member
         self.stack_teacher = stack_teacher
         self.distill_diagnostics = distill_diagnostics
+        self.torch_compile = torch_compile
 
         if _init_setup_model:
             self._setup_model()
@@ -256,9 +265,13 @@ class RealTimeDistillDQN(DistillDQN):
             raise ValueError(f"`stack_teacher` must be True or False, got {self.stack_teacher!r}")
         if not isinstance(self.distill_diagnostics, bool):
             raise ValueError(f"`distill_diagnostics` must be True or False, got {self.distill_diagnostics!r}")
+        if not isinstance(self.torch_compile, bool):
+            raise ValueError(f"`torch_compile` must be True or False, got {self.torch_compile!r}")
         self._setup_policy_with_layout(super()._setup_model)
         # The students' learning rate schedule (the teacher's is `lr_schedule`)
         self._setup_student_schedule()
+        # The gradient step, eager or compiled (not saved: rebuilt on load)
+        self._setup_gradient_step()
         warn_if_student_larger(self.compression_ratios)
         if self.distill_coef == 0 and self.self_learning_coef == 0:
             warnings.warn("`distill_coef` and `self_learning_coef` are both 0: the students will not learn")
@@ -294,40 +307,24 @@ class RealTimeDistillDQN(DistillDQN):
         teacher_learning_rate = self.lr_schedule(self._current_progress_remaining)
         member_rates = self.policy.member_learning_rate_factors(teacher_learning_rate, student_learning_rate)
 
-        stacks: list[StackedQNetwork] = list(self.policy.student_stacks)  # type: ignore[arg-type]
-        stack_parameters = [list(stack.parameters()) for stack in stacks]
-        # With the teacher in the students' stack it is member 0 of stack 0, and has no parameters of its own
-        teacher_group = [] if self.policy.teacher_in_stack else [(list(self.q_net.parameters()), 1)]
-        parameter_groups = teacher_group + [
-            (params, stack.n_members) for params, stack in zip(stack_parameters, stacks, strict=True)
-        ]
-        # The number of students K_i of each stack (the teacher is not one)
-        stack_sizes = th.as_tensor(
-            [sum(1 for stack, _ in self.policy.student_members if stack == i) for i in range(len(stacks))], device=self.device
-        )
+        # Each stack's parameters (built once per policy), for the students' own learning rate
+        stack_parameters = [params for params, _ in self._parameter_stacks()[-len(self.policy.student_stacks) :]]
         losses, distill_losses, student_td_losses = [], [], []
         for _ in range(gradient_steps):
             # Sample replay buffer: one batch for the teacher and every student
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-            loss, distill, student_td = self._losses(replay_data)
-            losses.append(loss.detach())
-            distill_losses.append(distill.detach())
-            if student_td is not None:
-                student_td_losses.append(student_td.detach())
-            # Each stack's losses average over its K_i students: K_i times it is the sum of their losses
-            student_loss = self.distill_coef * distill + (
-                self.self_learning_coef * student_td if student_td is not None else 0
-            )
-            total_loss = loss + (stack_sizes * student_loss).sum()
+            # The losses, one backward pass of their sum, each member clipped (one graph with torch_compile=True)
+            loss, distill, *student_td = self._gradient_step(replay_data)
+            losses.append(loss)
+            distill_losses.append(distill)
+            student_td_losses.extend(student_td)
 
-            # Optimize teacher and students: one backward pass, each member clipped
-            self._backward_and_clip(total_loss, parameter_groups)
+            # Optimize teacher and students
             if member_rates is None:
-                self.policy.optimizer.step()
+                # One optimizer, or two in one fused kernel call at equal learning rates
+                self._step_optimizers()
             else:
                 step_with_member_learning_rates(self.policy.optimizer, stack_parameters, member_rates)
-            if self.policy.student_optimizer is not self.policy.optimizer:
-                self.policy.student_optimizer.step()
 
         # Stop on a NaN or infinite loss, naming the member (one device synchronisation per call)
         check_finite_losses(self._losses_by_member(losses, distill_losses, student_td_losses), self._n_updates)
@@ -338,11 +335,44 @@ class RealTimeDistillDQN(DistillDQN):
         self.logger.record("train/distill_loss", th.stack(distill_losses).mean().item())
         if student_td_losses:
             self.logger.record("train/student_td_loss", th.stack(student_td_losses).mean().item())
-        if self.distill_diagnostics and gradient_steps > 0:
-            # The last gradient step's Q-values: the teacher's, and every student's in student order (K, batch, n_actions)
-            teacher_q, stack_q = self._last_q_values
-            students_q = th.stack([stack_q[stack][member] for stack, member in self.policy.student_members])
-            record_students_diagnostics(self.logger, teacher_q, students_q, self.temperature)
+        # The diagnostics of the last gradient step, recorded when the logger writes (see DistillDQN)
+        self._diagnostics_pending = gradient_steps > 0
+
+    def _trained_modules(self) -> list[tuple[th.nn.Module, int]]:
+        # With the teacher in the students' stack it is member 0 of stack 0, and has no parameters of its own
+        teacher = [] if self.policy.teacher_in_stack else [(self.q_net, 1)]
+        stacks: list[StackedQNetwork] = list(self.policy.student_stacks)  # type: ignore[arg-type]
+        return teacher + [(stack, stack.n_members) for stack in stacks]
+
+    def _student_stack_sizes(self) -> th.Tensor:
+        """The number of students K_i of each stack (the teacher is not one), shape (n_stacks,), built once per policy."""
+        cache = self.__dict__.get("_stack_sizes_cache")
+        if cache is None or cache[0] is not self.policy:
+            members = self.policy.student_members
+            sizes = [sum(1 for stack, _ in members if stack == i) for i in range(len(self.policy.student_stacks))]
+            cache = (self.policy, th.as_tensor(sizes, device=self.device))
+            self._stack_sizes_cache = cache
+        return cache[1]
+
+    def _record_distill_diagnostics(self) -> None:
+        # The last gradient step's Q-values: the teacher's, and every student's in student order (K, batch, n_actions)
+        teacher_q, stack_q = self._last_q_values
+        students_q = th.stack([stack_q[stack][member] for stack, member in self.policy.student_members])
+        record_students_diagnostics(self.logger, teacher_q, students_q, self.temperature)
+
+    def _step_losses(self, replay_data: ReplayBufferSamples) -> tuple[th.Tensor, ...]:  # type: ignore[override]
+        """
+        The teacher's and the students' losses of one gradient step, and their sum.
+
+        :param replay_data: the batch
+        :return: the sum, then the teacher's DQN loss, the distillation loss of each stack and, with self-learning,
+            the DQN loss of each stack
+        """
+        loss, distill, student_td = self._losses(replay_data)
+        # Each stack's losses average over its K_i students: K_i times it is the sum of their losses
+        student_loss = self.distill_coef * distill + (self.self_learning_coef * student_td if student_td is not None else 0)
+        total_loss = loss + (self._student_stack_sizes() * student_loss).sum()
+        return (total_loss, loss, distill) if student_td is None else (total_loss, loss, distill, student_td)
 
     def _losses(self, replay_data: ReplayBufferSamples) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
         """
@@ -418,7 +448,7 @@ class RealTimeDistillDQN(DistillDQN):
 
     def _excluded_save_params(self) -> list[str]:
         # The last gradient step's Q-values, kept for the diagnostics only
-        return [*super()._excluded_save_params(), "_last_q_values"]
+        return [*super()._excluded_save_params(), "_last_q_values", "_stack_sizes_cache"]
 
     def member_q_functions(self) -> dict[str, Callable[[PyTorchObs], th.Tensor]]:
         """Every member's Q-value function, for :meth:`evaluate_members` (``"teacher"``, ``"student_0"``, ...)."""
