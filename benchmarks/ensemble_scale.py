@@ -69,14 +69,14 @@ class SharedTeachersEnsemble(EnsembleDistillDQN):
             student = copy.deepcopy(self.student)
             self.shadows[variant] = (student, type(optimizer)(student.parameters(), **optimizer.defaults))
         self.shadow_weights: dict[str, th.Tensor | None] = {variant: None for variant in variants}
-        self._shadow_loss: th.Tensor | float = 0.0
 
     def _distillation_teacher_q(self, all_q_values: th.Tensor) -> th.Tensor:
         self._raw_teacher_q = all_q_values.detach()
         return super()._distillation_teacher_q(all_q_values)
 
-    def _losses(self, observations: th.Tensor, *batch: Any) -> tuple[th.Tensor, th.Tensor]:
-        teacher_loss, distill_loss = super()._losses(observations, *batch)
+    def _step_losses(self, *batch: Any) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        total_loss, teacher_loss, distill_loss = super()._step_losses(*batch)
+        observations = batch[0]
         spread = self.q_spread_ema / self.q_spread_ema_weight
         losses = []
         for variant, (student, _) in self.shadows.items():
@@ -92,12 +92,16 @@ class SharedTeachersEnsemble(EnsembleDistillDQN):
                     reduction=self.ensemble_reduction,
                 )
             )
-        self._shadow_loss = th.stack(losses).sum() if losses else 0.0
-        return teacher_loss, distill_loss
+        # The shadows' parameters are disjoint from the model's: the gradient of the sum is each one's own
+        shadow_loss = th.stack(losses).sum() if losses else 0.0
+        return total_loss + shadow_loss, teacher_loss, distill_loss
 
-    def _backward_and_clip(self, loss: th.Tensor, stacks: Any) -> None:
-        shadow_stacks = [(list(student.parameters()), 1) for student, _ in self.shadows.values()]
-        super()._backward_and_clip(loss + self._shadow_loss, [*stacks, *shadow_stacks])
+    def _trained_modules(self) -> list[tuple[th.nn.Module, int]]:
+        # Each shadow student clipped on its own, as the model's student
+        return [*super()._trained_modules(), *((student, 1) for student, _ in self.shadows.values())]
+
+    def _step_optimizers(self) -> None:
+        super()._step_optimizers()
         for _, optimizer in self.shadows.values():
             optimizer.step()
 
