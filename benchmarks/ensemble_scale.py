@@ -187,6 +187,10 @@ def zoo_hyperparams(env_id: str) -> dict[str, Any]:
     for key in ("policy_kwargs", "student_policy_kwargs"):
         if isinstance(config.get(key), str):
             config[key] = eval(config[key])  # the zoo's format: "dict(net_arch=[64, 64])"
+    # The zoo's EvalMembersCallback (which feeds `teacher_weighting="returns"`): the runs here bring their own;
+    # the variants set the distillation options themselves
+    for key in ("callback", *VARIANTS["raw"]):
+        config.pop(key, None)
     return config
 
 

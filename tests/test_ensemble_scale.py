@@ -395,3 +395,14 @@ def test_one_hot_bad_teacher_is_outvoted_only_when_scaled():
     # Weighted by returns (those of issue 17, seed 0), the diverged teacher loses its vote
     weights = return_weights(th.tensor([87.8, 177.0, -416.6]), th.tensor([30.0, 30.0, 30.0]))
     assert distilled_action(teacher_q, weights) == 0
+
+
+def test_eval_callback_takes_an_env_id():
+    """An env id (what rl-zoo3's YAML ``callback`` hyperparameter can give) becomes a Monitor-wrapped env."""
+    from stable_baselines3.common.monitor import Monitor
+
+    callback = EvalMembersCallback("CartPole-v1", eval_freq=1, n_eval_episodes=1)
+    assert isinstance(callback.eval_env, Monitor) and callback.eval_env.spec.id == "CartPole-v1"
+    model = EnsembleDistillDQN("MlpPolicy", "CartPole-v1", n_teachers=2, teacher_weighting="returns", learning_starts=0)
+    model.learn(2, callback=callback)
+    assert model._teacher_weights is not None and len(callback.evaluations) == model.num_timesteps

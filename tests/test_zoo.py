@@ -20,6 +20,7 @@ from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
 from rl_zoo3.utils import ALGOS
 from stable_baselines3.common.envs import FakeImageEnv
 
+from sb3_distill.common.callbacks import EvalMembersCallback
 from sb3_distill.zoo import ZOO_ALGORITHMS, default_config_path, register_algorithms
 from sb3_distill.zoo.exp_manager import DistillExperimentManager, eval_hyperparameter, make_heartbeat_storage
 from sb3_distill.zoo.registry import import_algorithm
@@ -172,6 +173,10 @@ def test_zoo_config_builds_its_model(algo, env_id, tmp_path, monkeypatch):
         manager = make_manager(algo, env_id, log_folder=tmp_path)
         model, saved_hyperparams = manager.setup_experiment()  # type: ignore[misc]
         assert dict(saved_hyperparams) == config
+        if getattr(model, "teacher_weighting", None) == "returns":
+            # the teachers' returns come from the config's EvalMembersCallback, built by rl-zoo3 from the YAML
+            callbacks = [c for c in manager.callbacks if isinstance(c, EvalMembersCallback)]
+            assert len(callbacks) == 1 and callbacks[0].eval_env.spec.id == env_id
     # the student descriptions of the YAML (strings) were evaluated, schedules built
     for key in ("student_policy_kwargs", "students", "student_learning_rate", "teacher_prob"):
         if isinstance(config.get(key), str):

@@ -2,8 +2,10 @@
 
 import warnings
 
+import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.type_aliases import GymEnv
 
 
@@ -18,7 +20,8 @@ class EvalMembersCallback(BaseCallback):
     evaluation is kept in ``evaluations`` (``(num_timesteps, results)``), and a warning is raised when a
     student's mean return is below the worst teacher's (:func:`students_below_teachers`).
 
-    :param eval_env: The environment used for evaluation
+    :param eval_env: The environment used for evaluation, or an env id (``gym.make(eval_env)`` wrapped in a
+        ``Monitor``), so that rl-zoo3's ``callback`` hyperparameter can give it in YAML
     :param eval_freq: Evaluate every ``eval_freq`` calls of the callback (as ``EvalCallback``, one call is
         one ``env.step()`` of the training VecEnv, that is ``n_envs`` timesteps)
     :param n_eval_episodes: The number of episodes per member and evaluation
@@ -27,7 +30,7 @@ class EvalMembersCallback(BaseCallback):
 
     def __init__(
         self,
-        eval_env: GymEnv,
+        eval_env: GymEnv | str,
         eval_freq: int = 10_000,
         n_eval_episodes: int = 5,
         verbose: int = 0,
@@ -37,6 +40,8 @@ class EvalMembersCallback(BaseCallback):
             raise ValueError(f"`eval_freq` must be a positive integer, got {eval_freq!r}")
         if n_eval_episodes < 1:
             raise ValueError(f"`n_eval_episodes` must be a positive integer, got {n_eval_episodes!r}")
+        if isinstance(eval_env, str):
+            eval_env = Monitor(gym.make(eval_env))
         self.eval_env = eval_env
         self.eval_freq = eval_freq
         self.n_eval_episodes = n_eval_episodes
@@ -120,7 +125,8 @@ class EvalEnsembleCallback(EvalMembersCallback):
 
     The model must provide ``evaluate_members(env, n_eval_episodes)``.
 
-    :param eval_env: The environment used for evaluation
+    :param eval_env: The environment used for evaluation, or an env id (``gym.make(eval_env)`` wrapped in a
+        ``Monitor``), so that rl-zoo3's ``callback`` hyperparameter can give it in YAML
     :param eval_freq: Evaluate every ``eval_freq`` calls of the callback (as ``EvalCallback``, one call is
         one ``env.step()`` of the training VecEnv, that is ``n_envs`` timesteps)
     :param n_eval_episodes: The number of episodes per member and evaluation
