@@ -194,19 +194,30 @@ def zoo_hyperparams(env_id: str) -> dict[str, Any]:
     return config
 
 
-def run(env_id: str, variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Train one model and return its evaluation curve and final evaluation."""
+def model_arguments(env_id: str, args: argparse.Namespace) -> tuple[str, int, dict[str, Any]]:
+    """The zoo config of ``env_id``: its policy, its budget (or ``--timesteps``) and the other arguments."""
     config = zoo_hyperparams(env_id)
     timesteps = args.timesteps or int(config.pop("n_timesteps"))
     config.pop("n_timesteps", None)
-    policy = config.pop("policy")
-    model = EnsembleDistillDQN(policy, env_id, seed=seed, **config, **VARIANTS[variant])
-    callback = DiagnosedEvalCallback(Monitor(gym.make(env_id)), eval_freq=args.eval_freq, n_eval_episodes=args.eval_episodes)
+    return config.pop("policy"), timesteps, config
+
+
+def train(model: EnsembleDistillDQN, callback: EvalMembersCallback, timesteps: int, seed: int) -> tuple[float, Any]:
+    """Train; return the training time (s) and the final evaluation env, reset with the seed's final seed."""
     start = time.time()
     model.learn(timesteps, callback=callback)
     train_time = time.time() - start
-    final_env = Monitor(gym.make(env_id))
+    final_env = Monitor(gym.make(model.env.envs[0].spec.id))  # type: ignore[union-attr, attr-defined]
     final_env.reset(seed=10**6 + seed)
+    return train_time, final_env
+
+
+def run(env_id: str, variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Train one model and return its evaluation curve and final evaluation."""
+    policy, timesteps, config = model_arguments(env_id, args)
+    model = EnsembleDistillDQN(policy, env_id, seed=seed, **config, **VARIANTS[variant])
+    callback = DiagnosedEvalCallback(Monitor(gym.make(env_id)), eval_freq=args.eval_freq, n_eval_episodes=args.eval_episodes)
+    train_time, final_env = train(model, callback, timesteps, seed)
     final = model.evaluate_members(final_env, n_eval_episodes=args.final_episodes)
     weights = None if model._teacher_weights is None else model._teacher_weights.cpu().tolist()
     spread = (model.q_spread_ema / model.q_spread_ema_weight.clamp_min(1e-8)).cpu().tolist()
@@ -226,20 +237,13 @@ def run(env_id: str, variant: str, seed: int, args: argparse.Namespace) -> dict[
 
 def run_shared(env_id: str, variants: list[str], seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Train the variants of one seed in one run (:class:`SharedTeachersEnsemble`); one result per variant."""
-    config = zoo_hyperparams(env_id)
-    timesteps = args.timesteps or int(config.pop("n_timesteps"))
-    config.pop("n_timesteps", None)
-    policy = config.pop("policy")
+    policy, timesteps, config = model_arguments(env_id, args)
     primary, *others = variants
     model = SharedTeachersEnsemble(policy, env_id, seed=seed, **config, **VARIANTS[primary])
     model.attach_shadow_students(others)
     model._benchmark_variant = primary  # type: ignore[attr-defined]
     callback = SharedEvalCallback(Monitor(gym.make(env_id)), eval_freq=args.eval_freq, n_eval_episodes=args.eval_episodes)
-    start = time.time()
-    model.learn(timesteps, callback=callback)
-    train_time = time.time() - start
-    final_env = Monitor(gym.make(env_id))
-    final_env.reset(seed=10**6 + seed)
+    train_time, final_env = train(model, callback, timesteps, seed)
     teachers = {name: mean for name, (mean, _) in model.evaluate_members(final_env, args.final_episodes).items()}
     students = evaluate_students(model, primary, final_env, 10**6 + seed, args.final_episodes)
     spread = (model.q_spread_ema / model.q_spread_ema_weight.clamp_min(1e-8)).cpu().tolist()
