@@ -139,7 +139,8 @@ class EnsembleDistillDQN(DistillDQN):
         pass and per-member gradient clipping of teachers and student) into one graph with ``torch.compile``.
         The first update then takes tens of seconds; later ones are faster (see ``benchmarks/``). The updates are
         those of eager mode up to floating-point rounding. Falls back to eager mode, with a warning, if
-        compilation fails.
+        compilation fails. The optimizer step then calls PyTorch's fused Adam kernel directly
+        (:class:`~sb3_distill.common.utils.FusedAdamStep`, PyTorch internals); eager mode uses only public APIs.
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
