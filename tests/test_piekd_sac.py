@@ -534,6 +534,7 @@ def test_throughput_sac_suite_runs():
         distill_interval=40,
         distill_gradient_steps=2,
         device="cpu",
+        sac_env="Pendulum-v1",
     )
     steps_per_s = throughput.run_sac_repeat(args, seed=0)
     assert set(steps_per_s) == set(throughput.SAC_ALGOS) and all(value > 0 for value in steps_per_s.values())
