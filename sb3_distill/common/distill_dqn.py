@@ -176,7 +176,8 @@ class DistillDQN(AtomicSaveMixin, PolicyLayoutMixin, DQN):
         ``optimizer.step()`` on torch 2.13; it falls back to ``optimizer.step()`` whenever it does not apply).
         """
         if not self.torch_compile:
-            for optimizer in dict.fromkeys([self.policy.optimizer, self.policy.student_optimizer]):
+            public: list[th.optim.Optimizer] = [self.policy.optimizer, self.policy.student_optimizer]  # type: ignore[list-item]
+            for optimizer in dict.fromkeys(public):
                 optimizer.step()
             return
         cache = self.__dict__.get("_optimizer_step_cache")
