@@ -5,6 +5,7 @@ convolution instead of a Python loop over members).
 """
 
 import copy
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -362,7 +363,7 @@ def copy_member_parameter(
         copy_member_optimizer_state(optimizer, plain_optimizer, stacked, plain, slot)
 
 
-class MemberStack(nn.Module):
+class MemberStack(nn.Module, ABC):
     """
     The member operations shared by every stack (:class:`StackedQNetwork`, PIEKDSAC's actors and critics): M
     members, each owning ``group_size`` consecutive slots of every stacked parameter's leading dimension (G = 1,
@@ -378,9 +379,9 @@ class MemberStack(nn.Module):
         self.n_members = n_members
         self.group_size = group_size
 
+    @abstractmethod
     def _paired_layers(self, module: nn.Module) -> list[tuple[Any, Any, int]]:
         """(stacked layer, plain layer of ``module``, slot offset in [0, G)) for each layer with parameters."""
-        raise NotImplementedError
 
     def _check_member(self, member: int) -> None:
         if isinstance(member, bool) or not isinstance(member, int) or not 0 <= member < self.n_members:
