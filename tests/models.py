@@ -12,14 +12,12 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3 import DQN, PPO, SAC
-from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.base_class import maybe_make_env
+from stable_baselines3.common.base_class import BaseAlgorithm, maybe_make_env
+from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import FakeImageEnv
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
-from torch import nn
-
-from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv
+from torch import nn
 
 from sb3_distill import (
     PIEKDSAC,

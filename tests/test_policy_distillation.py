@@ -14,9 +14,9 @@ from torch.distributions import Categorical, Independent, Normal, kl_divergence
 
 from sb3_distill import EnsembleDistillDQN, PolicyDistillation
 from sb3_distill.common.callbacks import EvalMembersCallback
+from sb3_distill.common.teachers import Teacher
 from sb3_distill.common.torch_layers import CompactNatureCNN
 from sb3_distill.policy_distillation import load_teacher
-from sb3_distill.common.teachers import Teacher
 from tests.helpers import assert_optimizer_states_equal
 
 # (teacher algorithm, env, the exported student's class)

@@ -10,9 +10,9 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureC
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sb3_distill import EnsembleDistillDQN
-from sb3_distill.ensemble_distill_dqn import EnsembleDistillDQNPolicy
 from sb3_distill.common.callbacks import EvalMembersCallback, student_to_teachers_ratios
 from sb3_distill.common.torch_layers import CompactNatureCNN
+from sb3_distill.ensemble_distill_dqn import EnsembleDistillDQNPolicy
 
 MODEL_LIST = [EnsembleDistillDQN]
 TINY = dict(policy_kwargs=dict(net_arch=[16]), student_policy_kwargs=dict(net_arch=[8]))

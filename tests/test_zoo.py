@@ -135,9 +135,7 @@ def test_every_config_file_is_registered():
 
 def make_teacher_at(path: str, env) -> None:
     """An untrained SB3 agent saved where a PolicyDistillation config expects it (``logs/<algo>/...``)."""
-    from stable_baselines3 import DQN, SAC
-
-    from stable_baselines3 import PPO
+    from stable_baselines3 import DQN, PPO, SAC
 
     algorithm = {"dqn": DQN, "sac": SAC, "ppo": PPO}[Path(path).parts[1]]
     policy = "CnnPolicy" if isinstance(env, FakeImageEnv) else "MlpPolicy"

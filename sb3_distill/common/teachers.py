@@ -28,13 +28,13 @@ writes checkpoints into (:class:`CheckpointFolder`), with its observation prepro
 """
 
 import inspect
-from abc import ABC, abstractmethod
 import os
 import pathlib
 import pickle
 import re
 import time
 import warnings
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 

@@ -33,7 +33,6 @@ from sb3_distill.common.losses import (
     value_gate,
 )
 from sb3_distill.common.save import AtomicModelSaveMixin
-from sb3_distill.common.utils import model_for_export
 from sb3_distill.common.teachers import (
     LoadedTeacher,
     Teacher,
@@ -42,6 +41,7 @@ from sb3_distill.common.teachers import (
     load_teacher,
     make_teacher_env,
 )
+from sb3_distill.common.utils import model_for_export
 from sb3_distill.common.validation import (
     PPO_NUMBERS,
     CheckedSchedule,

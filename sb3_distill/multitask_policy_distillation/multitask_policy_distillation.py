@@ -18,9 +18,9 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
 from sb3_distill.common.base import PolicyLayoutMixin
-from sb3_distill.common.save import AtomicSaveMixin
 from sb3_distill.common.losses import DISTILLATION_LOSSES, check_temperature, distillation_loss
 from sb3_distill.common.multitask import MultiTaskVecEnv, pad_observations, padded_indices, unpad_observations
+from sb3_distill.common.save import AtomicSaveMixin
 from sb3_distill.common.teachers import (
     LoadedTeacher,
     PreprocessedPolicy,

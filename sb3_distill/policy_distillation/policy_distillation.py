@@ -16,7 +16,9 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.vec_env import unwrap_vec_normalize
 
+from sb3_distill.common.base import TeacherWeightsMixin
 from sb3_distill.common.losses import check_temperature, distillation_loss, gaussian_distillation_loss
+from sb3_distill.common.save import AtomicSaveMixin
 from sb3_distill.common.teachers import (
     CheckpointFolder,
     DQNTeacher,
@@ -34,8 +36,6 @@ from sb3_distill.common.teachers import (
     teacher_algorithm_of,
 )
 from sb3_distill.common.torch_layers import check_student_policy_kwargs, default_student_kwargs
-from sb3_distill.common.base import TeacherWeightsMixin
-from sb3_distill.common.save import AtomicSaveMixin
 from sb3_distill.common.utils import model_for_export
 from sb3_distill.common.validation import (
     OFF_POLICY_NUMBERS,

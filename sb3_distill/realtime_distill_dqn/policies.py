@@ -9,8 +9,8 @@ from torch import nn
 
 from sb3_distill.common.torch_layers import (
     StackedQNetwork,
-    count_parameters,
     check_student_policy_kwargs,
+    count_parameters,
     make_q_network,
     resolve_student_kwargs,
 )
