@@ -54,21 +54,35 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 class SharedTeachersEnsemble(EnsembleDistillDQN):
     """
-    ``EnsembleDistillDQN`` with one extra ("shadow") student per extra variant, trained on every gradient step
-    on the same batch against the same teachers' Q-values (before the teachers' update of that step), with
-    that variant's temperature scaling and teacher weights, its own optimizer (the student's class and
-    settings, the student's learning-rate schedule) and the same per-network gradient clipping. The model's
+    ``EnsembleDistillDQN`` with extra ("shadow") students, trained on every gradient step on the same batch
+    against the same teachers' Q-values (before the teachers' update of that step), each with its own settings
+    (temperature scaling, teacher weights, ensemble reduction, network), its own optimizer (the student's class
+    and settings, the student's learning-rate schedule) and the same per-network gradient clipping. The model's
     own training (teachers and student) is unchanged: the shadows use no random numbers.
     """
 
-    def attach_shadow_students(self, variants: list[str]) -> None:
-        """Copy the (untrained) student once per variant; call before ``learn``."""
+    def attach_shadow_students(self, shadows: dict[str, dict[str, Any]]) -> None:
+        """
+        One shadow student per entry; call before ``learn``.
+
+        :param shadows: name -> its settings: ``temperature_scaling`` and ``teacher_weighting`` (default None),
+            ``ensemble_reduction`` (default: the model's) and ``student``, an untrained Q-network for the same
+            spaces (default: a copy of the model's untrained student)
+        """
         optimizer = self.policy.student_optimizer
         self.shadows: dict[str, tuple[th.nn.Module, th.optim.Optimizer]] = {}
-        for variant in variants:
-            student = copy.deepcopy(self.student)
-            self.shadows[variant] = (student, type(optimizer)(student.parameters(), **optimizer.defaults))
-        self.shadow_weights: dict[str, th.Tensor | None] = {variant: None for variant in variants}
+        self.shadow_settings: dict[str, dict[str, Any]] = {}
+        for name, settings in shadows.items():
+            student = settings.get("student")
+            if student is None:
+                student = copy.deepcopy(self.student)
+            self.shadows[name] = (student, type(optimizer)(student.parameters(), **optimizer.defaults))
+            self.shadow_settings[name] = {
+                "temperature_scaling": settings.get("temperature_scaling"),
+                "teacher_weighting": settings.get("teacher_weighting"),
+                "ensemble_reduction": settings.get("ensemble_reduction", self.ensemble_reduction),
+            }
+        self.shadow_weights: dict[str, th.Tensor | None] = {name: None for name in shadows}
 
     def _distillation_teacher_q(self, all_q_values: th.Tensor) -> th.Tensor:
         self._raw_teacher_q = all_q_values.detach()
@@ -79,17 +93,16 @@ class SharedTeachersEnsemble(EnsembleDistillDQN):
         observations = batch[0]
         spread = self.q_spread_ema / self.q_spread_ema_weight
         losses = []
-        for variant, (student, _) in self.shadows.items():
-            raw = self._raw_teacher_q
-            scaled = VARIANTS[variant]["temperature_scaling"] == "spread"
+        for name, (student, _) in self.shadows.items():
+            settings, raw = self.shadow_settings[name], self._raw_teacher_q
             losses.append(
                 weighted_distillation_loss(
                     student(observations),
-                    spread_scaled_q_values(raw, spread) if scaled else raw,
-                    self.shadow_weights[variant],
+                    spread_scaled_q_values(raw, spread) if settings["temperature_scaling"] == "spread" else raw,
+                    self.shadow_weights[name],
                     loss=self.distill_loss,
                     temperature=self.temperature,
-                    reduction=self.ensemble_reduction,
+                    reduction=settings["ensemble_reduction"],
                 )
             )
         # The shadows' parameters are disjoint from the model's: the gradient of the sum is each one's own
@@ -116,10 +129,10 @@ class SharedTeachersEnsemble(EnsembleDistillDQN):
         results = super().evaluate_members(env, n_eval_episodes)
         # Each shadow's teacher weights, from the same teachers' evaluations (the library's own rule)
         own = self.teacher_weighting
-        for variant in self.shadows:
-            self.teacher_weighting = VARIANTS[variant]["teacher_weighting"]
+        for name in self.shadows:
+            self.teacher_weighting = self.shadow_settings[name]["teacher_weighting"]
             self._update_teacher_weights()
-            self.shadow_weights[variant] = self._teacher_weights
+            self.shadow_weights[name] = self._teacher_weights
         self.teacher_weighting = own
         self._update_teacher_weights()
         return results
@@ -240,7 +253,7 @@ def run_shared(env_id: str, variants: list[str], seed: int, args: argparse.Names
     policy, timesteps, config = model_arguments(env_id, args)
     primary, *others = variants
     model = SharedTeachersEnsemble(policy, env_id, seed=seed, **config, **VARIANTS[primary])
-    model.attach_shadow_students(others)
+    model.attach_shadow_students({variant: VARIANTS[variant] for variant in others})
     model._benchmark_variant = primary  # type: ignore[attr-defined]
     callback = SharedEvalCallback(Monitor(gym.make(env_id)), eval_freq=args.eval_freq, n_eval_episodes=args.eval_episodes)
     train_time, final_env = train(model, callback, timesteps, seed)

@@ -12,7 +12,11 @@ This script trains, for each game and seed:
   Reinforcement Learning", 2019, arXiv:1912.12630) with forward / reverse KL, imitation on, one teacher and
   the students ``STUDENTS_RUN`` trained together;
 - ``ensemble-mean_loss`` / ``ensemble-mean_probs``: EnsembleDistillDQN (Sun & Fazli, "Ensemble Policy
-  Distillation in Deep Reinforcement Learning", 2020), M=3 teachers, reverse KL, both reductions;
+  Distillation in Deep Reinforcement Learning", 2020), M=3 teachers, reverse KL, both reductions, one run per
+  student; ``ensemble``: the same four students (two reductions x ``STUDENTS_RUN``) in ONE run on the same
+  teachers (extra "shadow" students, ``benchmarks/ensemble_scale.py``), saved as the two variants above: the
+  teachers act and learn from their own TD loss only, so each student gets the batches and teachers a separate
+  run would give it, at about a third of the cost;
 - ``pd``: PolicyDistillation (Rusu et al., "Policy Distillation", 2015, arXiv:1511.06295) from the cached
   teacher, student-driven (Czarnecki et al., "Distilling Policy Distillation", 2019, arXiv:1902.02186).
 
@@ -47,8 +51,10 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+from benchmarks.ensemble_scale import SharedTeachersEnsemble
 from sb3_distill import EnsembleDistillDQN, PolicyDistillation, RealTimeDistillDQN
 from sb3_distill.common.torch_layers import CompactNatureCNN, count_parameters, make_q_network, resolve_student_kwargs
+from sb3_distill.common.utils import evaluate_q_functions
 
 GAMES = ("Breakout", "SpaceInvaders", "Freeway", "Asterix", "Seaquest")
 # Our env ids: MinAtar's own `MinAtar/<Game>-v1` (minimal action set, sticky actions 0.1, difficulty
@@ -242,7 +248,11 @@ def teacher_path(folder: Path, game: str, seed: int, args: argparse.Namespace) -
     return folder / "models" / f"dqn_{game}_seed{seed}_{args.timesteps}steps_tf{args.train_freq}.zip"
 
 
-VARIANTS = ("teacher", "rtpd-fkl", "rtpd-rkl", "ensemble-mean_loss", "ensemble-mean_probs", "pd")
+#: EnsembleDistillDQN's two reductions of the teachers (``ensemble_reduction``)
+REDUCTIONS = ("mean_loss", "mean_probs")
+#: "ensemble": both reductions and both students in one run, on the same teachers (:func:`run_shared_ensemble`),
+#: saved as the "ensemble-<reduction>" variants, as four separate runs would be
+VARIANTS = ("teacher", "rtpd-fkl", "rtpd-rkl", *(f"ensemble-{reduction}" for reduction in REDUCTIONS), "ensemble", "pd")
 
 
 def build(variant: str, game: str, seed: int, args: argparse.Namespace) -> tuple[list[BaseAlgorithm], list[EvalCurve]]:
@@ -319,14 +329,51 @@ def build(variant: str, game: str, seed: int, args: argparse.Namespace) -> tuple
     return models, curves
 
 
-def run(variant: str, game: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Train one variant on one game and seed; return its evaluation curves."""
-    th.manual_seed(seed)
-    if variant == "pd" and not teacher_path(args.output, game, seed, args).exists():
-        run_teacher = run("teacher", game, seed, args)
-        save_run(args.output, game, run_teacher, args)
-    models, curves = build(variant, game, seed, args)
-    result: dict[str, Any] = dict(
+def build_shared_ensemble(game: str, seed: int, args: argparse.Namespace) -> SharedTeachersEnsemble:
+    """
+    One EnsembleDistillDQN (M=3, reverse KL) whose student is the first of :data:`STUDENTS_RUN` with the first of
+    :data:`REDUCTIONS`, and a shadow student (``benchmarks/ensemble_scale.py``) for every other student and
+    reduction, named "<reduction>/<student>": each trained on the same batches against the same teachers. The
+    teachers act and learn from their own TD loss only, so each student gets what a separate run would give it.
+    """
+    first = STUDENTS_RUN[0]
+    model = SharedTeachersEnsemble(
+        "CnnPolicy",
+        env_id(game),
+        policy_kwargs=dict(**network(*TEACHER_NET), **OPTIMIZER),
+        student_policy_kwargs=network(*STUDENT_NETS[first]),
+        n_teachers=3,
+        distill_loss="reverse_kl",
+        ensemble_reduction=REDUCTIONS[0],
+        temperature=0.1,
+        seed=seed,
+        device="cpu",
+        **dqn_settings(args.timesteps, args.train_freq),
+    )
+    shadows = {}
+    for reduction in REDUCTIONS:
+        for name in STUDENTS_RUN:
+            if (reduction, name) != (REDUCTIONS[0], first):
+                kwargs = resolve_student_kwargs(network(*STUDENT_NETS[name]), MinAtarCNN, True, th.optim.RMSprop, None)
+                student = make_q_network(model.observation_space, model.action_space, kwargs)  # type: ignore[arg-type]
+                shadows[f"{reduction}/{name}"] = {"ensemble_reduction": reduction, "student": student}
+    model.attach_shadow_students(shadows)
+    return model
+
+
+def _evaluate_shared_ensemble(curve: EvalCurve) -> dict[str, float]:
+    """The teachers (``teacher_j``) and every student of :func:`build_shared_ensemble` ("<reduction>/<student>")."""
+    model: SharedTeachersEnsemble = curve.model  # type: ignore[assignment]
+    functions = {name: q for name, q in model.member_q_functions().items() if name.startswith("teacher_")}
+    functions[f"{REDUCTIONS[0]}/{STUDENTS_RUN[0]}"] = model.student
+    functions.update({name: student for name, (student, _) in model.shadows.items()})
+    results = evaluate_q_functions(model.policy, functions, curve.env, curve.n_episodes)
+    return {name: mean for name, (mean, _) in results.items()}
+
+
+def new_result(variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """A result of ``variant`` with the run's settings, before its curves."""
+    return dict(
         variant=variant,
         seed=seed,
         timesteps=args.timesteps,
@@ -336,6 +383,36 @@ def run(variant: str, game: str, seed: int, args: argparse.Namespace) -> dict[st
         returns={},
         seconds=0.0,
     )
+
+
+def run_shared_ensemble(game: str, seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The "ensemble" variant: one run (:func:`build_shared_ensemble`), one result per reduction."""
+    th.manual_seed(seed)
+    model = build_shared_ensemble(game, seed, args)
+    curve = EvalCurve(game, args.eval_freq, args.eval_episodes, seed, _evaluate_shared_ensemble)
+    start = time.perf_counter()
+    model.learn(args.timesteps, callback=curve)
+    seconds = time.perf_counter() - start
+    results = []
+    for reduction in REDUCTIONS:
+        result = new_result(f"ensemble-{reduction}", seed, args)
+        result["returns"] = {name: values for name, values in curve.returns.items() if name.startswith("teacher_")}
+        result["returns"].update({name: curve.returns[f"{reduction}/{name}"] for name in STUDENTS_RUN})
+        result.update(seconds=seconds, steps=curve.steps, shared_teachers_with=[f"ensemble-{r}" for r in REDUCTIONS])
+        results.append(result)
+    summary = {name: round(values[-1], 1) for name, values in curve.returns.items()}
+    print(f"{game} seed {seed} ensemble (shared teachers): final {summary}, {seconds:.0f} s", flush=True)
+    return results
+
+
+def run(variant: str, game: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Train one variant on one game and seed; return its evaluation curves."""
+    th.manual_seed(seed)
+    if variant == "pd" and not teacher_path(args.output, game, seed, args).exists():
+        run_teacher = run("teacher", game, seed, args)
+        save_run(args.output, game, run_teacher, args)
+    models, curves = build(variant, game, seed, args)
+    result = new_result(variant, seed, args)
     for model, eval_curve in zip(models, curves, strict=True):
         start = time.perf_counter()
         model.learn(args.timesteps, callback=eval_curve)
@@ -369,6 +446,19 @@ def save_run(folder: Path, game: str, result: dict[str, Any], args: argparse.Nam
     ]
     folder.mkdir(parents=True, exist_ok=True)
     results_path(folder, game).write_text(json.dumps({"game": game, "runs": [*runs, result]}, indent=1))
+
+
+def is_done(variant: str, game: str, seed: int, args: argparse.Namespace) -> bool:
+    """
+    Whether ``--append`` may skip this run: it is saved with the same budget, and, for a teacher, its model is
+    still cached (the variants that reuse it need the file, which is not committed).
+    """
+    if variant == "ensemble":
+        return all(is_done(f"ensemble-{reduction}", game, seed, args) for reduction in REDUCTIONS)
+    done = [r for r in load_runs(args.output, game) if r["variant"] == variant and r["seed"] == seed]
+    if not any(same_budget(r, args) for r in done):
+        return False
+    return variant != "teacher" or teacher_path(args.output, game, seed, args).exists()
 
 
 def same_budget(saved: dict[str, Any], args: argparse.Namespace) -> bool:
@@ -568,10 +658,13 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds:
             for game in args.games:
                 for variant in args.variants:
-                    done = [r for r in load_runs(args.output, game) if r["variant"] == variant and r["seed"] == seed]
-                    if any(same_budget(r, args) for r in done):
+                    if is_done(variant, game, seed, args):
                         continue
-                    save_run(args.output, game, run(variant, game, seed, args), args)
+                    results = (
+                        run_shared_ensemble(game, seed, args) if variant == "ensemble" else [run(variant, game, seed, args)]
+                    )
+                    for result in results:
+                        save_run(args.output, game, result, args)
                     write_report(args.output, game)
     for game in args.games:
         write_report(args.output, game)

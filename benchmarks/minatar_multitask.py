@@ -29,6 +29,7 @@ there), then the markdown table and the plot.
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,8 @@ from stable_baselines3.common.monitor import Monitor
 from benchmarks.minatar import GAMES, OPTIMIZER, STUDENT_NETS, TEACHER_NET, dqn_settings, env_id, network
 from benchmarks.multitask_dqn import MultiTaskDQN, make_multitask_env
 from sb3_distill import MultiTaskPolicyDistillation
-from sb3_distill.multitask_policy_distillation.multitask_policy_distillation import task_q_network_state
 from sb3_distill.common.torch_layers import count_parameters
+from sb3_distill.multitask_policy_distillation.multitask_policy_distillation import task_q_network_state
 
 #: The multi-task networks {filters, units}: one teacher's size, and about a quarter of it
 NETS = {"teacher": TEACHER_NET, "net1": STUDENT_NETS["net1"]}
@@ -236,7 +237,10 @@ def save_run(args: argparse.Namespace, result: dict[str, Any]) -> None:
         if (r["variant"], r["seed"], tuple(r["games"]), json.dumps(r["budget"], sort_keys=True)) != key
     ]
     args.output.mkdir(parents=True, exist_ok=True)
-    results_path(args).write_text(json.dumps([*runs, result], indent=1))
+    # Atomic: several processes (one per variant) may save into the same file
+    partial = results_path(args).with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps([*runs, result], indent=1))
+    partial.replace(results_path(args))
 
 
 def report(runs: list[dict[str, Any]]) -> str:

@@ -300,7 +300,7 @@ def test_ensemble_scale_shadow_students_equal_separate_runs():
 
     def train(variant: str, shadows: list[str]) -> SharedTeachersEnsemble:
         model = SharedTeachersEnsemble("MlpPolicy", "CartPole-v1", **config, **VARIANTS[variant])
-        model.attach_shadow_students(shadows)
+        model.attach_shadow_students({variant: VARIANTS[variant] for variant in shadows})
         callback = DiagnosedEvalCallback(Monitor(gym.make("CartPole-v1")), eval_freq=100, n_eval_episodes=2)
         return model.learn(400, callback=callback)
 

@@ -115,6 +115,66 @@ def test_failed_compilation_falls_back_to_eager(model_class, monkeypatch):
     assert_states_close(eager, fallback, atol=0)
 
 
+def spy_on_compiled_step(model):
+    """Replace the compiled step by the eager one (no compilation in this test), counting its calls."""
+    calls = []
+
+    def spy(*batch):
+        calls.append(1)
+        return model._losses_and_gradients(*batch)
+
+    model._compiled_gradient_step = spy
+    return calls
+
+
+@pytest.mark.parametrize("model_class", MODEL_LIST)
+def test_auto_compiles_long_learn_calls_only(model_class, monkeypatch):
+    from sb3_distill.common import distill_dqn
+
+    model = tiny_model(model_class)
+    assert model.torch_compile == "auto"
+    calls = spy_on_compiled_step(model)
+    # 200 steps, 40 of warm-up, train_freq 2: 80 gradient steps, fewer than the threshold: eager
+    assert model._expected_gradient_steps(200, reset_num_timesteps=True) == 80
+    model.learn(200)
+    assert model._n_updates == 80 and not calls and not model._compile_active
+    # A threshold below the call's 80 expected steps: every gradient step of the call is the compiled one
+    monkeypatch.setattr(distill_dqn, "AUTO_COMPILE_MIN_GRADIENT_STEPS", 80)
+    model.learn(160, reset_num_timesteps=False)
+    assert len(calls) == 80 and model._compile_active
+    # The decision is remade at each call; train() outside learn() follows the last call's
+    monkeypatch.setattr(distill_dqn, "AUTO_COMPILE_MIN_GRADIENT_STEPS", 10_000)
+    model.learn(160, reset_num_timesteps=False)
+    assert len(calls) == 80 and not model._compile_active
+
+
+@pytest.mark.parametrize("model_class", MODEL_LIST)
+def test_expected_gradient_steps_follow_sb3_train_schedule(model_class):
+    # gradient_steps=-1: as many gradient steps as environment steps collected
+    model = tiny_model(model_class, gradient_steps=-1, train_freq=4, learning_starts=100)
+    assert model._expected_gradient_steps(1100, reset_num_timesteps=True) == 1000
+    model.num_timesteps = 60
+    assert model._expected_gradient_steps(1100, reset_num_timesteps=False) == 1060
+    model = tiny_model(model_class, gradient_steps=3, train_freq=4, learning_starts=0)
+    assert model._expected_gradient_steps(400, reset_num_timesteps=True) == 300
+    model.learn(400)
+    assert model._n_updates == 300
+
+
+@pytest.mark.parametrize("model_class", MODEL_LIST)
+@pytest.mark.parametrize("torch_compile", [True, False])
+def test_torch_compile_true_and_false_ignore_the_call_length(model_class, torch_compile):
+    model = tiny_model(model_class, torch_compile=torch_compile)
+    if torch_compile:
+        calls = spy_on_compiled_step(model)
+    model.learn(100)
+    assert model._compile_active is torch_compile
+    if torch_compile:
+        assert len(calls) == model._n_updates > 0
+    else:
+        assert model._compiled_gradient_step is None
+
+
 @pytest.mark.parametrize(
     "optimizer_class, kwargs",
     [

@@ -164,6 +164,46 @@ def test_runner_smoke(monkeypatch, tmp_path):
     assert len(runs) == 4 and {run["variant"]: run for run in runs}["rtpd-rkl"]["seconds"] == seconds
 
 
+def test_shared_ensemble_variant(monkeypatch, tmp_path):
+    settings = minatar.dqn_settings
+
+    def tiny(timesteps, train_freq):
+        return settings(timesteps, train_freq) | dict(learning_starts=50, buffer_size=500, batch_size=8)
+
+    monkeypatch.setattr(minatar, "dqn_settings", tiny)
+    argv = ["--games", GAME, "--seeds", "0", "--timesteps", "200", "--eval-freq", "100", "--eval-episodes", "1"]
+    minatar.main([*argv, "--variants", "ensemble", "--output", str(tmp_path)])
+    runs = json.loads((tmp_path / f"minatar_{GAME}.json").read_text())["runs"]
+    # Both reductions, both students, from one run: the same teachers' curves
+    assert sorted(run["variant"] for run in runs) == ["ensemble-mean_loss", "ensemble-mean_probs"]
+    names = {"teacher_0", "teacher_1", "teacher_2", *minatar.STUDENTS_RUN}
+    assert all(set(run["returns"]) == names and run["steps"] == [100, 200] for run in runs)
+    assert runs[0]["returns"]["teacher_0"] == runs[1]["returns"]["teacher_0"]
+    assert runs[0]["shared_teachers_with"] == ["ensemble-mean_loss", "ensemble-mean_probs"]
+    # --append: both saved, nothing retrained
+    seconds = runs[0]["seconds"]
+    minatar.main([*argv, "--variants", "ensemble", "ensemble-mean_probs", "--append", "--output", str(tmp_path)])
+    runs = json.loads((tmp_path / f"minatar_{GAME}.json").read_text())["runs"]
+    assert len(runs) == 2 and runs[0]["seconds"] == seconds
+
+
+def test_shared_ensemble_students():
+    args = minatar.parse_args(["--timesteps", "1000"])
+    model = minatar.build_shared_ensemble(GAME, 0, args)
+    # The model's student is student1 with mean_loss; one shadow per other (reduction, student), of its own size
+    assert model.ensemble_reduction == "mean_loss" and set(model.shadows) == {
+        "mean_loss/student2",
+        "mean_probs/student1",
+        "mean_probs/student2",
+    }
+    counts = minatar.parameter_counts(GAME)
+    for name, (student, _) in model.shadows.items():
+        reduction, size = name.split("/")
+        assert model.shadow_settings[name]["ensemble_reduction"] == reduction
+        assert sum(p.numel() for p in student.parameters()) == counts[size]
+    assert sum(p.numel() for p in model.student.parameters()) == counts["student1"]
+
+
 def test_scores_and_report():
     budget = dict(timesteps=100, train_freq=4, eval_freq=50, eval_episodes=1, steps=[50, 100], seconds=1.0)
     runs = [

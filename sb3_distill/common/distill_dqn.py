@@ -17,6 +17,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorch
 from stable_baselines3.common.utils import update_learning_rate
 
 from sb3_distill.common.base import PolicyLayoutMixin
+from sb3_distill.common.losses import check_choice
 from sb3_distill.common.save import AtomicSaveMixin
 from sb3_distill.common.utils import (
     FusedAdamStep,
@@ -28,6 +29,13 @@ from sb3_distill.common.utils import (
 from sb3_distill.common.validation import STUDENT_LEARNING_RATE, CheckedSchedule
 
 SelfDistillDQN = TypeVar("SelfDistillDQN", bound="DistillDQN")
+
+#: The accepted values of ``torch_compile``
+TORCH_COMPILE_CHOICES = (True, False, "auto")
+#: ``torch_compile="auto"`` compiles the gradient step for a ``learn()`` call expected to make at least this many
+#: gradient steps: compiling costs tens of seconds once, and saves about a millisecond per step on CPU
+#: (``benchmarks/step_cost.py``), so shorter runs (tests, quick experiments) stay in eager mode
+AUTO_COMPILE_MIN_GRADIENT_STEPS = 20_000
 
 
 class DistillDQN(AtomicSaveMixin, PolicyLayoutMixin, DQN):
@@ -42,17 +50,20 @@ class DistillDQN(AtomicSaveMixin, PolicyLayoutMixin, DQN):
     Speed (``train_freq=1`` calls ``train()`` at every environment step, so its fixed costs count as much as
     the gradient step): the parameter lists are built once per policy, not per call; the forward passes,
     losses, backward pass and per-member clipping are one function (:meth:`_losses_and_gradients`), compiled as
-    one graph with ``torch_compile=True``; fused Adam steps are direct kernel calls, one per learning rate
-    (:meth:`_step_optimizers`); the diagnostics are computed when the logger writes (:meth:`dump_logs`) or
-    ``learn()`` returns, from the last gradient step's Q-values, rather than at every ``train()`` call (the
-    logged values are the same).
+    one graph when ``torch_compile`` is True, or "auto" (the default) and the ``learn()`` call is long
+    (:data:`AUTO_COMPILE_MIN_GRADIENT_STEPS`); with ``torch_compile=True``, fused Adam steps are direct kernel
+    calls, one per learning rate (:meth:`_step_optimizers`); the diagnostics are computed when the logger writes
+    (:meth:`dump_logs`) or ``learn()`` returns, from the last gradient step's Q-values, rather than at every
+    ``train()`` call (the logged values are the same).
     """
 
     student_learning_rate: float | Schedule | None
     student_lr_schedule: Schedule
     distill_diagnostics: bool
-    torch_compile: bool
+    torch_compile: bool | str
     _compiled_gradient_step: Callable[..., tuple[list[th.Tensor], tuple[th.Tensor, ...]]] | None
+    #: Whether train() uses the compiled gradient step (``torch_compile=True``, or "auto" in a long ``learn()``)
+    _compile_active: bool = False
     #: The diagnostics of the last train() call are not recorded yet
     _diagnostics_pending: bool = False
 
@@ -137,27 +148,47 @@ class DistillDQN(AtomicSaveMixin, PolicyLayoutMixin, DQN):
         return clipped, tuple(loss.detach() for loss in losses)
 
     def _setup_gradient_step(self) -> None:
-        """The gradient step, eager or compiled (``torch_compile``; not saved: rebuilt on load)."""
-        self._compiled_gradient_step = th.compile(self._losses_and_gradients) if self.torch_compile else None
+        """
+        The gradient step, eager or compiled (``torch_compile``, checked here; not saved: rebuilt on load).
+        ``th.compile`` only wraps the function: the compilation happens at its first call.
+        """
+        check_choice(self.torch_compile, "torch_compile", TORCH_COMPILE_CHOICES)
+        compiles = self.torch_compile is True or self.torch_compile == "auto"
+        self._compiled_gradient_step = th.compile(self._losses_and_gradients) if compiles else None
+        self._compile_active = self.torch_compile is True
+
+    def _expected_gradient_steps(self, total_timesteps: int, reset_num_timesteps: bool) -> float:
+        """
+        About how many gradient steps a ``learn(total_timesteps)`` call makes: its environment steps after the
+        warm-up (``learning_starts``) over ``train_freq`` (counted in steps, also when its unit is episodes),
+        times ``gradient_steps``.
+        """
+        start = 0 if reset_num_timesteps else self.num_timesteps
+        after_warm_up = max(0, total_timesteps - max(0, self.learning_starts - start))
+        steps_per_call = self.train_freq.frequency * self.n_envs  # type: ignore[union-attr]
+        updates_per_call = self.gradient_steps if self.gradient_steps >= 0 else steps_per_call
+        return after_warm_up / steps_per_call * updates_per_call
 
     def _gradient_step(self, *batch: Any) -> tuple[th.Tensor, ...]:
         """
-        :meth:`_losses_and_gradients`, compiled with ``torch_compile=True``; a compilation that fails (no C++
-        compiler, an older PyTorch) falls back to eager mode with a warning.
+        :meth:`_losses_and_gradients`, compiled when ``torch_compile`` is True or "auto" in a long ``learn()``;
+        a compilation that fails (no C++ compiler, an older PyTorch) falls back to eager mode with a warning.
 
         :param batch: the batch
         :return: the logged losses, detached
         """
         gradients: list[th.Tensor] | None = None
         losses: tuple[th.Tensor, ...] = ()
-        if self._compiled_gradient_step is not None:
+        if self._compiled_gradient_step is not None and self._compile_active:
             try:
                 # Dynamo traces `th.autograd.grad` into the graph only with this option
                 with th._dynamo.config.patch(trace_autograd_ops=True):
                     gradients, losses = self._compiled_gradient_step(*batch)
             except Exception as error:
                 # torch.compile could not build the step (e.g. no C++ compiler): fall back to eager
-                warnings.warn(f"`torch_compile=True` failed ({type(error).__name__}: {error}); using eager mode")
+                warnings.warn(
+                    f"`torch_compile={self.torch_compile!r}` failed ({type(error).__name__}: {error}); using eager mode"
+                )
                 self._compiled_gradient_step = None
         if gradients is None:
             gradients, losses = self._losses_and_gradients(*batch)
@@ -169,13 +200,13 @@ class DistillDQN(AtomicSaveMixin, PolicyLayoutMixin, DQN):
 
     def _step_optimizers(self) -> None:
         """
-        One step of the teachers' and the students' optimizers. By default ``optimizer.step()`` (PyTorch's
-        public API). With ``torch_compile=True`` (the opt-in fast path) and fused Adam/AdamW (the default
-        optimizer), one direct call of PyTorch's fused kernel per learning rate instead
+        One step of the teachers' and the students' optimizers. By default (``torch_compile`` False or "auto")
+        ``optimizer.step()`` (PyTorch's public API). With ``torch_compile=True`` (the opt-in fastest path) and
+        fused Adam/AdamW (the default optimizer), one direct call of PyTorch's fused kernel per learning rate instead
         (:class:`~sb3_distill.common.utils.FusedAdamStep`: PyTorch internals, tested bit-identical to
         ``optimizer.step()`` on torch 2.13; it falls back to ``optimizer.step()`` whenever it does not apply).
         """
-        if not self.torch_compile:
+        if self.torch_compile is not True:
             public: list[th.optim.Optimizer] = [self.policy.optimizer, self.policy.student_optimizer]  # type: ignore[list-item]
             for optimizer in dict.fromkeys(public):
                 optimizer.step()
@@ -266,6 +297,10 @@ class DistillDQN(AtomicSaveMixin, PolicyLayoutMixin, DQN):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfDistillDQN:
+        if self.torch_compile == "auto":
+            # Compile where it pays for itself: a long call (the decision is remade at every call)
+            expected = self._expected_gradient_steps(total_timesteps, reset_num_timesteps)
+            self._compile_active = expected >= AUTO_COMPILE_MIN_GRADIENT_STEPS
         super().learn(
             total_timesteps=total_timesteps,
             callback=callback,
@@ -285,6 +320,7 @@ class DistillDQN(AtomicSaveMixin, PolicyLayoutMixin, DQN):
             "_optimizer_step_cache",
             "_diagnostics_pending",
             "_compiled_gradient_step",
+            "_compile_active",
         ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:

@@ -667,7 +667,7 @@ def stacked_huber_loss(q_values: th.Tensor, actions: th.Tensor, targets: th.Tens
 TEMPERATURE_SCALINGS = (None, "spread")
 
 
-def check_choice(value: object, name: str, choices: tuple[str | None, ...]) -> None:
+def check_choice(value: object, name: str, choices: tuple[object, ...]) -> None:
     """
     Raise a ``ValueError`` unless ``value`` is one of ``choices``.
 

@@ -136,11 +136,15 @@ class EnsembleDistillDQN(DistillDQN):
     :param student_learning_rate: The student's learning rate (float or schedule); ``None`` uses
         ``learning_rate``. The paper uses a slightly higher rate for the student than for the teachers.
     :param torch_compile: Compile each gradient step but its optimizer step (the forward passes, losses, backward
-        pass and per-member gradient clipping of teachers and student) into one graph with ``torch.compile``.
-        The first update then takes tens of seconds; later ones are faster (see ``benchmarks/``). The updates are
-        those of eager mode up to floating-point rounding. Falls back to eager mode, with a warning, if
-        compilation fails. The optimizer step then calls PyTorch's fused Adam kernel directly
-        (:class:`~sb3_distill.common.utils.FusedAdamStep`, PyTorch internals); eager mode uses only public APIs.
+        pass and per-member gradient clipping of teachers and student) into one graph with ``torch.compile``:
+        ``True`` always, ``False`` never (eager mode), ``"auto"`` (default) in a ``learn()`` call expected to make
+        at least 20,000 gradient steps (``AUTO_COMPILE_MIN_GRADIENT_STEPS``), where the one-off compilation
+        (tens of seconds on CPU) pays for itself; shorter calls, and ``train()`` called outside ``learn()``, stay
+        eager. Compiled, a gradient step costs about half an eager one on CPU (``benchmarks/step_cost.py``). The
+        updates are those of eager mode up to floating-point rounding. Falls back to eager mode, with a warning,
+        if compilation fails (e.g. no C++ compiler). With ``True`` only, the optimizer step also calls PyTorch's
+        fused Adam kernel directly (:class:`~sb3_distill.common.utils.FusedAdamStep`, PyTorch internals);
+        otherwise the optimizers step through the public ``optimizer.step()``.
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -198,7 +202,7 @@ class EnsembleDistillDQN(DistillDQN):
         distill_diagnostics: bool = True,
         student_policy_kwargs: dict[str, Any] | None = None,
         student_learning_rate: float | Schedule | None = None,
-        torch_compile: bool = False,
+        torch_compile: bool | str = "auto",
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -268,8 +272,6 @@ class EnsembleDistillDQN(DistillDQN):
         check_positive_number(self.teacher_weighting_temperature, "teacher_weighting_temperature", "beta")
         if not isinstance(self.distill_diagnostics, bool):
             raise ValueError(f"`distill_diagnostics` must be True or False, got {self.distill_diagnostics!r}")
-        if not isinstance(self.torch_compile, bool):
-            raise ValueError(f"`torch_compile` must be True or False, got {self.torch_compile!r}")
         if not issubclass(self.policy_class, EnsembleDistillDQNPolicy):
             raise TypeError(
                 f"`policy` must be 'MlpPolicy', 'CnnPolicy' or a subclass of EnsembleDistillDQNPolicy, "

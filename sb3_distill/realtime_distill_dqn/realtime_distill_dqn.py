@@ -129,11 +129,15 @@ class RealTimeDistillDQN(DistillDQN):
         temperature (``train/agreement_student_k``, ``train/entropy_student_k``), and the teacher's entropy and
         one-hot rate (:func:`sb3_distill.common.diagnostics.record_students_diagnostics`)
     :param torch_compile: Compile each gradient step but its optimizer step (the forward passes, losses, backward
-        pass and per-member gradient clipping of teacher and students) into one graph with ``torch.compile``.
-        The first update then takes tens of seconds; later ones are faster (see ``benchmarks/``). The updates are
-        those of eager mode up to floating-point rounding. Falls back to eager mode, with a warning, if
-        compilation fails. The optimizer step then calls PyTorch's fused Adam kernel directly
-        (:class:`~sb3_distill.common.utils.FusedAdamStep`, PyTorch internals); eager mode uses only public APIs.
+        pass and per-member gradient clipping of teacher and students) into one graph with ``torch.compile``:
+        ``True`` always, ``False`` never (eager mode), ``"auto"`` (default) in a ``learn()`` call expected to make
+        at least 20,000 gradient steps (``AUTO_COMPILE_MIN_GRADIENT_STEPS``), where the one-off compilation
+        (tens of seconds on CPU) pays for itself; shorter calls, and ``train()`` called outside ``learn()``, stay
+        eager. Compiled, a gradient step costs about half an eager one on CPU (``benchmarks/step_cost.py``). The
+        updates are those of eager mode up to floating-point rounding. Falls back to eager mode, with a warning,
+        if compilation fails (e.g. no C++ compiler). With ``True`` only, the optimizer step also calls PyTorch's
+        fused Adam kernel directly (:class:`~sb3_distill.common.utils.FusedAdamStep`, PyTorch internals);
+        otherwise the optimizers step through the public ``optimizer.step()``.
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -190,7 +194,7 @@ class RealTimeDistillDQN(DistillDQN):
         predict_member: str = "student_0",
         stack_teacher: bool = True,
         distill_diagnostics: bool = True,
-        torch_compile: bool = False,
+        torch_compile: bool | str = "auto",
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -266,8 +270,6 @@ class RealTimeDistillDQN(DistillDQN):
             raise ValueError(f"`stack_teacher` must be True or False, got {self.stack_teacher!r}")
         if not isinstance(self.distill_diagnostics, bool):
             raise ValueError(f"`distill_diagnostics` must be True or False, got {self.distill_diagnostics!r}")
-        if not isinstance(self.torch_compile, bool):
-            raise ValueError(f"`torch_compile` must be True or False, got {self.torch_compile!r}")
         self._setup_policy_with_layout(super()._setup_model)
         # The students' learning rate schedule (the teacher's is `lr_schedule`)
         self._setup_student_schedule()
