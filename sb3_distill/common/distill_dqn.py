@@ -55,6 +55,16 @@ class DistillDQN(AtomicSaveMixin, PolicyLayoutMixin, DQN):
     calls, one per learning rate (:meth:`_step_optimizers`); the diagnostics are computed when the logger writes
     (:meth:`dump_logs`) or ``learn()`` returns, from the last gradient step's Q-values, rather than at every
     ``train()`` call (the logged values are the same).
+
+    ``torch_compile``: ``True`` compiles the gradient step always, ``False`` never (eager mode), ``"auto"`` (the
+    default) in a ``learn()`` call expected to make at least :data:`AUTO_COMPILE_MIN_GRADIENT_STEPS` (20,000)
+    gradient steps, where the one-off compilation (tens of seconds on CPU) pays for itself; shorter calls, and
+    ``train()`` called outside ``learn()``, stay eager. Compiled, a gradient step costs about half an eager one
+    on CPU (``benchmarks/step_cost.py``). The updates are those of eager mode up to floating-point rounding. A
+    compilation that fails (e.g. no C++ compiler) falls back to eager mode with a warning. With ``True`` only,
+    the optimizer step also calls PyTorch's fused Adam kernel directly
+    (:class:`~sb3_distill.common.utils.FusedAdamStep`, PyTorch internals); otherwise the optimizers step
+    through the public ``optimizer.step()``.
     """
 
     student_learning_rate: float | Schedule | None

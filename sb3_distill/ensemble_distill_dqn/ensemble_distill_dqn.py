@@ -135,16 +135,10 @@ class EnsembleDistillDQN(DistillDQN):
         for ``MlpPolicy``.
     :param student_learning_rate: The student's learning rate (float or schedule); ``None`` uses
         ``learning_rate``. The paper uses a slightly higher rate for the student than for the teachers.
-    :param torch_compile: Compile each gradient step but its optimizer step (the forward passes, losses, backward
-        pass and per-member gradient clipping of teachers and student) into one graph with ``torch.compile``:
-        ``True`` always, ``False`` never (eager mode), ``"auto"`` (default) in a ``learn()`` call expected to make
-        at least 20,000 gradient steps (``AUTO_COMPILE_MIN_GRADIENT_STEPS``), where the one-off compilation
-        (tens of seconds on CPU) pays for itself; shorter calls, and ``train()`` called outside ``learn()``, stay
-        eager. Compiled, a gradient step costs about half an eager one on CPU (``benchmarks/step_cost.py``). The
-        updates are those of eager mode up to floating-point rounding. Falls back to eager mode, with a warning,
-        if compilation fails (e.g. no C++ compiler). With ``True`` only, the optimizer step also calls PyTorch's
-        fused Adam kernel directly (:class:`~sb3_distill.common.utils.FusedAdamStep`, PyTorch internals);
-        otherwise the optimizers step through the public ``optimizer.step()``.
+    :param torch_compile: Compile each gradient step but its optimizer step (forward passes, losses, backward pass
+        and per-member clipping of teachers and student) into one graph with ``torch.compile``: ``True`` always,
+        ``False`` never, ``"auto"`` (default) in ``learn()`` calls long enough to repay the compilation (details,
+        threshold and measured speed-up: :class:`~sb3_distill.common.distill_dqn.DistillDQN`)
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)

@@ -128,16 +128,10 @@ class RealTimeDistillDQN(DistillDQN):
         student's agreement with the teacher's greedy action and the entropy of its distribution at the
         temperature (``train/agreement_student_k``, ``train/entropy_student_k``), and the teacher's entropy and
         one-hot rate (:func:`sb3_distill.common.diagnostics.record_students_diagnostics`)
-    :param torch_compile: Compile each gradient step but its optimizer step (the forward passes, losses, backward
-        pass and per-member gradient clipping of teacher and students) into one graph with ``torch.compile``:
-        ``True`` always, ``False`` never (eager mode), ``"auto"`` (default) in a ``learn()`` call expected to make
-        at least 20,000 gradient steps (``AUTO_COMPILE_MIN_GRADIENT_STEPS``), where the one-off compilation
-        (tens of seconds on CPU) pays for itself; shorter calls, and ``train()`` called outside ``learn()``, stay
-        eager. Compiled, a gradient step costs about half an eager one on CPU (``benchmarks/step_cost.py``). The
-        updates are those of eager mode up to floating-point rounding. Falls back to eager mode, with a warning,
-        if compilation fails (e.g. no C++ compiler). With ``True`` only, the optimizer step also calls PyTorch's
-        fused Adam kernel directly (:class:`~sb3_distill.common.utils.FusedAdamStep`, PyTorch internals);
-        otherwise the optimizers step through the public ``optimizer.step()``.
+    :param torch_compile: Compile each gradient step but its optimizer step (forward passes, losses, backward pass
+        and per-member clipping of teacher and students) into one graph with ``torch.compile``: ``True`` always,
+        ``False`` never, ``"auto"`` (default) in ``learn()`` calls long enough to repay the compilation (details,
+        threshold and measured speed-up: :class:`~sb3_distill.common.distill_dqn.DistillDQN`)
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
