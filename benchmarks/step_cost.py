@@ -5,7 +5,11 @@ environment step (``learn``, training included) of SB3's DQN and the DQN distill
 students [32, 32], [16, 16], [8, 8] stacked with their teacher), one torch thread, the models alternating.
 For a machine so loaded that wall-time runs of ``throughput.py`` cannot finish (issue 15's last measurements).
 
-    python benchmarks/step_cost.py DQN,Ens,RT 3        # models (Ensc / RTc: torch_compile=True), repeats
+    python benchmarks/step_cost.py DQN,Ens,RT 3        # models, repeats
+    python benchmarks/step_cost.py DQN,Ens,Ensa,Ensc,RT,RTa,RTc 5
+
+Ens / RT: eager (``torch_compile=False``); Ensa / RTa: the default ``torch_compile="auto"`` as in a long
+``learn()`` call (compiled step, public ``optimizer.step()``); Ensc / RTc: ``torch_compile=True``.
 """
 
 import sys
@@ -16,6 +20,7 @@ import torch as th
 from stable_baselines3 import DQN
 
 from sb3_distill import EnsembleDistillDQN, RealTimeDistillDQN
+from sb3_distill.common import distill_dqn
 
 COMMON = dict(
     learning_rate=1e-3,
@@ -31,7 +36,7 @@ COMMON = dict(
 
 
 def build(name: str) -> DQN:
-    compiled = {"torch_compile": True} if name.endswith("c") else {}
+    compiled = {"torch_compile": {"c": True, "a": "auto"}.get(name[-1], False)}
     if name == "DQN":
         return DQN("MlpPolicy", "CartPole-v1", **COMMON)
     if name.startswith("Ens"):
@@ -44,6 +49,8 @@ def build(name: str) -> DQN:
 
 def main() -> None:
     th.set_num_threads(1)
+    # "auto" compiles as in a learn() call of 20k+ gradient steps, although the timed calls are short
+    distill_dqn.AUTO_COMPILE_MIN_GRADIENT_STEPS = 0
     names = sys.argv[1].split(",")
     repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 5
     models = {name: build(name) for name in names}

@@ -72,10 +72,10 @@ def test_compiled_step_matches_eager(model_class):
     eager = trained_state(tiny_model(model_class, **kwargs))
     model = tiny_model(model_class, torch_compile=True, **kwargs)
     with warnings.catch_warnings():
-        # A compilation that failed would fall back to eager mode with a warning: not here
-        warnings.simplefilter("error")
+        # A compilation that failed would fall back to eager mode with this warning: not here
+        warnings.filterwarnings("error", message=".*`torch_compile=.*` failed")
         compiled = trained_state(model)
-    assert model._compiled_gradient_step is not None
+    assert model._compiled_gradient_step is not None and not model._compile_failed
     # The parameters moved, and by what eager mode moves them
     initial = tiny_model(model_class).policy.state_dict()
     assert any(not th.equal(initial[key], value) for key, value in compiled[0].items())
@@ -111,8 +111,12 @@ def test_failed_compilation_falls_back_to_eager(model_class, monkeypatch):
     model = tiny_model(model_class, torch_compile=True)
     with pytest.warns(UserWarning, match="`torch_compile=True` failed"):
         fallback = trained_state(model)
-    assert model._compiled_gradient_step is None
+    assert model._compiled_gradient_step is None and model._compile_failed
     assert_states_close(eager, fallback, atol=0)
+    # One warning: no new attempt at the next learn() call
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*`torch_compile=.*` failed")
+        model.learn(20, reset_num_timesteps=False)
 
 
 def spy_on_compiled_step(model):
@@ -146,6 +150,23 @@ def test_auto_compiles_long_learn_calls_only(model_class, monkeypatch):
     monkeypatch.setattr(distill_dqn, "AUTO_COMPILE_MIN_GRADIENT_STEPS", 10_000)
     model.learn(160, reset_num_timesteps=False)
     assert len(calls) == 80 and not model._compile_active
+
+
+def test_compiling_keeps_distribution_checks():
+    # The first torch.compile of a process turns torch.distributions' validation off for the whole process:
+    # SB3's SAC and PPO would then no longer stop on a NaN action mean
+    from sb3_distill.common.distill_dqn import compile_keeping_distribution_checks
+
+    Distribution = th.distributions.Distribution
+    assert Distribution._validate_args
+    compiled = compile_keeping_distribution_checks(lambda x: x * 2)
+    assert Distribution._validate_args and th.equal(compiled(th.ones(2)), th.full((2,), 2.0))
+    Distribution.set_default_validate_args(False)
+    try:
+        compile_keeping_distribution_checks(lambda x: x)
+        assert not Distribution._validate_args
+    finally:
+        Distribution.set_default_validate_args(True)
 
 
 @pytest.mark.parametrize("model_class", MODEL_LIST)

@@ -7,7 +7,7 @@ import torch as th
 from stable_baselines3 import SAC
 
 from sb3_distill import PIEKDSAC, DistillPPO, MultiTaskPolicyDistillation, PolicyDistillation
-from sb3_distill.common.validation import NonFiniteLossError, check_finite_losses
+from sb3_distill.common.validation import NonFiniteLossError, check_finite_losses, checked_loss_means
 from sb3_distill.distill_ppo.distill_ppo import _check_finite_step_losses
 from tests.models import MODEL_LIST, ON_POLICY, default_env_id, make_model
 
@@ -136,6 +136,17 @@ def test_check_finite_losses_names_the_first_bad_update():
         check_finite_losses(
             {"actor_loss": (["student"], th.tensor([float("nan"), 1.0, 1.0])), "critic_loss": (members, bad)}, n_updates=10
         )
+
+
+def test_checked_loss_means_per_member_and_the_same_error():
+    members = ["member_0", "member_1"]
+    critic = th.tensor([[1.0, 2.0], [3.0, 6.0], [5.0, 1.0]])
+    means = checked_loss_means({"critic_loss": (members, critic), "actor_loss": (["student"], th.arange(3.0))}, 10)
+    assert means == {"critic_loss": [3.0, 3.0], "actor_loss": [1.0]}
+    # A NaN or infinite loss anywhere (its mean is then not finite): check_finite_losses's error
+    critic[1, 1] = float("-inf")
+    with pytest.raises(NonFiniteLossError, match=r"update 12: `critic_loss` of member_1 = -inf"):
+        checked_loss_means({"critic_loss": (members, critic), "actor_loss": (["student"], th.arange(3.0))}, 10)
 
 
 @pytest.mark.parametrize("model_class", MODEL_LIST)

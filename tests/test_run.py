@@ -235,11 +235,15 @@ def test_unstackable_teacher_extractor_rejected():
 
 
 def test_torch_compile_survives_save_load(tmp_path):
-    # The compiled step is not saved; load() compiles again (its updates: tests/test_gradient_step.py)
+    # The compiled step is not saved; the loaded model compiles again at its first step (its updates:
+    # tests/test_gradient_step.py)
     model = tiny_model(EnsembleDistillDQN, torch_compile=True, seed=0)
     model.save(tmp_path / "model.zip")
     loaded = EnsembleDistillDQN.load(tmp_path / "model.zip")
-    assert loaded.torch_compile and loaded._compiled_gradient_step is not None
+    assert loaded.torch_compile is True and loaded._compile_active and loaded._compiled_gradient_step is None
+    assert EnsembleDistillDQN.load(tmp_path / "model.zip", torch_compile="auto").torch_compile == "auto"
+    with pytest.raises(ValueError, match=r"`torch_compile` must be one of \(True, False, 'auto'\), got 'yes'"):
+        EnsembleDistillDQN.load(tmp_path / "model.zip", torch_compile="yes")
 
 
 def test_cnn_student_with_other_extractor():

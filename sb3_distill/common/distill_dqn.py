@@ -5,6 +5,7 @@ their own, stacked members clipped one by one, every member evaluable and a stud
 plain SB3 ``DQN``.
 """
 
+import functools
 import warnings
 from abc import abstractmethod
 from collections.abc import Callable
@@ -36,6 +37,34 @@ TORCH_COMPILE_CHOICES = (True, False, "auto")
 #: gradient steps: compiling costs tens of seconds once, and saves about a millisecond per step on CPU
 #: (``benchmarks/step_cost.py``), so shorter runs (tests, quick experiments) stay in eager mode
 AUTO_COMPILE_MIN_GRADIENT_STEPS = 20_000
+
+
+@functools.cache
+def _trace_autograd_ops() -> Any:
+    """
+    The context in which TorchDynamo traces ``th.autograd.grad`` into the compiled graph (it does only with this
+    option), made once (one per step cost about 3 % of a compiled step) and only when a step is compiled (no
+    TorchDynamo import otherwise). An option unknown to the installed PyTorch fails on entering it, inside the
+    compiled step's fallback to eager mode.
+    """
+    return th._dynamo.config.patch(trace_autograd_ops=True)
+
+
+def compile_keeping_distribution_checks(function: Callable[..., Any]) -> Callable[..., Any]:
+    """
+    ``th.compile(function)``, leaving ``torch.distributions``' argument validation as it was: the first
+    ``torch.compile`` of a process turns that validation off for the whole process (TorchDynamo's
+    ``TorchPatcher``), which would silently keep SB3's SAC and PPO in the same process from stopping on a NaN
+    action mean. The compiled gradient step uses no distribution.
+
+    :param function: the function to compile
+    :return: the compiled function (compiled at its first call)
+    """
+    validate = th.distributions.Distribution._validate_args
+    try:
+        return th.compile(function)
+    finally:
+        th.distributions.Distribution.set_default_validate_args(validate)
 
 
 class DistillDQN(AtomicSaveMixin, PolicyLayoutMixin, DQN):
@@ -74,6 +103,8 @@ class DistillDQN(AtomicSaveMixin, PolicyLayoutMixin, DQN):
     _compiled_gradient_step: Callable[..., tuple[list[th.Tensor], tuple[th.Tensor, ...]]] | None
     #: Whether train() uses the compiled gradient step (``torch_compile=True``, or "auto" in a long ``learn()``)
     _compile_active: bool = False
+    #: The compilation failed: eager mode for the rest of the model's life (one warning)
+    _compile_failed: bool = False
     #: The diagnostics of the last train() call are not recorded yet
     _diagnostics_pending: bool = False
 
@@ -159,12 +190,13 @@ class DistillDQN(AtomicSaveMixin, PolicyLayoutMixin, DQN):
 
     def _setup_gradient_step(self) -> None:
         """
-        The gradient step, eager or compiled (``torch_compile``, checked here; not saved: rebuilt on load).
-        ``th.compile`` only wraps the function: the compilation happens at its first call.
+        The gradient step, eager or compiled (``torch_compile``, checked here; not saved: rebuilt on load). The
+        compiled step is made at its first use (:meth:`_gradient_step`): a model that never compiles never
+        imports TorchDynamo.
         """
         check_choice(self.torch_compile, "torch_compile", TORCH_COMPILE_CHOICES)
-        compiles = self.torch_compile is True or self.torch_compile == "auto"
-        self._compiled_gradient_step = th.compile(self._losses_and_gradients) if compiles else None
+        self._compiled_gradient_step = None
+        self._compile_failed = False
         self._compile_active = self.torch_compile is True
 
     def _expected_gradient_steps(self, total_timesteps: int, reset_num_timesteps: bool) -> float:
@@ -189,17 +221,18 @@ class DistillDQN(AtomicSaveMixin, PolicyLayoutMixin, DQN):
         """
         gradients: list[th.Tensor] | None = None
         losses: tuple[th.Tensor, ...] = ()
-        if self._compiled_gradient_step is not None and self._compile_active:
+        if self._compile_active and not self._compile_failed:
             try:
-                # Dynamo traces `th.autograd.grad` into the graph only with this option
-                with th._dynamo.config.patch(trace_autograd_ops=True):
+                if self._compiled_gradient_step is None:
+                    self._compiled_gradient_step = compile_keeping_distribution_checks(self._losses_and_gradients)
+                with _trace_autograd_ops():
                     gradients, losses = self._compiled_gradient_step(*batch)
             except Exception as error:
-                # torch.compile could not build the step (e.g. no C++ compiler): fall back to eager
+                # torch.compile could not build the step (e.g. no C++ compiler): eager from now on
                 warnings.warn(
                     f"`torch_compile={self.torch_compile!r}` failed ({type(error).__name__}: {error}); using eager mode"
                 )
-                self._compiled_gradient_step = None
+                self._compiled_gradient_step, self._compile_failed = None, True
         if gradients is None:
             gradients, losses = self._losses_and_gradients(*batch)
         # The optimizers read `.grad` (as after zero_grad() and backward())
@@ -331,6 +364,7 @@ class DistillDQN(AtomicSaveMixin, PolicyLayoutMixin, DQN):
             "_diagnostics_pending",
             "_compiled_gradient_step",
             "_compile_active",
+            "_compile_failed",
         ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:

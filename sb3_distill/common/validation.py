@@ -296,6 +296,27 @@ def check_finite_losses(losses: Mapping[str, tuple[Sequence[str], th.Tensor]], n
     )
 
 
+def checked_loss_means(losses: Mapping[str, tuple[Sequence[str], th.Tensor]], n_updates: int) -> dict[str, list[float]]:
+    """
+    Each loss's mean over the gradient steps of one ``train()`` call, per member, from ONE device-to-host copy;
+    a NaN or infinite loss makes its member's mean non-finite, and then :func:`check_finite_losses` raises its
+    error naming the member and the update.
+
+    :param losses: as for :func:`check_finite_losses`
+    :param n_updates: the update counter before these gradient steps (``_n_updates``)
+    :return: loss name -> the mean of each member, in the order of its member names
+    """
+    shaped = [steps.reshape(steps.shape[0], -1) for _, steps in losses.values()]
+    flat = th.cat([steps.mean(dim=0) for steps in shaped]).tolist()
+    if not all(math.isfinite(value) for value in flat):
+        check_finite_losses(losses, n_updates)
+    means, start = {}, 0
+    for name, steps in zip(losses, shaped, strict=True):
+        means[name] = flat[start : start + steps.shape[1]]
+        start += steps.shape[1]
+    return means
+
+
 class UnsupportedSpaceError(ValueError, AssertionError):
     """
     An env's action (or observation) space the algorithm does not support. Also an ``AssertionError``: SB3 checks

@@ -37,7 +37,7 @@ from sb3_distill.common.validation import (
     TEMPERATURE,
     Number,
     check_arguments,
-    check_finite_losses,
+    checked_loss_means,
     warn_if_student_larger,
 )
 from sb3_distill.ensemble_distill_dqn.policies import CnnPolicy, EnsembleDistillDQNPolicy, MlpPolicy
@@ -344,20 +344,19 @@ class EnsembleDistillDQN(DistillDQN):
             # Optimize teachers and student (one fused kernel call when their learning rates are equal)
             self._step_optimizers()
 
-        # Stop on a NaN or infinite loss, naming the member (one device synchronisation per call)
+        # The losses' means; stop on a NaN or infinite loss, naming the member (one device synchronisation per call)
         teachers = [f"teacher_{j}" for j in range(self.n_teachers)]
-        check_finite_losses(
+        means = checked_loss_means(
             {"loss": (teachers, th.stack(teacher_losses)), "distill_loss": (["student"], th.stack(distill_losses))},
             self._n_updates,
         )
         # Increase update counter
         self._n_updates += gradient_steps
-        mean_teacher_losses = th.stack(teacher_losses).mean(dim=0).cpu().numpy()
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/loss", float(mean_teacher_losses.mean()))
-        for teacher_idx, loss in enumerate(mean_teacher_losses):
-            self.logger.record(f"train/loss_teacher_{teacher_idx}", float(loss))
-        self.logger.record("train/distill_loss", th.stack(distill_losses).mean().item())
+        self.logger.record("train/loss", float(np.mean(means["loss"])))
+        for teacher_idx, loss in enumerate(means["loss"]):
+            self.logger.record(f"train/loss_teacher_{teacher_idx}", loss)
+        self.logger.record("train/distill_loss", means["distill_loss"][0])
         # The diagnostics of the last gradient step, recorded when the logger writes (see DistillDQN)
         self._diagnostics_pending = self._last_distill_q is not None
 

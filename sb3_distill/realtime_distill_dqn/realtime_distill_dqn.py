@@ -31,7 +31,7 @@ from sb3_distill.common.validation import (
     TEMPERATURE,
     Number,
     check_arguments,
-    check_finite_losses,
+    checked_loss_means,
     warn_if_student_larger,
 )
 from sb3_distill.realtime_distill_dqn.policies import (
@@ -323,15 +323,14 @@ class RealTimeDistillDQN(DistillDQN):
             else:
                 step_with_member_learning_rates(self.policy.optimizer, stack_parameters, member_rates)
 
-        # Stop on a NaN or infinite loss, naming the member (one device synchronisation per call)
-        check_finite_losses(self._losses_by_member(losses, distill_losses, student_td_losses), self._n_updates)
+        # The losses' means; stop on a NaN or infinite loss, naming the member (one device synchronisation per call)
+        means = checked_loss_means(self._losses_by_member(losses, distill_losses, student_td_losses), self._n_updates)
         # Increase update counter
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/loss", th.stack(losses).mean().item())
-        self.logger.record("train/distill_loss", th.stack(distill_losses).mean().item())
-        if student_td_losses:
-            self.logger.record("train/student_td_loss", th.stack(student_td_losses).mean().item())
+        # Over the gradient steps and the stacks, as the mean of the stacked losses was
+        for name, values in means.items():
+            self.logger.record(f"train/{name}", float(np.mean(values)))
         # The diagnostics of the last gradient step, recorded when the logger writes (see DistillDQN)
         self._diagnostics_pending = gradient_steps > 0
 
