@@ -94,7 +94,7 @@ bench-minatar: $(VENV)/.install-bench
 	$(MINATAR) --seeds 0 --variants rtpd-rkl teacher
 	$(MINATAR) --seeds 1 2 --variants teacher rtpd-rkl
 	$(MINATAR) --seeds 0 1 2 --variants pd rtpd-fkl
-	$(MINATAR) --seeds 0 1 2 --variants ensemble-mean_loss ensemble-mean_probs
+	$(MINATAR) --seeds 0 1 2 --variants ensemble
 	$(PYTHON) -m benchmarks.minatar --games Breakout SpaceInvaders --report-only
 # Resumable (--append skips the runs already saved in benchmarks/results/minatar/); teachers cached in models/
 bench-minatar-multitask: $(VENV)/.install-bench
