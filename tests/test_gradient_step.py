@@ -22,7 +22,7 @@ TINY = {
 }
 
 
-def tiny_model(model_class, **kwargs):
+def tiny_model(model_class, policy="MlpPolicy", env="CartPole-v1", **kwargs):
     config = dict(
         learning_starts=40,
         batch_size=16,
@@ -37,7 +37,7 @@ def tiny_model(model_class, **kwargs):
     config.update(kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return model_class("MlpPolicy", "CartPole-v1", **config)
+        return model_class(policy, env, **config)
 
 
 def trained_state(model, n_steps=6):
@@ -79,6 +79,29 @@ def test_compiled_step_matches_eager(model_class):
     # The parameters moved, and by what eager mode moves them
     initial = tiny_model(model_class).policy.state_dict()
     assert any(not th.equal(initial[key], value) for key, value in compiled[0].items())
+    assert_states_close(eager, compiled, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_class", MODEL_LIST)
+def test_compiled_cnn_step_matches_eager(model_class):
+    # Stacked grouped convolutions (the ensemble's teachers) and a teacher outside the students' stack (the MinAtar
+    # benchmark's real-time setting), on MinAtar images
+    from benchmarks.minatar import OPTIMIZER, env_id, network
+
+    kwargs = dict(policy_kwargs=dict(**network(16, 32), **OPTIMIZER))
+    if model_class is RealTimeDistillDQN:
+        kwargs.update(students=[network(4, 18), network(2, 16)], stack_teacher=False)
+    else:
+        kwargs.update(student_policy_kwargs=network(4, 18), n_teachers=3)
+
+    def make(torch_compile):
+        return tiny_model(model_class, policy="CnnPolicy", env=env_id("Breakout"), torch_compile=torch_compile, **kwargs)
+
+    eager = trained_state(make(False))
+    model = make(True)
+    compiled = trained_state(model)
+    assert model._compiled_gradient_step is not None and not model._compile_failed
     assert_states_close(eager, compiled, atol=1e-5)
 
 
