@@ -91,9 +91,9 @@ bench-piekd: $(VENV)/.install-bench $(VENV)/.install-mujoco
 MINATAR = $(PYTHON) -m benchmarks.minatar --games Breakout SpaceInvaders --timesteps 500000 --train-freq 4 --append
 bench-minatar: $(VENV)/.install-bench
 	$(PYTHON) -m benchmarks.minatar --param-counts
-	$(MINATAR) --seeds 0 --variants rtpd-rkl teacher
-	$(MINATAR) --seeds 1 2 --variants teacher rtpd-rkl
-	$(MINATAR) --seeds 0 1 2 --variants pd rtpd-fkl
+	$(MINATAR) --seeds 0 --variants teacher rtpd
+	$(MINATAR) --seeds 1 2 --variants teacher rtpd
+	$(MINATAR) --seeds 0 1 2 --variants pd
 	$(MINATAR) --seeds 0 1 2 --variants ensemble
 	$(PYTHON) -m benchmarks.minatar --games Breakout SpaceInvaders --report-only
 # Resumable (--append skips the runs already saved in benchmarks/results/minatar/); teachers cached in models/

@@ -10,7 +10,9 @@ This script trains, for each game and seed:
   PolicyDistillation distils from) the same teacher run;
 - ``rtpd-fkl`` / ``rtpd-rkl``: RealTimeDistillDQN (Sun & Fazli, "Real-time Policy Distillation in Deep
   Reinforcement Learning", 2019, arXiv:1912.12630) with forward / reverse KL, imitation on, one teacher and
-  the students ``STUDENTS_RUN`` trained together;
+  the students ``STUDENTS_RUN`` trained together; ``rtpd``: both losses' students in ONE run on one teacher
+  (:class:`SharedTeacherRealTime`), saved as the two variants above: only the teacher acts and it learns from
+  its own TD loss, so each student trains exactly as in a separate run of its loss, at half the cost;
 - ``ensemble-mean_loss`` / ``ensemble-mean_probs``: EnsembleDistillDQN (Sun & Fazli, "Ensemble Policy
   Distillation in Deep Reinforcement Learning", 2020), M=3 teachers, reverse KL, both reductions, one run per
   student; ``ensemble``: the same four students (two reductions x ``STUDENTS_RUN``) in ONE run on the same
@@ -27,7 +29,7 @@ the range. Results are written to ``--output``/minatar_<game>.json after every r
 saved runs and skips those already there), then the markdown table and the plot.
 
     python -m benchmarks.minatar --games Breakout SpaceInvaders --seeds 0 1 2 --variants teacher
-    python -m benchmarks.minatar --games Breakout --seeds 0 --variants rtpd-rkl --append
+    python -m benchmarks.minatar --games Breakout --seeds 0 --variants rtpd --append
     python -m benchmarks.minatar --games Breakout SpaceInvaders --report-only
     python -m benchmarks.minatar --param-counts
 """
@@ -53,6 +55,7 @@ from torch import nn
 
 from benchmarks.ensemble_scale import SharedTeachersEnsemble
 from sb3_distill import EnsembleDistillDQN, PolicyDistillation, RealTimeDistillDQN
+from sb3_distill.common.losses import distillation_loss
 from sb3_distill.common.torch_layers import CompactNatureCNN, count_parameters, make_q_network, resolve_student_kwargs
 from sb3_distill.common.utils import evaluate_q_functions
 
@@ -250,9 +253,38 @@ def teacher_path(folder: Path, game: str, seed: int, args: argparse.Namespace) -
 
 #: EnsembleDistillDQN's two reductions of the teachers (``ensemble_reduction``)
 REDUCTIONS = ("mean_loss", "mean_probs")
-#: "ensemble": both reductions and both students in one run, on the same teachers (:func:`run_shared_ensemble`),
-#: saved as the "ensemble-<reduction>" variants, as four separate runs would be
-VARIANTS = ("teacher", "rtpd-fkl", "rtpd-rkl", *(f"ensemble-{reduction}" for reduction in REDUCTIONS), "ensemble", "pd")
+#: The real-time variants' distillation losses
+RT_LOSSES = {"rtpd-fkl": "forward_kl", "rtpd-rkl": "reverse_kl"}
+VARIANTS = ("teacher", *RT_LOSSES, "rtpd", *(f"ensemble-{reduction}" for reduction in REDUCTIONS), "ensemble", "pd")
+#: The variants trained in one run on the same teacher(s) (:func:`run_shared`), and the variants they are saved
+#: as, as separate runs would be: "rtpd", both losses and both students; "ensemble", both reductions and both students
+SHARED_VARIANTS = {"rtpd": tuple(RT_LOSSES), "ensemble": tuple(f"ensemble-{reduction}" for reduction in REDUCTIONS)}
+
+
+def build_realtime(
+    game: str,
+    seed: int,
+    args: argparse.Namespace,
+    model_class: type[RealTimeDistillDQN],
+    students: list[str],
+    distill_loss: str,
+) -> RealTimeDistillDQN:
+    """RealTimeDistillDQN (imitation on, temperature 0.1) with the teacher's settings and the students named."""
+    return model_class(
+        "CnnPolicy",
+        env_id(game),
+        policy_kwargs=dict(**network(*TEACHER_NET), **OPTIMIZER),
+        students=[network(*STUDENT_NETS[name]) for name in students],
+        distill_loss=distill_loss,
+        imitation=True,
+        temperature=0.1,
+        # The teacher on its own: stacked with the students, they would be zero-padded to its width
+        # and cost as much as the teacher each
+        stack_teacher=False,
+        seed=seed,
+        device="cpu",
+        **dqn_settings(args.timesteps, args.train_freq),
+    )
 
 
 def build(variant: str, game: str, seed: int, args: argparse.Namespace) -> tuple[list[BaseAlgorithm], list[EvalCurve]]:
@@ -270,22 +302,8 @@ def build(variant: str, game: str, seed: int, args: argparse.Namespace) -> tuple
     if variant == "teacher":
         model = DQN("CnnPolicy", env_id(game), policy_kwargs=teacher_kwargs, **settings, **common)
         return [model], [curve(_evaluate_policy("teacher", lambda m: m.policy))]
-    if variant.startswith("rtpd-"):
-        students = [network(*STUDENT_NETS[name]) for name in STUDENTS_RUN]
-        model = RealTimeDistillDQN(
-            "CnnPolicy",
-            env_id(game),
-            policy_kwargs=teacher_kwargs,
-            students=students,
-            distill_loss={"rtpd-fkl": "forward_kl", "rtpd-rkl": "reverse_kl"}[variant],
-            imitation=True,
-            temperature=0.1,
-            # The teacher on its own: stacked with the students, they would be zero-padded to its width
-            # and cost as much as the teacher each
-            stack_teacher=False,
-            **settings,
-            **common,
-        )
+    if variant in RT_LOSSES:
+        model = build_realtime(game, seed, args, RealTimeDistillDQN, list(STUDENTS_RUN), RT_LOSSES[variant])
         rename = {f"student_{i}": name for i, name in enumerate(STUDENTS_RUN)}
         return [model], [curve(_evaluate_members(rename))]
     models: list[BaseAlgorithm] = []
@@ -385,23 +403,106 @@ def new_result(variant: str, seed: int, args: argparse.Namespace) -> dict[str, A
     )
 
 
-def run_shared_ensemble(game: str, seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The "ensemble" variant: one run (:func:`build_shared_ensemble`), one result per reduction."""
+class SharedTeacherRealTime(RealTimeDistillDQN):
+    """
+    ``RealTimeDistillDQN`` whose students are distilled with different losses (:meth:`set_student_losses`) and
+    may start from the same initial weights (:meth:`tie_initial_weights`). Only the teacher acts and it learns
+    from its own TD loss; each student's update depends on its own losses only (its distillation loss, its TD
+    loss, its own clipping). So a group of students with one loss trains exactly as a separate run with that
+    ``distill_loss`` would train them (``tests/test_minatar.py`` checks this), at the cost of one teacher.
+    """
+
+    def set_student_losses(self, losses: list[str]) -> None:
+        """
+        Distil student i with ``losses[i]`` (``distill_loss`` is then unused); call before ``learn``.
+
+        :param losses: one of ``"forward_kl"``, ``"reverse_kl"``, ``"nll"``, ``"mse"`` per student
+        """
+        if len(losses) != self.n_students:
+            raise ValueError(f"`losses` must name one loss per student ({self.n_students}), got {losses!r}")
+        groups: dict[int, dict[str, list[int]]] = {}
+        for loss, (stack, member) in zip(losses, self.policy.student_members, strict=True):
+            # Positions among the stack's students (stack 0's member 0 is the teacher when it is stacked)
+            position = member - (1 if stack == 0 and self.policy.teacher_in_stack else 0)
+            groups.setdefault(stack, {}).setdefault(loss, []).append(position)
+        self.student_losses = {
+            stack: {loss: th.as_tensor(positions, device=self.device) for loss, positions in by_loss.items()}
+            for stack, by_loss in groups.items()
+        }
+
+    def tie_initial_weights(self, copies: dict[int, int]) -> None:
+        """
+        Before ``learn``: student ``target`` starts from student ``source``'s weights, for each ``target: source``
+        (both in one stack), and its target network likewise.
+        """
+        stacks, targets = self.policy.student_stacks, self.policy.student_stack_targets
+        for target, source in copies.items():
+            stack, member = self.policy.student_members[target]
+            source_stack, source_member = self.policy.student_members[source]
+            if stack != source_stack:
+                raise ValueError(f"students {source} and {target} are in different stacks: their weights cannot be tied")
+            stacks[stack].copy_member_within_(source_member, th.arange(stacks[stack].n_members) == member)
+        for online, target_stack in zip(stacks, targets, strict=True):
+            target_stack.load_state_dict(online.state_dict())
+
+    def _stack_distillation_loss(self, stack: int, student_q: th.Tensor, teacher_q: th.Tensor) -> th.Tensor:
+        # The mean over the stack's K_i students of each one's own loss, as the library's single loss gives
+        total = sum(
+            len(positions) * distillation_loss(student_q[positions], teacher_q, loss=loss, temperature=self.temperature)
+            for loss, positions in self.student_losses[stack].items()
+        )
+        return total / student_q.shape[0]  # type: ignore[return-value]
+
+
+def build_shared_realtime(game: str, seed: int, args: argparse.Namespace) -> SharedTeacherRealTime:
+    """
+    One RealTimeDistillDQN teacher with the students :data:`STUDENTS_RUN` once per loss of :data:`RT_LOSSES`
+    (student ``i * len(STUDENTS_RUN) + j`` is student j with the i-th loss); every loss's students start from
+    the first loss's initial weights, as separate runs of the same seed would.
+    """
+    names = [name for _ in RT_LOSSES for name in STUDENTS_RUN]
+    model = build_realtime(game, seed, args, SharedTeacherRealTime, names, "reverse_kl")
+    assert isinstance(model, SharedTeacherRealTime)
+    model.set_student_losses([loss for loss in RT_LOSSES.values() for _ in STUDENTS_RUN])
+    model.tie_initial_weights({i: i % len(STUDENTS_RUN) for i in range(len(STUDENTS_RUN), len(names))})
+    return model
+
+
+def shared_member_names(variant: str) -> dict[str, str]:
+    """
+    The students of a shared run of ``variant``, by their names in its evaluations, -> "<saved variant>/<student>"
+    (the teachers keep their names).
+    """
+    if variant == "rtpd":
+        students = [f"{saved_as}/{name}" for saved_as in RT_LOSSES for name in STUDENTS_RUN]
+        return {f"student_{i}": name for i, name in enumerate(students)}
+    return {f"{reduction}/{name}": f"ensemble-{reduction}/{name}" for reduction in REDUCTIONS for name in STUDENTS_RUN}
+
+
+def run_shared(variant: str, game: str, seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """A variant of :data:`SHARED_VARIANTS`: one run, one result per variant it is saved as."""
     th.manual_seed(seed)
-    model = build_shared_ensemble(game, seed, args)
-    curve = EvalCurve(game, args.eval_freq, args.eval_episodes, seed, _evaluate_shared_ensemble)
+    model: BaseAlgorithm
+    if variant == "ensemble":
+        model, evaluate = build_shared_ensemble(game, seed, args), _evaluate_shared_ensemble
+    else:
+        model, evaluate = build_shared_realtime(game, seed, args), _evaluate_members({})
+    curve = EvalCurve(game, args.eval_freq, args.eval_episodes, seed, evaluate)
     start = time.perf_counter()
     model.learn(args.timesteps, callback=curve)
     seconds = time.perf_counter() - start
+    member_of = shared_member_names(variant)
+    returns = {member_of.get(name, name): values for name, values in curve.returns.items()}
     results = []
-    for reduction in REDUCTIONS:
-        result = new_result(f"ensemble-{reduction}", seed, args)
-        result["returns"] = {name: values for name, values in curve.returns.items() if name.startswith("teacher_")}
-        result["returns"].update({name: curve.returns[f"{reduction}/{name}"] for name in STUDENTS_RUN})
-        result.update(seconds=seconds, steps=curve.steps, shared_teachers_with=[f"ensemble-{r}" for r in REDUCTIONS])
+    for saved_as in SHARED_VARIANTS[variant]:
+        result = new_result(saved_as, seed, args)
+        # The shared teachers' curves, then this variant's students under their own names
+        result["returns"] = {name: values for name, values in returns.items() if "/" not in name}
+        result["returns"].update({name: returns[f"{saved_as}/{name}"] for name in STUDENTS_RUN})
+        result.update(seconds=seconds, steps=curve.steps, shared_teachers_with=list(SHARED_VARIANTS[variant]))
         results.append(result)
-    summary = {name: round(values[-1], 1) for name, values in curve.returns.items()}
-    print(f"{game} seed {seed} ensemble (shared teachers): final {summary}, {seconds:.0f} s", flush=True)
+    summary = {name: round(values[-1], 1) for name, values in returns.items()}
+    print(f"{game} seed {seed} {variant} (shared teachers): final {summary}, {seconds:.0f} s", flush=True)
     return results
 
 
@@ -453,8 +554,8 @@ def is_done(variant: str, game: str, seed: int, args: argparse.Namespace) -> boo
     Whether ``--append`` may skip this run: it is saved with the same budget, and, for a teacher, its model is
     still cached (the variants that reuse it need the file, which is not committed).
     """
-    if variant == "ensemble":
-        return all(is_done(f"ensemble-{reduction}", game, seed, args) for reduction in REDUCTIONS)
+    if variant in SHARED_VARIANTS:
+        return all(is_done(saved_as, game, seed, args) for saved_as in SHARED_VARIANTS[variant])
     done = [r for r in load_runs(args.output, game) if r["variant"] == variant and r["seed"] == seed]
     if not any(same_budget(r, args) for r in done):
         return False
@@ -547,8 +648,7 @@ def report(game: str, runs: list[dict[str, Any]]) -> str:
         f"{first['train_freq']}, greedy evaluation every {first['eval_freq']} steps on {first['eval_episodes']} "
         f"episodes; CPU, torch {th.__version__}. Teacher {{16, 128}} = {counts['teacher']} parameters; "
         + ", ".join(
-            f"{s} {{{STUDENT_NETS[s][0]}, {STUDENT_NETS[s][1]}}} = {counts[s]} "
-            f"({100 * counts[s] / counts['teacher']:.1f} %)"
+            f"{s} {{{STUDENT_NETS[s][0]}, {STUDENT_NETS[s][1]}}} = {counts[s]} ({100 * counts[s] / counts['teacher']:.1f} %)"
             for s in STUDENTS_RUN
         )
         + ".",
@@ -661,7 +761,9 @@ def main(argv: list[str] | None = None) -> None:
                     if is_done(variant, game, seed, args):
                         continue
                     results = (
-                        run_shared_ensemble(game, seed, args) if variant == "ensemble" else [run(variant, game, seed, args)]
+                        run_shared(variant, game, seed, args)
+                        if variant in SHARED_VARIANTS
+                        else [run(variant, game, seed, args)]
                     )
                     for result in results:
                         save_run(args.output, game, result, args)

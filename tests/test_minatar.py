@@ -164,7 +164,8 @@ def test_runner_smoke(monkeypatch, tmp_path):
     assert len(runs) == 4 and {run["variant"]: run for run in runs}["rtpd-rkl"]["seconds"] == seconds
 
 
-def test_shared_ensemble_variant(monkeypatch, tmp_path):
+@pytest.mark.parametrize("variant", ["ensemble", "rtpd"])
+def test_shared_variants(variant, monkeypatch, tmp_path):
     settings = minatar.dqn_settings
 
     def tiny(timesteps, train_freq):
@@ -172,19 +173,68 @@ def test_shared_ensemble_variant(monkeypatch, tmp_path):
 
     monkeypatch.setattr(minatar, "dqn_settings", tiny)
     argv = ["--games", GAME, "--seeds", "0", "--timesteps", "200", "--eval-freq", "100", "--eval-episodes", "1"]
-    minatar.main([*argv, "--variants", "ensemble", "--output", str(tmp_path)])
+    minatar.main([*argv, "--variants", variant, "--output", str(tmp_path)])
     runs = json.loads((tmp_path / f"minatar_{GAME}.json").read_text())["runs"]
-    # Both reductions, both students, from one run: the same teachers' curves
-    assert sorted(run["variant"] for run in runs) == ["ensemble-mean_loss", "ensemble-mean_probs"]
-    names = {"teacher_0", "teacher_1", "teacher_2", *minatar.STUDENTS_RUN}
-    assert all(set(run["returns"]) == names and run["steps"] == [100, 200] for run in runs)
-    assert runs[0]["returns"]["teacher_0"] == runs[1]["returns"]["teacher_0"]
-    assert runs[0]["shared_teachers_with"] == ["ensemble-mean_loss", "ensemble-mean_probs"]
+    # Both reductions (or losses), both students, from one run: the same teachers' curves
+    saved_as = {"ensemble": ["ensemble-mean_loss", "ensemble-mean_probs"], "rtpd": ["rtpd-fkl", "rtpd-rkl"]}[variant]
+    assert sorted(run["variant"] for run in runs) == saved_as
+    teachers = {"teacher_0", "teacher_1", "teacher_2"} if variant == "ensemble" else {"teacher"}
+    assert all(set(run["returns"]) == {*teachers, *minatar.STUDENTS_RUN} and run["steps"] == [100, 200] for run in runs)
+    assert all(runs[0]["returns"][name] == runs[1]["returns"][name] for name in teachers)
+    assert runs[0]["shared_teachers_with"] == list(minatar.SHARED_VARIANTS[variant]) and sorted(saved_as) == saved_as
+    table = (tmp_path / f"minatar_{GAME}.md").read_text()
+    assert all(f"| {name} | student1 | [0] |" in table for name in saved_as)
     # --append: both saved, nothing retrained
     seconds = runs[0]["seconds"]
-    minatar.main([*argv, "--variants", "ensemble", "ensemble-mean_probs", "--append", "--output", str(tmp_path)])
+    minatar.main([*argv, "--variants", variant, saved_as[1], "--append", "--output", str(tmp_path)])
     runs = json.loads((tmp_path / f"minatar_{GAME}.json").read_text())["runs"]
     assert len(runs) == 2 and runs[0]["seconds"] == seconds
+
+
+def test_shared_realtime_students_equal_separate_runs(monkeypatch):
+    """ "rtpd": the students of each loss, trained next to the other loss's on one teacher, are trained exactly as a
+    separate RealTimeDistillDQN run with that loss (the teacher too), and start from the same weights."""
+    settings = minatar.dqn_settings
+
+    def tiny(timesteps, train_freq):
+        tiny_settings = dict(learning_starts=40, buffer_size=500, batch_size=8, target_update_interval=40)
+        return settings(timesteps, train_freq) | tiny_settings
+
+    monkeypatch.setattr(minatar, "dqn_settings", tiny)
+    args = minatar.parse_args(["--timesteps", "240"])
+    obs = th.as_tensor(np.stack([gym.make(minatar.env_id(GAME)).observation_space.sample() for _ in range(6)]))
+
+    def q_values(model, students):
+        functions = model.member_q_functions()
+        with th.no_grad():
+            return [functions[f"student_{i}"](obs.float()) for i in students] + [functions["teacher"](obs.float())]
+
+    shared = minatar.build_shared_realtime(GAME, 0, args)
+    assert shared.n_students == 2 * len(minatar.STUDENTS_RUN) and len(shared.policy.student_stacks) == 1
+    n = len(minatar.STUDENTS_RUN)
+    initial = q_values(shared, range(2 * n))
+    for i in range(n):
+        assert th.equal(initial[i], initial[n + i])
+    shared.learn(240)
+    for k, (variant, loss) in enumerate(minatar.RT_LOSSES.items()):
+        assert shared.student_losses[0][loss].tolist() == list(range(k * n, (k + 1) * n))
+        th.manual_seed(0)
+        separate = minatar.build_realtime(GAME, 0, args, RealTimeDistillDQN, list(minatar.STUDENTS_RUN), loss)
+        own_initial = initial[k * n : k * n + n] + initial[-1:]
+        assert all(th.equal(a, b) for a, b in zip(q_values(separate, range(n)), own_initial, strict=True))
+        separate.learn(240)
+        for expected, actual in zip(q_values(separate, range(n)), q_values(shared, range(k * n, k * n + n)), strict=True):
+            assert th.allclose(expected, actual, atol=1e-5), variant
+        assert th.equal(q_values(separate, [])[0], q_values(shared, [])[0])
+    # The two losses did train the students differently
+    trained = q_values(shared, range(2 * n))
+    assert not th.allclose(trained[0], trained[n]) and not th.allclose(trained[0], initial[0])
+
+
+def test_shared_realtime_checks_its_inputs(monkeypatch):
+    model = minatar.build_shared_realtime(GAME, 0, minatar.parse_args(["--timesteps", "1000"]))
+    with pytest.raises(ValueError, match="one loss per student"):
+        model.set_student_losses(["forward_kl"])
 
 
 def test_shared_ensemble_students():

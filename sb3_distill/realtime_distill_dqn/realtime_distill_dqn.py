@@ -405,7 +405,7 @@ class RealTimeDistillDQN(DistillDQN):
             first = 1 if in_stack and index == 0 else 0
             student_q = q_values[first:]
             # Distillation from the teacher's Q-values of this step (detached inside the loss), averaged over K_i
-            distill.append(distillation_loss(student_q, teacher_q[0], loss=self.distill_loss, temperature=self.temperature))
+            distill.append(self._stack_distillation_loss(index, student_q, teacher_q[0]))
             if self_learning:
                 # Self-learning, with the imitation target (Eq. 5: the teacher's target network picks a') or Eq. 4
                 student_targets = dqn_td_targets(
@@ -417,6 +417,18 @@ class RealTimeDistillDQN(DistillDQN):
                 )
                 student_td.append(stacked_huber_loss(student_q, replay_data.actions, student_targets).mean())
         return loss, th.stack(distill), th.stack(student_td) if self_learning else None
+
+    def _stack_distillation_loss(self, stack: int, student_q: th.Tensor, teacher_q: th.Tensor) -> th.Tensor:
+        """
+        The distillation term of one stack: the mean over its K_i students of the loss against the teacher's
+        Q-values of this step (``distill_loss``, at ``temperature``).
+
+        :param stack: index of the stack in ``policy.student_stacks``
+        :param student_q: the stack's students' Q-values (without the teacher), shape (K_i, batch, n_actions)
+        :param teacher_q: the teacher's Q-values, shape (batch, n_actions); detached inside the loss
+        :return: a scalar tensor
+        """
+        return distillation_loss(student_q, teacher_q, loss=self.distill_loss, temperature=self.temperature)
 
     def _losses_by_member(
         self, losses: list[th.Tensor], distill_losses: list[th.Tensor], student_td_losses: list[th.Tensor]
