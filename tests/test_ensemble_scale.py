@@ -312,7 +312,7 @@ def test_ensemble_return_weighting(tmp_path, monkeypatch):
         (dict(teacher_weighting=True), r"`teacher_weighting` must be one of \(None, 'returns'\), got True"),
         (dict(teacher_weighting_temperature=0), "`teacher_weighting_temperature` must be a finite number > 0"),
         (dict(teacher_weighting_temperature=float("inf")), "`teacher_weighting_temperature` must be a finite number"),
-        (dict(distill_diagnostics=1), "`distill_diagnostics` must be True or False, got 1"),
+        (dict(distill_diagnostics=1), r"`distill_diagnostics` must be a bool \(True or False\), got 1"),
     ],
 )
 def test_ensemble_bad_arguments(kwargs, match, tmp_path):
@@ -369,7 +369,7 @@ def test_realtime_logs_diagnostics(stack_teacher, diagnostics):
     assert "train/agreement_student_3" not in keys
     if diagnostics:
         assert 0 <= keys["train/agreement_student_0"] <= 1
-    with pytest.raises(ValueError, match="`distill_diagnostics` must be True or False"):
+    with pytest.raises(ValueError, match="`distill_diagnostics` must be a bool"):
         RealTimeDistillDQN("MlpPolicy", "CartPole-v1", distill_diagnostics="yes")
 
 

@@ -1,9 +1,11 @@
-"""Every numeric argument of every algorithm: checked for type, finiteness and range, at construction and on load."""
+"""Every argument of every algorithm: numbers checked for type, finiteness and range, bools, SB3's `train_freq` and
+SAC's strings for type and value, at construction and on load."""
 
 import warnings
 
 import numpy as np
 import pytest
+from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
 from stable_baselines3.common.utils import LinearSchedule
 
 from sb3_distill import (
@@ -18,7 +20,10 @@ from sb3_distill.common.validation import (
     STUDENT_LEARNING_RATE,
     ArgumentTypeError,
     CheckedSchedule,
+    Choice,
+    Flag,
     Number,
+    TrainFrequency,
     check_net_arch,
     check_number,
 )
@@ -38,6 +43,12 @@ COMMON_BAD = [
     ("buffer_size", "500"),
     ("learning_starts", -1),
     ("gradient_steps", -2),
+    ("train_freq", -5),
+    ("train_freq", 1.5),
+    ("train_freq", "4"),
+    ("train_freq", (4, "bogus")),
+    ("train_freq", (0, "episode")),
+    ("train_freq", (4, "step", 1)),
 ]
 # Bad values of SB3's on-policy (PPO) arguments, which SB3 checks only in part, and not when the model is built in
 # `_setup_model` (as `load()` does)
@@ -58,6 +69,9 @@ ON_POLICY_BAD = [
     ("vf_coef", -1.0),
     ("max_grad_norm", 0.0),
     ("target_kl", INF),
+    ("normalize_advantage", 1),
+    ("sde_sample_freq", -2),
+    ("sde_sample_freq", 2.5),
 ]
 # Bad values of each algorithm's own arguments (those the issue found accepted are all here)
 OWN_BAD = {
@@ -75,6 +89,10 @@ OWN_BAD = {
         ("max_grad_norm", NAN),
         ("exploration_final_eps", 1.5),
         ("target_update_interval", 0),
+        ("n_steps", 0),
+        ("n_steps", NAN),
+        ("optimize_memory_usage", "no"),
+        ("distill_diagnostics", 1),
     ],
     RealTimeDistillDQN: [
         ("temperature", INF),
@@ -87,6 +105,9 @@ OWN_BAD = {
         ("student_learning_rate", -1e-3),
         ("student_learning_rate", True),
         ("max_grad_norm", "10"),
+        ("n_steps", -1),
+        ("imitation", "yes"),
+        ("stack_teacher", 0),
     ],
     PIEKDSAC: [
         ("ensemble_size", 0),
@@ -100,6 +121,18 @@ OWN_BAD = {
         ("distill_learning_rate", INF),
         ("distill_learning_rate", 0.0),
         ("target_update_interval", 0),
+        ("ent_coef", "bogus"),
+        ("ent_coef", "auto_-0.1"),
+        ("ent_coef", "auto_nan"),
+        ("ent_coef", -0.5),
+        ("ent_coef", None),
+        ("target_entropy", "bogus"),
+        ("target_entropy", NAN),
+        ("use_sde_at_warmup", "yes"),
+        ("sde_sample_freq", "4"),
+        ("n_steps", 0.5),
+        ("distill_gradient_steps", 0),
+        ("distill_gradient_steps", "all"),
     ],
     PolicyDistillation: [
         ("temperature", INF),
@@ -110,6 +143,8 @@ OWN_BAD = {
         ("max_grad_norm", NAN),
         ("teacher_prob", NAN),
         ("teacher_prob", 1.5),
+        ("deterministic_control", "yes"),
+        ("optimize_memory_usage", 1),
     ],
     MultiTaskPolicyDistillation: [
         ("temperature", INF),
@@ -120,6 +155,7 @@ OWN_BAD = {
         ("teacher_prob", NAN),
         ("teacher_prob", 1.5),
         ("teacher_prob", True),
+        ("deterministic_control", 1),
     ],
     DistillPPO: [
         ("distill_coef", NAN),
@@ -129,6 +165,8 @@ OWN_BAD = {
         ("teacher_prob", "0.5"),
         ("temperature", 0.0),
         ("temperature", INF),
+        ("value_gating", 1),
+        ("env_reward", "yes"),
     ],
 }
 BAD_CASES = [
@@ -136,6 +174,10 @@ BAD_CASES = [
     for model_class in MODEL_LIST
     for name, value in (ON_POLICY_BAD if model_class in ON_POLICY else COMMON_BAD) + OWN_BAD[model_class]
 ]
+
+
+#: The arguments that take some strings (SAC's "auto", PIEKD's "buffer")
+TAKE_STRINGS = ("ent_coef", "target_entropy", "distill_gradient_steps")
 
 
 def _error_pattern(name: str) -> str:
@@ -147,8 +189,8 @@ def _error_pattern(name: str) -> str:
 def test_bad_number_at_construction(model_class, name, value):
     with pytest.raises(ValueError, match=_error_pattern(name)) as error:
         make_model(model_class, **{name: value})
-    # Not a number: also a TypeError
-    if isinstance(value, (str, bool)):
+    # Not a number (nor a bool): also a TypeError; a bad string for an argument that takes strings: a ValueError only
+    if isinstance(value, (str, bool)) and name not in TAKE_STRINGS:
         assert isinstance(error.value, TypeError)
 
 
@@ -189,6 +231,37 @@ def test_numpy_numbers_accepted(model_class, saved_models):
             # Stored as a plain Python number (json-able, and what the policies and rl-zoo3 expect)
             assert type(getattr(model, name)) in (int, float) and getattr(model, name) == pytest.approx(float(value))
         model.learn(60)
+
+
+#: Legal values of the non-numeric arguments (bools, SB3's `train_freq`, SAC's strings) that must stay legal
+GOOD_OTHERS = {
+    EnsembleDistillDQN: dict(train_freq=(1, "episode"), distill_diagnostics=np.bool_(False)),
+    RealTimeDistillDQN: dict(train_freq=(np.int64(3), "step"), imitation=False, stack_teacher=True),
+    PIEKDSAC: dict(ent_coef="auto_0.2", target_entropy=-1, use_sde_at_warmup=False, distill_gradient_steps="buffer"),
+    PolicyDistillation: dict(train_freq=np.int32(2), deterministic_control=True, max_grad_norm=None),
+    DistillPPO: dict(normalize_advantage=False, env_reward=None, sde_sample_freq=-1),
+    MultiTaskPolicyDistillation: dict(train_freq=(2, "step"), deterministic_control=np.bool_(True)),
+}
+
+
+@pytest.mark.parametrize("model_class", MODEL_LIST)
+def test_other_arguments_accepted(model_class, saved_models):
+    kwargs = GOOD_OTHERS[model_class]
+    loaded = model_class.load(saved_models[model_class], env=make_env(model_class), **kwargs)
+    for model in (make_model(model_class, **kwargs), loaded):
+        for name, value in kwargs.items():
+            stored = getattr(model, name)
+            if isinstance(value, np.bool_):
+                assert type(stored) is bool
+            if name == "train_freq":
+                # SB3's TrainFreq, its frequency a plain int (SB3 requires one)
+                expected = value if isinstance(value, tuple) else (value, "step")
+                assert type(stored.frequency) is int and stored.frequency == expected[0]
+                assert stored.unit.value == expected[1]
+        model.learn(60)
+    if model_class is PIEKDSAC:
+        # SAC's fixed entropy coefficient, a number
+        make_model(PIEKDSAC, ent_coef=0.1).learn(60)
 
 
 @pytest.mark.parametrize("model_class", MODEL_LIST)
@@ -285,6 +358,41 @@ def test_check_number_accepts_numbers(value):
 def test_check_number_rejects(value, spec, error, match):
     with pytest.raises(error, match=match):
         check_number(value, "x", spec)
+
+
+def test_flag_choice_and_train_frequency():
+    assert Flag().check(np.bool_(True), "x") is True and Flag(optional=True).check(None, "x") is None
+    with pytest.raises(ArgumentTypeError, match=r"`x` must be a bool \(True or False\) \(the switch\), got 1 of type int"):
+        Flag(meaning="the switch").check(1, "x")
+    with pytest.raises(ArgumentTypeError, match=r"must be a bool \(True or False\) or None, got 'no'"):
+        Flag(optional=True).check("no", "x")
+    ent_coef = Choice(("auto",), prefixed="auto_", number=Number(low=0))
+    assert ent_coef.check("auto", "x") == "auto" and ent_coef.check("auto_0.5", "x") == "auto_0.5"
+    assert ent_coef.check(np.float32(0.5), "x") == 0.5
+    for bad, error in [
+        ("auto_", ValueError),
+        ("auto_-1", ValueError),
+        ("auto_inf", ValueError),
+        (-1, ValueError),
+        (True, TypeError),
+    ]:
+        with pytest.raises(error, match=r"`x` must be 'auto', 'auto_<x>' with x >= 0 or a number >= 0, got "):
+            ent_coef.check(bad, "x")
+    with pytest.raises(ArgumentTypeError, match=r"`x` must be 'buffer', got 3 of type int"):
+        Choice(("buffer",)).check(3, "x")
+    frequency = TrainFrequency()
+    assert frequency.check(np.int64(4), "x") == 4 and type(frequency.check(np.int64(4), "x")) is int
+    assert frequency.check((2, "episode"), "x") == (2, "episode")
+    saved = TrainFreq(3, TrainFrequencyUnit.STEP)
+    assert frequency.check(saved, "x") == saved and isinstance(frequency.check(saved, "x"), TrainFreq)
+    for bad, match in [
+        (0, r"`x` must be an integer >= 1 .*got 0"),
+        ((4, "minute"), r"unit in \('step', 'episode'\), got the unit 'minute'"),
+        ((1,), r"got \(1,\)"),
+        ("4", r"of type str"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            frequency.check(bad, "x")
 
 
 def test_checked_schedule_and_net_arch():

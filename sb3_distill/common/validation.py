@@ -1,5 +1,6 @@
 """
-Checks of the numeric arguments of the sb3_distill algorithms.
+Checks of the arguments of the sb3_distill algorithms: numbers (:class:`Number`), bools (:class:`Flag`), strings
+or numbers (:class:`Choice`, e.g. SAC's ``ent_coef``) and SB3's ``train_freq`` (:class:`TrainFrequency`).
 
 Every algorithm calls :func:`check_arguments` at the start of ``_setup_model()``, so that the checks run at
 construction, after ``load(path, **kwargs)`` and for rl-zoo3's ``-params`` alike (``load()`` and rl-zoo3's
@@ -19,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch as th
 from stable_baselines3.common.type_aliases import Schedule
 
@@ -120,6 +122,128 @@ def check_number(value: Any, name: str, spec: Number) -> int | float:
     return value
 
 
+@dataclass(frozen=True)
+class Flag:
+    """
+    A True/False argument: a Python or NumPy bool (not 0, 1 or a string, which would silently mean True or False).
+
+    :param optional: accept None
+    :param meaning: what the argument is, for the error
+    """
+
+    optional: bool = False
+    meaning: str = ""
+
+    def check(self, value: Any, name: str) -> bool | None:
+        """
+        Raise an :class:`ArgumentTypeError` unless ``value`` is a bool (or None when optional).
+
+        :param value: the argument's value
+        :param name: the argument's name
+        :return: the value as a plain Python ``bool`` (or None)
+        """
+        if value is None and self.optional:
+            return None
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        meaning = f" ({self.meaning})" if self.meaning else ""
+        allowed = "a bool (True or False)" + (" or None" if self.optional else "")
+        raise ArgumentTypeError(f"`{name}` must be {allowed}{meaning}, got {value!r} of type {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """
+    One of a few strings (e.g. ``"auto"``), a string with a numeric suffix (SAC's ``"auto_0.1"``), or a number.
+
+    :param choices: the strings accepted as they are
+    :param prefixed: a prefix (``"auto_"``) after which a number of ``number`` is accepted; None: no such strings
+    :param number: the numbers accepted, None: no number
+    """
+
+    choices: tuple[str, ...]
+    prefixed: str | None = None
+    number: Number | None = None
+
+    def describe(self) -> str:
+        """The values allowed, in words."""
+        allowed = [repr(choice) for choice in self.choices]
+        if self.prefixed is not None and self.number is not None:
+            allowed.append(f"'{self.prefixed}<x>' with x {self.number.describe().removeprefix('a number ')}")
+        if self.number is not None:
+            allowed.append(self.number.describe() + (f" ({self.number.meaning})" if self.number.meaning else ""))
+        return ", ".join(allowed[:-1]) + f" or {allowed[-1]}" if len(allowed) > 1 else allowed[0]
+
+    def check(self, value: Any, name: str) -> Any:
+        """
+        Raise a ``TypeError`` or ``ValueError`` unless ``value`` is allowed.
+
+        :param value: the argument's value
+        :param name: the argument's name
+        :return: the value, a number converted to a plain Python ``int`` or ``float``
+        """
+        error = f"`{name}` must be {self.describe()}, got {value!r}"
+        if isinstance(value, str):
+            if value in self.choices or self._is_prefixed_number(value):
+                return value
+            raise ValueError(error)
+        if self.number is None or isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ArgumentTypeError(f"{error} of type {type(value).__name__}")
+        try:
+            return check_number(value, name, self.number)
+        except ValueError:
+            raise ValueError(error) from None
+
+    def _is_prefixed_number(self, value: str) -> bool:
+        """Whether ``value`` is the prefix followed by an allowed number (``"auto_0.1"``)."""
+        if self.prefixed is None or self.number is None or not value.startswith(self.prefixed):
+            return False
+        try:
+            number = float(value.removeprefix(self.prefixed))
+        except ValueError:
+            return False
+        return math.isfinite(number) and self.number.in_range(number)
+
+
+@dataclass(frozen=True)
+class TrainFrequency:
+    """
+    SB3's ``train_freq`` of the off-policy algorithms: an integer >= 1 (environment steps), a tuple
+    ``(frequency, unit)`` with unit ``"step"`` or ``"episode"``, or SB3's ``TrainFreq`` (what a saved model holds).
+    """
+
+    UNITS = ("step", "episode")
+
+    def check(self, value: Any, name: str) -> Any:
+        """
+        Raise a ``TypeError`` or ``ValueError`` unless ``value`` is allowed.
+
+        :param value: the argument's value
+        :param name: the argument's name
+        :return: the value, its frequency converted to a plain Python ``int`` (which SB3 requires)
+        """
+        frequency_spec = Number(low=1, integer=True, meaning="how often to train, in `unit`s")
+        allowed = f"an integer >= 1 or a tuple (frequency, unit) with unit in {self.UNITS}"
+        if isinstance(value, tuple):
+            if len(value) != 2:
+                raise ValueError(f"`{name}` must be {allowed}, got {value!r}")
+            frequency, unit = value
+            unit_name = getattr(unit, "value", unit)
+            if unit_name not in self.UNITS:
+                raise ValueError(f"`{name}` must be {allowed}, got the unit {unit!r} in {value!r}")
+            checked = check_number(frequency, name, frequency_spec)
+            # SB3's TrainFreq (a NamedTuple) stays one
+            return value._replace(frequency=checked) if hasattr(value, "_replace") else (checked, unit)
+        try:
+            return check_number(value, name, frequency_spec)
+        except ArgumentTypeError:
+            raise ArgumentTypeError(f"`{name}` must be {allowed}, got {value!r} of type {type(value).__name__}") from None
+
+
+#: What an argument accepts (each spec's ``check(value, name)`` raises or returns the value to store)
+ArgumentSpec = Number | Flag | Choice | TrainFrequency
+
+
 class CheckedSchedule:
     """
     A schedule whose every value is checked where it is evaluated (not only at its endpoints): a schedule
@@ -151,7 +275,7 @@ class CheckedSchedule:
 #: ``custom_objects={"learning_rate": 0.0, ...}``)
 LEARNING_RATE = Number(low=0, schedule=True, meaning="0: no learning")
 #: SB3's off-policy arguments that SB3 itself does not check (see ``OffPolicyAlgorithm``)
-OFF_POLICY_NUMBERS: dict[str, Number] = {
+OFF_POLICY_NUMBERS: dict[str, ArgumentSpec] = {
     "learning_rate": LEARNING_RATE,
     "buffer_size": Number(low=1, integer=True),
     "learning_starts": Number(low=0, integer=True),
@@ -159,10 +283,13 @@ OFF_POLICY_NUMBERS: dict[str, Number] = {
     "tau": Number(low=0, high=1, meaning="the soft update coefficient"),
     "gamma": Number(low=0, high=1, meaning="the discount factor"),
     "gradient_steps": Number(low=-1, integer=True, meaning="-1: as many as environment steps"),
+    "train_freq": TrainFrequency(),
+    "n_steps": Number(low=1, integer=True, meaning="n of the n-step return"),
+    "optimize_memory_usage": Flag(),
 }
 #: SB3's on-policy arguments (see ``OnPolicyAlgorithm``); SB3 checks none of them when the subclass builds its
 #: model in ``_setup_model`` (``_init_setup_model=False``)
-ON_POLICY_NUMBERS: dict[str, Number] = {
+ON_POLICY_NUMBERS: dict[str, ArgumentSpec] = {
     "learning_rate": LEARNING_RATE,
     "n_steps": Number(low=1, integer=True, meaning="steps per env and rollout"),
     "gamma": Number(low=0, high=1, meaning="the discount factor"),
@@ -170,18 +297,31 @@ ON_POLICY_NUMBERS: dict[str, Number] = {
     "ent_coef": Number(low=0, meaning="the entropy coefficient"),
     "vf_coef": Number(low=0, meaning="the value function coefficient"),
     "max_grad_norm": Number(low=0, low_open=True),
+    "use_sde": Flag(meaning="generalized State-Dependent Exploration"),
+    "sde_sample_freq": Number(low=-1, integer=True, meaning="-1: only at the start of each rollout"),
 }
 #: PPO's own arguments, for the PPO-based algorithms
-PPO_NUMBERS: dict[str, Number] = {
+PPO_NUMBERS: dict[str, ArgumentSpec] = {
     **ON_POLICY_NUMBERS,
     "batch_size": Number(low=1, integer=True),
     "n_epochs": Number(low=1, integer=True),
     "clip_range": Number(low=0, low_open=True, schedule=True, meaning="the clipping parameter epsilon"),
     "clip_range_vf": Number(low=0, low_open=True, schedule=True, optional=True, meaning="None: no clipping"),
     "target_kl": Number(low=0, low_open=True, optional=True, meaning="None: no early stopping"),
+    "normalize_advantage": Flag(),
+}
+#: SAC's own arguments, for the SAC-based algorithms
+SAC_NUMBERS: dict[str, ArgumentSpec] = {
+    **OFF_POLICY_NUMBERS,
+    "target_update_interval": Number(low=1, integer=True),
+    "ent_coef": Choice(("auto",), prefixed="auto_", number=Number(low=0, meaning="a fixed entropy coefficient alpha")),
+    "target_entropy": Choice(("auto",), number=Number(meaning="the target entropy")),
+    "use_sde": Flag(meaning="generalized State-Dependent Exploration"),
+    "sde_sample_freq": Number(low=-1, integer=True, meaning="-1: only at the start of each rollout"),
+    "use_sde_at_warmup": Flag(),
 }
 #: DQN's own arguments, for the DQN-based algorithms
-DQN_NUMBERS: dict[str, Number] = {
+DQN_NUMBERS: dict[str, ArgumentSpec] = {
     **OFF_POLICY_NUMBERS,
     "target_update_interval": Number(low=1, integer=True),
     "exploration_fraction": Number(low=0, high=1),
@@ -191,6 +331,8 @@ DQN_NUMBERS: dict[str, Number] = {
 }
 #: A student's learning rate: None (the teachers'), a number or a schedule
 STUDENT_LEARNING_RATE = Number(low=0, optional=True, schedule=True, meaning="None: `learning_rate`")
+#: beta, the probability that the teacher acts (PolicyDistillation's and the multi-task student's mixture control)
+TEACHER_PROB = Number(low=0, high=1, schedule=True, meaning="beta, the probability that the teacher acts")
 #: A softmax temperature
 TEMPERATURE = Number(low=0, low_open=True, meaning="the softmax temperature tau")
 
@@ -228,10 +370,10 @@ def _check_networks(model: Any) -> None:
                 check_net_arch(student.get("net_arch"), f"students[{index}]['net_arch']")
 
 
-def check_arguments(model: Any, specs: Mapping[str, Number]) -> None:
+def check_arguments(model: Any, specs: Mapping[str, ArgumentSpec]) -> None:
     """
-    Check the numeric arguments of ``model`` (its attributes named in ``specs``) and the layer sizes of its
-    network descriptions; store each number back as a plain Python ``int`` or ``float``.
+    Check the arguments of ``model`` (its attributes named in ``specs``) and the layer sizes of its network
+    descriptions; store each value back as its spec returns it (a number as a plain Python ``int`` or ``float``).
 
     :param model: the algorithm, in ``_setup_model()``
     :param specs: argument name -> what it accepts

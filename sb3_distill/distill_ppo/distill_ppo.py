@@ -45,6 +45,7 @@ from sb3_distill.common.utils import model_for_export
 from sb3_distill.common.validation import (
     PPO_NUMBERS,
     CheckedSchedule,
+    Flag,
     Number,
     UnsupportedSpaceError,
     check_arguments,
@@ -299,8 +300,8 @@ class DistillPPO(TeacherWeightsMixin, AtomicModelSaveMixin, PolicyLayoutMixin, P
         self._check_teacher_arguments()
         # Derived values
         # A schedule's values are checked where it is evaluated
-        self.distill_coef_schedule = CheckedSchedule(self.distill_coef, "distill_coef", NUMBERS["distill_coef"])
-        self.teacher_prob_schedule = CheckedSchedule(self.teacher_prob, "teacher_prob", NUMBERS["teacher_prob"])
+        self.distill_coef_schedule = CheckedSchedule(self.distill_coef, "distill_coef", DISTILL_COEF)
+        self.teacher_prob_schedule = CheckedSchedule(self.teacher_prob, "teacher_prob", TEACHER_PROB)
         self._control = self.control or ("teacher" if self.update_rule == "teacher_distill" else "student")
         self._env_reward = self.update_rule in VALUE_RULES if self.env_reward is None else bool(self.env_reward)
         # The rules with r^ = 0 have no policy-gradient term without the environment reward
@@ -316,8 +317,6 @@ class DistillPPO(TeacherWeightsMixin, AtomicModelSaveMixin, PolicyLayoutMixin, P
         """Validate the distillation arguments that need no teacher (here, not in ``__init__``: ``load()`` bypasses it)."""
         if self.update_rule not in DISTILL_UPDATE_RULES:
             raise ValueError(f"`update_rule` must be one of {DISTILL_UPDATE_RULES}, got {self.update_rule!r}")
-        if self.env_reward is not None and not isinstance(self.env_reward, (bool, np.bool_)):
-            raise TypeError(f"`env_reward` must be a bool or None, got {self.env_reward!r}")
         if self.env_reward is False and self.update_rule in VALUE_RULES:
             raise ValueError(
                 f"`env_reward=False` with `update_rule={self.update_rule!r}`: the environment reward is part of this "
@@ -328,8 +327,6 @@ class DistillPPO(TeacherWeightsMixin, AtomicModelSaveMixin, PolicyLayoutMixin, P
                 "`env_reward=True` with `update_rule='teacher_distill'`: Table 1 has no +R variant of teacher-driven "
                 "distillation; use `update_rule='on_policy_distill'` (kickstarting) or another rule"
             )
-        if not isinstance(self.value_gating, (bool, np.bool_)):
-            raise TypeError(f"`value_gating` must be a bool, got {self.value_gating!r}")
         if self.value_gating and self.update_rule not in LOSS_RULES:
             raise ValueError(
                 f"`value_gating=True` gates the loss l, but `update_rule={self.update_rule!r}` has none; "
@@ -918,9 +915,13 @@ def _chunks(arrays: dict[str, np.ndarray], device: th.device) -> Iterator[dict[s
 
 
 #: The numeric arguments and what they accept (see :func:`sb3_distill.common.validation.check_arguments`)
+DISTILL_COEF = Number(low=0, schedule=True, meaning="the weight of the distillation terms")
+TEACHER_PROB = Number(low=0, high=1, schedule=True, meaning="beta of the mixture control")
 NUMBERS = {
     **PPO_NUMBERS,
-    "distill_coef": Number(low=0, schedule=True, meaning="the weight of the distillation terms"),
-    "teacher_prob": Number(low=0, high=1, schedule=True, meaning="beta of the mixture control"),
+    "distill_coef": DISTILL_COEF,
+    "teacher_prob": TEACHER_PROB,
     "temperature": Number(low=0, low_open=True, optional=True, meaning="the softmax temperature tau"),
+    "env_reward": Flag(optional=True, meaning="None: by `update_rule`"),
+    "value_gating": Flag(),
 }

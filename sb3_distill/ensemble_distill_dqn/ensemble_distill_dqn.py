@@ -35,6 +35,7 @@ from sb3_distill.common.validation import (
     DQN_NUMBERS,
     STUDENT_LEARNING_RATE,
     TEMPERATURE,
+    Flag,
     Number,
     check_arguments,
     checked_loss_means,
@@ -50,6 +51,7 @@ NUMBERS = {
     "n_teachers": Number(low=1, integer=True, meaning="M, the number of teachers"),
     "temperature": TEMPERATURE,
     "student_learning_rate": STUDENT_LEARNING_RATE,
+    "distill_diagnostics": Flag(),
 }
 
 
@@ -255,8 +257,6 @@ class EnsembleDistillDQN(DistillDQN):
     def _setup_model(self) -> None:
         # Validate here, not in __init__: `load()` and rl-zoo's `--trained-agent` bypass __init__
         check_arguments(self, NUMBERS)
-        if isinstance(self.n_teachers, bool) or not isinstance(self.n_teachers, int) or self.n_teachers < 1:
-            raise ValueError(f"`n_teachers` must be an integer >= 1 (M, the number of teachers), got {self.n_teachers!r}")
         check_temperature(self.temperature)
         check_loss_name(self.distill_loss, "distill_loss")
         check_reduction_name(self.ensemble_reduction, "ensemble_reduction")
@@ -264,8 +264,6 @@ class EnsembleDistillDQN(DistillDQN):
         check_choice(self.temperature_scaling, "temperature_scaling", TEMPERATURE_SCALINGS)
         check_choice(self.teacher_weighting, "teacher_weighting", TEACHER_WEIGHTINGS)
         check_positive_number(self.teacher_weighting_temperature, "teacher_weighting_temperature", "beta")
-        if not isinstance(self.distill_diagnostics, bool):
-            raise ValueError(f"`distill_diagnostics` must be True or False, got {self.distill_diagnostics!r}")
         if not issubclass(self.policy_class, EnsembleDistillDQNPolicy):
             raise TypeError(
                 f"`policy` must be 'MlpPolicy', 'CnnPolicy' or a subclass of EnsembleDistillDQNPolicy, "

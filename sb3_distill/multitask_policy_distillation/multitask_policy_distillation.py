@@ -35,7 +35,9 @@ from sb3_distill.common.torch_layers import count_parameters
 from sb3_distill.common.utils import model_for_export
 from sb3_distill.common.validation import (
     OFF_POLICY_NUMBERS,
+    TEACHER_PROB,
     CheckedSchedule,
+    Flag,
     Number,
     check_arguments,
     check_finite_losses,
@@ -260,7 +262,7 @@ class MultiTaskPolicyDistillation(AtomicSaveMixin, PolicyLayoutMixin, OffPolicyA
             for teacher, state in zip(self.policy.teachers, self._new_teacher_states, strict=True):
                 teacher.load_state_dict(state)
             self._new_teacher_states = None
-        self.teacher_prob_schedule = CheckedSchedule(self.teacher_prob, "teacher_prob", NUMBERS["teacher_prob"])
+        self.teacher_prob_schedule = CheckedSchedule(self.teacher_prob, "teacher_prob", TEACHER_PROB)
 
     def _setup_teachers(self) -> None:
         """Load the teachers if given, check them against the tasks' envs and derive their description."""
@@ -793,6 +795,7 @@ def task_q_network_state(
 NUMBERS = {
     **OFF_POLICY_NUMBERS,
     "temperature": Number(low=0, low_open=True, optional=True, meaning="the softmax temperature tau; None: by teacher"),
-    "teacher_prob": Number(low=0, high=1, schedule=True, meaning="beta, the probability that the teacher acts"),
+    "teacher_prob": TEACHER_PROB,
     "max_grad_norm": Number(low=0, low_open=True, optional=True, meaning="None: no clipping"),
+    "deterministic_control": Flag(),
 }

@@ -16,6 +16,7 @@ from stable_baselines3.common.utils import polyak_update
 
 from sb3_distill.common.base import PolicyLayoutMixin
 from sb3_distill.common.losses import (
+    check_choice,
     piekd_critic_loss,
     piekd_policy_loss,
     sac_actor_loss,
@@ -27,7 +28,8 @@ from sb3_distill.common.save import AtomicSaveMixin
 from sb3_distill.common.torch_layers import copy_member_parameter, member_polyak_update
 from sb3_distill.common.utils import fast_optimizer_kwargs
 from sb3_distill.common.validation import (
-    OFF_POLICY_NUMBERS,
+    SAC_NUMBERS,
+    Choice,
     Number,
     UnsupportedSpaceError,
     check_arguments,
@@ -42,25 +44,15 @@ TEACHER_SELECTIONS = ("best", "random")
 KNOWLEDGE_SHARINGS = ("distill", "hardcopy", "none", "extra_updates")
 #: The numeric arguments and what they accept (see :func:`sb3_distill.common.validation.check_arguments`)
 NUMBERS = {
-    **OFF_POLICY_NUMBERS,
-    "target_update_interval": Number(low=1, integer=True),
+    **SAC_NUMBERS,
     "ensemble_size": Number(low=1, integer=True, meaning="K, the number of SAC agents"),
     "n_recent_episodes": Number(low=1, integer=True, meaning="M, the episodes of a member's statistic"),
     "distill_interval": Number(low=1, integer=True, meaning="I, environment steps between sharing phases"),
     "distill_epochs": Number(low=1, integer=True, meaning="epochs of a distillation phase"),
     "distill_batch_size": Number(low=1, integer=True, meaning="minibatch size of distillation"),
+    "distill_gradient_steps": Choice(("buffer",), number=Number(low=1, integer=True, meaning="minibatches per epoch")),
     "distill_learning_rate": Number(low=0, low_open=True),
 }
-
-
-def _check_positive_int(value: Any, name: str, meaning: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1 ({meaning}), got {value!r}")
-
-
-def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"`{name}` must be one of {choices}, got {value!r}")
 
 
 class PIEKDSAC(AtomicSaveMixin, PolicyLayoutMixin, SAC):
@@ -272,24 +264,9 @@ class PIEKDSAC(AtomicSaveMixin, PolicyLayoutMixin, SAC):
     def _check_arguments(self) -> None:
         """Raise a ``ValueError`` or ``TypeError`` for a bad PIEKD argument (also after ``load(**kwargs)``)."""
         check_arguments(self, NUMBERS)
-        _check_positive_int(self.ensemble_size, "ensemble_size", "K, the number of SAC agents")
-        _check_positive_int(self.n_recent_episodes, "n_recent_episodes", "M, the episodes of a member's statistic")
-        _check_positive_int(self.distill_interval, "distill_interval", "I, environment steps between sharing phases")
-        _check_choice(self.policy_selection, "policy_selection", POLICY_SELECTIONS)
-        _check_choice(self.teacher_selection, "teacher_selection", TEACHER_SELECTIONS)
-        _check_choice(self.knowledge_sharing, "knowledge_sharing", KNOWLEDGE_SHARINGS)
-        _check_positive_int(self.distill_epochs, "distill_epochs", "epochs of a distillation phase")
-        _check_positive_int(self.distill_batch_size, "distill_batch_size", "minibatch size of distillation")
-        if self.distill_gradient_steps != "buffer":
-            if isinstance(self.distill_gradient_steps, bool) or not isinstance(self.distill_gradient_steps, (int, np.integer)):
-                raise ValueError(
-                    f"`distill_gradient_steps` must be an integer >= 1 (minibatches per epoch) or 'buffer', "
-                    f"got {self.distill_gradient_steps!r}"
-                )
-            _check_positive_int(self.distill_gradient_steps, "distill_gradient_steps", "minibatches per epoch, or 'buffer'")
-        rate = self.distill_learning_rate
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
-            raise ValueError(f"`distill_learning_rate` must be a number > 0, got {rate!r}")
+        check_choice(self.policy_selection, "policy_selection", POLICY_SELECTIONS)
+        check_choice(self.teacher_selection, "teacher_selection", TEACHER_SELECTIONS)
+        check_choice(self.knowledge_sharing, "knowledge_sharing", KNOWLEDGE_SHARINGS)
         if self.use_sde:
             raise ValueError("`use_sde=True` is not supported by PIEKDSAC: its members are squashed Gaussian policies")
         if not issubclass(self.policy_class, PIEKDSACPolicy):

@@ -39,7 +39,9 @@ from sb3_distill.common.torch_layers import check_student_policy_kwargs, default
 from sb3_distill.common.utils import model_for_export
 from sb3_distill.common.validation import (
     OFF_POLICY_NUMBERS,
+    TEACHER_PROB,
     CheckedSchedule,
+    Flag,
     Number,
     check_arguments,
     check_finite_losses,
@@ -286,7 +288,7 @@ class PolicyDistillation(TeacherWeightsMixin, AtomicSaveMixin, OffPolicyAlgorith
             # Kept until `load()` has restored the saved parameters (see `TeacherWeightsMixin`)
             self._install_new_teacher(self._new_teacher.policy.state_dict())
             self._new_teacher = None
-        self.teacher_prob_schedule = CheckedSchedule(self.teacher_prob, "teacher_prob", NUMBERS["teacher_prob"])
+        self.teacher_prob_schedule = CheckedSchedule(self.teacher_prob, "teacher_prob", TEACHER_PROB)
         warn_if_student_larger(self.compression_ratio)
 
     def _setup_teacher(self) -> None:
@@ -712,7 +714,8 @@ def _teacher_source(teacher: Any, teacher_refresh_interval: Any) -> Any:
 NUMBERS = {
     **OFF_POLICY_NUMBERS,
     "temperature": Number(low=0, low_open=True, optional=True, meaning="the softmax temperature tau; None: by teacher"),
-    "teacher_prob": Number(low=0, high=1, schedule=True, meaning="beta, the probability that the teacher acts"),
+    "teacher_prob": TEACHER_PROB,
     "value_coef": Number(low=0, meaning="the weight of the value loss"),
     "max_grad_norm": Number(low=0, low_open=True, optional=True, meaning="None: no clipping"),
+    "deterministic_control": Flag(),
 }

@@ -29,6 +29,7 @@ from sb3_distill.common.validation import (
     DQN_NUMBERS,
     STUDENT_LEARNING_RATE,
     TEMPERATURE,
+    Flag,
     Number,
     check_arguments,
     checked_loss_means,
@@ -49,6 +50,9 @@ NUMBERS = {
     "distill_coef": Number(low=0, meaning="the weight of the distillation loss"),
     "self_learning_coef": Number(low=0, meaning="the weight of the students' own DQN loss"),
     "student_learning_rate": STUDENT_LEARNING_RATE,
+    "imitation": Flag(meaning="the imitation target of Eq. 5"),
+    "stack_teacher": Flag(),
+    "distill_diagnostics": Flag(),
 }
 
 SelfRealTimeDistillDQN = TypeVar("SelfRealTimeDistillDQN", bound="RealTimeDistillDQN")
@@ -248,22 +252,12 @@ class RealTimeDistillDQN(DistillDQN):
         check_students(self.students)
         check_temperature(self.temperature)
         check_loss_name(self.distill_loss, "distill_loss")
-        for name in ("distill_coef", "self_learning_coef"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"`{name}` must be a number >= 0, got {value!r}")
-        if not isinstance(self.imitation, bool):
-            raise ValueError(f"`imitation` must be True or False, got {self.imitation!r}")
         if not issubclass(self.policy_class, RealTimeDistillDQNPolicy):
             raise TypeError(
                 f"`policy` must be 'MlpPolicy', 'CnnPolicy' or a subclass of RealTimeDistillDQNPolicy, "
                 f"got {self.policy_class.__name__}"
             )
         # The policy builds the teacher and the students (and checks `predict_member`); `policy_kwargs` stays the user's
-        if not isinstance(self.stack_teacher, bool):
-            raise ValueError(f"`stack_teacher` must be True or False, got {self.stack_teacher!r}")
-        if not isinstance(self.distill_diagnostics, bool):
-            raise ValueError(f"`distill_diagnostics` must be True or False, got {self.distill_diagnostics!r}")
         self._setup_policy_with_layout(super()._setup_model)
         # The students' learning rate schedule (the teacher's is `lr_schedule`)
         self._setup_student_schedule()
