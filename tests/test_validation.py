@@ -418,3 +418,19 @@ def test_schedule_may_decay_to_an_open_bound():
         CheckedSchedule(0.0, "temperature", Number(low=0, low_open=True))(0.5)
     for model_class in (EnsembleDistillDQN, RealTimeDistillDQN):
         make_model(model_class, student_learning_rate=LinearSchedule(5e-3, 0.0, 1.0)).learn(100)
+
+
+@pytest.mark.parametrize("model_class", [PolicyDistillation, DistillPPO, MultiTaskPolicyDistillation])
+def test_export_student_learning_rate_checked(model_class):
+    model = make_model(model_class)
+
+    def export(learning_rate):
+        if model_class is MultiTaskPolicyDistillation:
+            return model.export_student(model.tasks[0], learning_rate=learning_rate)
+        return model.export_student(learning_rate=learning_rate)
+
+    for bad, error in [("a", ArgumentTypeError), (NAN, ValueError), (-1e-3, ValueError)]:
+        with pytest.raises(error, match=r"`learning_rate` must be a number >= 0 .*got "):
+            export(bad)
+    assert export(5e-4).learning_rate == 5e-4
+    assert export(LinearSchedule(1e-3, 0.0, 1.0)).lr_schedule(0.5) == pytest.approx(5e-4)

@@ -15,7 +15,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 
-from sb3_distill.common.validation import UnsupportedSpaceError
+from sb3_distill.common.validation import LEARNING_RATE, UnsupportedSpaceError
 
 BaseAlgorithmT = TypeVar("BaseAlgorithmT", bound=BaseAlgorithm)
 
@@ -268,6 +268,9 @@ def model_for_export(
     :param algorithm_kwargs: other constructor arguments of the algorithm (hyperparameters, device, seed)
     :return: the model, its networks freshly initialised
     """
+    if "learning_rate" in algorithm_kwargs:
+        # The caller's (``export_student(learning_rate=...)``): checked before SB3's assertion would fail on it
+        algorithm_kwargs["learning_rate"] = LEARNING_RATE.check(algorithm_kwargs["learning_rate"], "learning_rate")
     exported = algorithm(
         policy_class,
         env=None,  # type: ignore[arg-type]
