@@ -24,7 +24,6 @@ about a third of the cost. Every student is then evaluated on its own episodes f
 import argparse
 import copy
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ import yaml
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.utils import LinearSchedule
 
+from benchmarks.results_io import locked, write_json_atomic
 from sb3_distill.common.callbacks import EvalMembersCallback
 from sb3_distill.common.diagnostics import agreement_rate, one_hot_rate
 from sb3_distill.common.losses import spread_scaled_q_values, weighted_distillation_loss
@@ -341,12 +341,11 @@ def plot(env_id: str, runs: list[dict[str, Any]], path: Path) -> None:
 def save_runs(path: Path, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Add ``results`` to the runs saved in ``path`` (re-read first: several processes may append to one file,
     e.g. one per seed) and write the file atomically; return every saved run."""
-    saved = json.loads(path.read_text()) if path.exists() else []
-    keys = {(r["variant"], r["seed"], r["timesteps"]) for r in results}
-    runs = [r for r in saved if (r["variant"], r["seed"], r["timesteps"]) not in keys] + results
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(runs, indent=1))
-    os.replace(tmp, path)
+    with locked(path):
+        saved = json.loads(path.read_text()) if path.exists() else []
+        keys = {(r["variant"], r["seed"], r["timesteps"]) for r in results}
+        runs = [r for r in saved if (r["variant"], r["seed"], r["timesteps"]) not in keys] + results
+        write_json_atomic(path, runs)
     return runs
 
 

@@ -54,6 +54,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from benchmarks.ensemble_scale import SharedTeachersEnsemble
+from benchmarks.results_io import locked, write_json_atomic
 from sb3_distill import EnsembleDistillDQN, PolicyDistillation, RealTimeDistillDQN
 from sb3_distill.common.losses import distillation_loss
 from sb3_distill.common.torch_layers import CompactNatureCNN, count_parameters, make_q_network, resolve_student_kwargs
@@ -540,13 +541,14 @@ def load_runs(folder: Path, game: str) -> list[dict[str, Any]]:
 
 def save_run(folder: Path, game: str, result: dict[str, Any], args: argparse.Namespace) -> None:
     """Add one run to the saved results of ``game`` (re-read first, so that runs saved meanwhile are kept)."""
-    runs = [
-        saved
-        for saved in load_runs(folder, game)
-        if not (saved["variant"] == result["variant"] and saved["seed"] == result["seed"] and same_budget(saved, args))
-    ]
-    folder.mkdir(parents=True, exist_ok=True)
-    results_path(folder, game).write_text(json.dumps({"game": game, "runs": [*runs, result]}, indent=1))
+    path = results_path(folder, game)
+    with locked(path):
+        runs = [
+            saved
+            for saved in load_runs(folder, game)
+            if not (saved["variant"] == result["variant"] and saved["seed"] == result["seed"] and same_budget(saved, args))
+        ]
+        write_json_atomic(path, {"game": game, "runs": [*runs, result]})
 
 
 def is_done(variant: str, game: str, seed: int, args: argparse.Namespace) -> bool:

@@ -29,7 +29,6 @@ there), then the markdown table and the plot.
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from stable_baselines3.common.monitor import Monitor
 
 from benchmarks.minatar import GAMES, OPTIMIZER, STUDENT_NETS, TEACHER_NET, dqn_settings, env_id, network
 from benchmarks.multitask_dqn import MultiTaskDQN, make_multitask_env
+from benchmarks.results_io import locked, write_json_atomic
 from sb3_distill import MultiTaskPolicyDistillation
 from sb3_distill.common.torch_layers import count_parameters
 from sb3_distill.multitask_policy_distillation.multitask_policy_distillation import task_q_network_state
@@ -231,16 +231,14 @@ def load_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
 def save_run(args: argparse.Namespace, result: dict[str, Any]) -> None:
     """Add one run (re-read the file first, so that runs saved meanwhile are kept; the same run is replaced)."""
     key = (result["variant"], result["seed"], tuple(result["games"]), json.dumps(result["budget"], sort_keys=True))
-    runs = [
-        r
-        for r in load_runs(args)
-        if (r["variant"], r["seed"], tuple(r["games"]), json.dumps(r["budget"], sort_keys=True)) != key
-    ]
-    args.output.mkdir(parents=True, exist_ok=True)
-    # Atomic: several processes (one per variant) may save into the same file
-    partial = results_path(args).with_suffix(f".{os.getpid()}.tmp")
-    partial.write_text(json.dumps([*runs, result], indent=1))
-    partial.replace(results_path(args))
+    # Locked and atomic: several processes (one per variant) may save into the same file
+    with locked(results_path(args)):
+        runs = [
+            r
+            for r in load_runs(args)
+            if (r["variant"], r["seed"], tuple(r["games"]), json.dumps(r["budget"], sort_keys=True)) != key
+        ]
+        write_json_atomic(results_path(args), [*runs, result])
 
 
 def report(runs: list[dict[str, Any]]) -> str:

@@ -391,3 +391,31 @@ def test_distill_ppo_gridworld_teacher_and_runs(tmp_path):
     assert "1 MDPs (1 skipped" in text and "| uniform |" in text and "student-driven sooner" in text
     grid.plot(mdps, args, tmp_path / "grid.png")
     assert (tmp_path / "grid.png").stat().st_size > 0
+
+
+def _append_runs(path, first, count, start):
+    from benchmarks import ensemble_scale
+
+    start.wait()
+    for index in range(first, first + count):
+        ensemble_scale.save_runs(path, [{"variant": "v", "seed": index, "timesteps": 1, "curve": list(range(200))}])
+
+
+def test_concurrent_saves_keep_every_run(tmp_path):
+    """Several benchmark processes append to one results file: with the lock and the atomic write no process
+    reads half a file or drops another's run."""
+    import multiprocessing
+
+    path = tmp_path / "runs.json"
+    context = multiprocessing.get_context("spawn")
+    start = context.Event()
+    workers = [context.Process(target=_append_runs, args=(path, 100 * worker, 30, start)) for worker in range(4)]
+    for worker in workers:
+        worker.start()
+    start.set()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    seeds = sorted(run["seed"] for run in json.loads(path.read_text()))
+    assert seeds == sorted(100 * worker + index for worker in range(4) for index in range(30))
+    assert not list(tmp_path.glob("*.tmp"))
