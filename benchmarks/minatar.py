@@ -26,7 +26,8 @@ Every ``--eval-freq`` env steps each member is evaluated greedily on ``--eval-ep
 as in the papers: a student's max evaluation return as % of its teacher's max, and the mean over the last
 10 evaluations of the student's return as % of its teacher's at the same evaluation; medians over seeds and
 the range. Results are written to ``--output``/minatar_<game>.json after every run (``--append`` keeps the
-saved runs and skips those already there), then the markdown table and the plot.
+saved runs and skips those already there), then the markdown table and the plot; at the end, the summary
+across games and seeds with the papers' orderings checked seed by seed (``benchmarks/minatar_summary.py``).
 
     python -m benchmarks.minatar --games Breakout SpaceInvaders --seeds 0 1 2 --variants teacher
     python -m benchmarks.minatar --games Breakout --seeds 0 --variants rtpd --append
@@ -772,6 +773,9 @@ def main(argv: list[str] | None = None) -> None:
                     write_report(args.output, game)
     for game in args.games:
         write_report(args.output, game)
+    from benchmarks.minatar_summary import write_summary
+
+    write_summary(args.output)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from stable_baselines3.common.vec_env import VecTransposeImage
 from sb3_distill import EnsembleDistillDQN, PolicyDistillation, RealTimeDistillDQN
 
 minatar = pytest.importorskip("benchmarks.minatar", reason="needs the `minatar` package (bench / tests extras)")
+minatar_summary = pytest.importorskip("benchmarks.minatar_summary", reason="needs the `minatar` package")
 
 GAME = "Breakout"
 TINY = dict(learning_starts=50, buffer_size=500, batch_size=8, train_freq=4, target_update_interval=40)
@@ -157,6 +158,7 @@ def test_runner_smoke(monkeypatch, tmp_path):
     table = (tmp_path / f"minatar_{GAME}.md").read_text()
     assert "| rtpd-rkl | student1 | [0] |" in table and "| pd | student1 | [0] |" in table
     assert (tmp_path / f"minatar_{GAME}.png").stat().st_size > 0
+    assert "| rtpd-rkl | student1 | 0 |" in (tmp_path / "minatar_summary.md").read_text()
     # --append keeps the saved runs and skips those already there (no training: the saved seconds stay)
     seconds = by_variant["rtpd-rkl"]["seconds"]
     minatar.main([*argv, "--variants", "rtpd-rkl", "--append", "--output", str(tmp_path)])
@@ -315,3 +317,42 @@ def test_multitask_geometric_mean():
     assert geometric_mean([0.5, 2.0]) == pytest.approx(1.0)
     assert geometric_mean([0.25, float("nan"), 1.0]) == pytest.approx(0.5)
     assert geometric_mean([0.0, 1.0]) == 0.0 and np.isnan(geometric_mean([float("nan")]))
+
+
+def test_summary_across_games(tmp_path):
+    budget = dict(timesteps=100, train_freq=4, eval_freq=50, eval_episodes=1, steps=[50, 100], seconds=1.0)
+    teacher = {"teacher": [2.0, 4.0]}
+    breakout = [
+        dict(variant="teacher", seed=0, returns={"teacher": [2.0, 8.0]}, **budget),
+        # seed 0: reverse KL 100 % max / 75 % mean, forward KL 50 % / 50 %; seed 1: the other way round
+        dict(variant="rtpd-rkl", seed=0, returns=teacher | {"student1": [1.0, 4.0]}, **budget),
+        dict(variant="rtpd-fkl", seed=0, returns=teacher | {"student1": [1.0, 2.0]}, **budget),
+        dict(variant="rtpd-rkl", seed=1, returns=teacher | {"student1": [1.0, 2.0]}, **budget),
+        dict(variant="rtpd-fkl", seed=1, returns=teacher | {"student1": [1.0, 4.0]}, **budget),
+        dict(
+            variant="ensemble-mean_loss",
+            seed=0,
+            returns={"teacher_0": [2.0, 4.0], "teacher_1": [2.0, 4.0], "teacher_2": [2.0, 4.0], "student1": [4.0, 4.0]},
+            **budget,
+        ),
+    ]
+    spaceinvaders = [dict(variant="pd", seed=0, returns={"student1": [1.0, 2.0]}, **budget)]  # no teacher run
+    for game, runs in (("Breakout", breakout), ("SpaceInvaders", spaceinvaders)):
+        (tmp_path / f"minatar_{game}.json").write_text(json.dumps({"game": game, "runs": runs}))
+    text = minatar_summary.write_summary(tmp_path)
+    # SpaceInvaders has no scored run (PD without its teacher): one game in the table
+    assert "SpaceInvaders" not in text
+    assert "| rtpd-fkl | student1 | 0, 1 | 75 [50, 100] / 62 [50, 75] | 69.5 / 91.1 [RT] |" in text
+    assert "| ensemble-mean_loss | student1 | 0 | 100 / 150 | 120.6 / 112.8 [EN] |" in text
+    assert text.index("| rtpd-fkl |") < text.index("| rtpd-rkl |") < text.index("| ensemble-mean_loss |")
+    rows = {
+        (row["claim"], row["student"]): row for row in minatar_summary.ordering_rows(minatar_summary.game_scores(tmp_path))
+    }
+    assert rows[("real time: reverse KL above forward KL (max %)", "student1")]["differences"] == [50.0, -50.0]
+    assert rows[("real time: reverse KL above forward KL (mean %)", "student1")]["differences"] == [25.0, -25.0]
+    above = rows[("ensemble (the paper's `mean_loss`): student above its teachers (mean %)", "student1")]
+    assert above["seeds"] == [0] and above["differences"] == [50.0]
+    assert "| Breakout | student1 | 0, 1 | +50.0, -50.0 | 1 of 2 seeds |" in text
+    assert (tmp_path / "minatar_summary.md").read_text().strip() == text
+    assert (tmp_path / "minatar_summary.png").stat().st_size > 0
+    assert minatar_summary.write_summary(tmp_path / "empty") is None
