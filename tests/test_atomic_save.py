@@ -3,13 +3,19 @@
 import io
 import multiprocessing
 import os
+import pathlib
+import pickle
 import signal
 import time
 
+import gymnasium as gym
 import pytest
 import torch as th
-from stable_baselines3 import DQN
+from stable_baselines3 import DQN, SAC
 from stable_baselines3.common.save_util import load_from_pkl
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+from sb3_distill import PolicyDistillation, export_onnx
 
 from tests.helpers import assert_observations_equal
 from tests.models import MODEL_LIST, ON_POLICY, make_env, make_model
@@ -149,3 +155,48 @@ def test_failed_save_keeps_previous_file_and_no_temporary(tmp_path, monkeypatch)
         model.save(path)
     assert path.read_bytes() == content
     assert [p.name for p in tmp_path.iterdir()] == ["model.zip"]
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError("No space left on device")
+
+
+def _files(folder: pathlib.Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+def test_failed_export_student_keeps_previous_files(tmp_path, monkeypatch):
+    """export_student(path=...) writes the student and its preprocessing folder atomically, as save() does."""
+    venv = VecNormalize(DummyVecEnv([lambda: gym.make("Pendulum-v1")]), norm_reward=False)
+    teacher = SAC("MlpPolicy", venv, policy_kwargs=dict(net_arch=[8]), seed=0)
+    model = PolicyDistillation("MlpPolicy", "Pendulum-v1", teacher=teacher, buffer_size=100, seed=0)
+    path = tmp_path / "student.zip"
+    model.export_student(path=path)
+    files = _files(tmp_path)
+    assert set(files) == {"student.zip", "student/vecnormalize.pkl", "student/config.yml"}
+    # The model's write fails: nothing changes
+    monkeypatch.setattr(th, "save", _disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        model.export_student(path=path)
+    assert _files(tmp_path) == files
+    # The statistics' write fails (after the model's): the previous statistics stay whole
+    monkeypatch.undo()
+    monkeypatch.setattr(pickle, "dump", _disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        model.export_student(path=path)
+    after = _files(tmp_path)
+    assert set(after) == set(files) and after["student/vecnormalize.pkl"] == files["student/vecnormalize.pkl"]
+    assert VecNormalize.load(str(tmp_path / "student" / "vecnormalize.pkl"), venv).obs_rms.mean.shape == (3,)
+
+
+def test_failed_onnx_export_keeps_previous_file(tmp_path, monkeypatch):
+    pytest.importorskip("onnx")
+    import onnx
+
+    model = make_model(MODEL_LIST[0])
+    path = export_onnx(model, tmp_path / "student.onnx")
+    content = path.read_bytes()
+    monkeypatch.setattr(onnx, "save", _disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        export_onnx(model, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["student.onnx"] and path.read_bytes() == content

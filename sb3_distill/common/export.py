@@ -47,6 +47,7 @@ from stable_baselines3.sac.policies import SACPolicy
 from stable_baselines3.td3.policies import TD3Policy
 from torch import nn
 
+from sb3_distill.common.save import atomic_save_path, resolve_save_path
 from sb3_distill.common.utils import dqn_for_export
 from sb3_distill.ensemble_distill_dqn import EnsembleDistillDQN
 from sb3_distill.piekd_sac import PIEKDSAC
@@ -444,9 +445,25 @@ def export_onnx(
     deployed.policy.set_training_mode(False)
     # Traced on the model's device (the policy's networks are not copied; the new buffers follow them)
     graph = OnnxPolicy(preprocessing, head).to(deployed.device)
-    path = pathlib.Path(path)
     names = ["action", *outputs]
+    metadata = _metadata(model, deployed, kind, names, input_shape, input_dtype, stats[0] is not None, channels_last)
     dummy_obs = th.zeros((2, *input_shape), dtype=input_dtype, device=deployed.device)
+    # Written to a temporary file and renamed over ``path``: a crash leaves a previous export intact
+    with atomic_save_path(path, None) as temporary:
+        _write_onnx(onnx, graph, dummy_obs, str(temporary), names, int(opset_version), metadata)
+    return resolve_save_path(path, None)
+
+
+def _write_onnx(
+    onnx: ModuleType,
+    graph: nn.Module,
+    dummy_obs: th.Tensor,
+    path: str,
+    names: list[str],
+    opset_version: int,
+    metadata: dict[str, str],
+) -> None:
+    """Trace ``graph`` into an ONNX file at ``path`` (dynamic batch dimension) and add ``metadata`` to it."""
     with th.no_grad(), warnings.catch_warnings():
         # The TorchScript exporter (dynamo=False) is deprecated in favour of torch.export, which needs onnxscript
         warnings.simplefilter("ignore", category=DeprecationWarning)
@@ -454,18 +471,16 @@ def export_onnx(
         th.onnx.export(
             graph,
             (dummy_obs,),
-            str(path),
+            path,
             input_names=["obs"],
             output_names=names,
             dynamic_axes={name: {0: "batch"} for name in ["obs", *names]},
-            opset_version=int(opset_version),
+            opset_version=opset_version,
             dynamo=False,
         )
-    onnx_model = onnx.load(str(path))
-    metadata = _metadata(model, deployed, kind, names, input_shape, input_dtype, stats[0] is not None, channels_last)
+    onnx_model = onnx.load(path)
     onnx.helper.set_model_props(onnx_model, metadata)
-    onnx.save(onnx_model, str(path))
-    return path
+    onnx.save(onnx_model, path)
 
 
 def import_onnx() -> ModuleType:

@@ -13,22 +13,23 @@ import pathlib
 import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 
-def resolve_save_path(path: str | os.PathLike, suffix: str) -> pathlib.Path:
+def resolve_save_path(path: str | os.PathLike, suffix: str | None) -> pathlib.Path:
     """
     The file SB3 would write for ``path`` (``open_path_pathlib`` in ``stable_baselines3.common.save_util``):
     ``.suffix`` added when the path has none, ``<path>_2`` when the path is a folder.
 
     :param path: the path given to ``save()`` / ``save_replay_buffer()``
-    :param suffix: the default suffix, ``"zip"`` or ``"pkl"``
+    :param suffix: the default suffix, ``"zip"`` or ``"pkl"``; None: the path is used as given
     :return: the file's path
     """
     target = pathlib.Path(path)
-    if target.suffix == "":
+    if suffix is not None and target.suffix == "":
         target = pathlib.Path(f"{target}.{suffix}")
     if target.is_dir():
         warnings.warn(f"Path '{target}' is a folder. Will save instead to {target}_2")
@@ -64,7 +65,7 @@ def _fsync(path: str | pathlib.Path, directory: bool = False) -> None:
 
 @contextlib.contextmanager
 def atomic_save_path(
-    path: str | os.PathLike | io.BufferedIOBase, suffix: str
+    path: str | os.PathLike | io.BufferedIOBase, suffix: str | None
 ) -> Iterator[str | os.PathLike | io.BufferedIOBase]:
     """
     Give the writer a temporary path next to the target, then rename it over the target once the writer is
@@ -72,7 +73,7 @@ def atomic_save_path(
     passed through unchanged (the caller owns it).
 
     :param path: the path given to ``save()`` / ``save_replay_buffer()``, or a file-like object
-    :param suffix: the default suffix SB3 adds, ``"zip"`` or ``"pkl"``
+    :param suffix: the default suffix SB3 adds, ``"zip"`` or ``"pkl"``; None: the path is used as given
     :return: (context) what to give SB3's writer instead of ``path``
     """
     if not isinstance(path, (str, os.PathLike)):
@@ -126,3 +127,23 @@ class AtomicSaveMixin(AtomicModelSaveMixin, OffPolicyAlgorithm):
     def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
         with atomic_save_path(path, "pkl") as save_path:
             super().save_replay_buffer(save_path)  # type: ignore[arg-type]
+
+
+def save_exported(
+    model: BaseAlgorithm, path: str | os.PathLike, preprocessing: Any, observation_space: Any, action_space: Any
+) -> None:
+    """
+    Save an exported student atomically at ``path`` and its observation preprocessing beside it, as rl-zoo3
+    lays them out (``<dir>/<name>.zip`` and ``<dir>/<name>/``; see ``TeacherPreprocessing.save``).
+
+    :param model: the exported plain SB3 model
+    :param path: the model's path (``.zip`` added when it has no suffix, as SB3 does)
+    :param preprocessing: the ``TeacherPreprocessing`` the student expects its observations through
+    :param observation_space: the model's observation space
+    :param action_space: the model's action space
+    """
+    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_save_path(path, "zip") as save_path:
+        model.save(save_path)  # type: ignore[arg-type]
+    folder = pathlib.Path(path).parent / pathlib.Path(path).name.removesuffix(".zip")
+    preprocessing.save(folder, observation_space, action_space)

@@ -59,6 +59,7 @@ from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 from torch.nn import functional as F
 
+from sb3_distill.common.save import atomic_save_path
 from sb3_distill.common.torch_layers import count_parameters
 
 #: What the distribution of a policy is, by ``Teacher.action_kind``
@@ -457,14 +458,15 @@ class TeacherPreprocessing:
         """
         folder = pathlib.Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        # Each file written atomically (a crash leaves the previous one intact)
         if self.normalizes:
-            self.vec_normalize(DummyVecEnv([lambda: _SpacesEnv(observation_space, action_space)])).save(
-                str(folder / "vecnormalize.pkl")
-            )
+            vec_normalize = self.vec_normalize(DummyVecEnv([lambda: _SpacesEnv(observation_space, action_space)]))
+            with atomic_save_path(folder / "vecnormalize.pkl", None) as temporary:
+                vec_normalize.save(str(temporary))
         import yaml
 
         config = {"normalize": self.normalizes, "env_wrapper": self.env_wrapper, "frame_stack": self.frame_stack}
-        with open(folder / "config.yml", "w") as file:
+        with atomic_save_path(folder / "config.yml", None) as temporary, open(temporary, "w") as file:  # type: ignore[arg-type]
             yaml.dump({key: value for key, value in config.items() if value}, file)
 
 

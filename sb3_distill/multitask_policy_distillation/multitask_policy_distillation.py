@@ -20,7 +20,7 @@ from torch import nn
 from sb3_distill.common.base import PolicyLayoutMixin
 from sb3_distill.common.losses import DISTILLATION_LOSSES, check_temperature, distillation_loss
 from sb3_distill.common.multitask import MultiTaskVecEnv, pad_observations, padded_indices, unpad_observations
-from sb3_distill.common.save import AtomicSaveMixin
+from sb3_distill.common.save import AtomicSaveMixin, save_exported
 from sb3_distill.common.teachers import (
     LoadedTeacher,
     PreprocessedPolicy,
@@ -657,11 +657,12 @@ class MultiTaskPolicyDistillation(AtomicSaveMixin, PolicyLayoutMixin, OffPolicyA
         exported.policy.q_net.load_state_dict(state)
         exported.policy.q_net_target.load_state_dict(exported.policy.q_net.state_dict())
         if path is not None:
-            pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
-            exported.save(path)
-            folder = pathlib.Path(path).parent / pathlib.Path(path).name.removesuffix(".zip")
-            self.teacher_preprocessings[index].save(
-                folder, self.task_observation_spaces[index], self.task_action_spaces[index]
+            save_exported(
+                exported,
+                path,
+                self.teacher_preprocessings[index],
+                self.task_observation_spaces[index],
+                self.task_action_spaces[index],
             )
         return exported
 

@@ -18,7 +18,7 @@ from stable_baselines3.common.vec_env import unwrap_vec_normalize
 
 from sb3_distill.common.base import TeacherWeightsMixin
 from sb3_distill.common.losses import check_temperature, distillation_loss, gaussian_distillation_loss
-from sb3_distill.common.save import AtomicSaveMixin
+from sb3_distill.common.save import AtomicSaveMixin, save_exported
 from sb3_distill.common.teachers import (
     CheckpointFolder,
     DQNTeacher,
@@ -697,11 +697,7 @@ class PolicyDistillation(TeacherWeightsMixin, AtomicSaveMixin, OffPolicyAlgorith
             if hasattr(exported.policy, target):
                 getattr(exported.policy, target).load_state_dict(getattr(exported.policy, online).state_dict())
         if path is not None:
-            pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
-            exported.save(path)
-            stem = pathlib.Path(path).name.removesuffix(".zip")
-            folder = pathlib.Path(path).parent / stem
-            self.teacher_preprocessing.save(folder, self.observation_space, self.action_space)
+            save_exported(exported, path, self.teacher_preprocessing, self.observation_space, self.action_space)
         return exported
 
 
