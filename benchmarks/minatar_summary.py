@@ -18,6 +18,7 @@ game's JSON and writes, next to them, ``minatar_summary.md`` and ``minatar_summa
 It trains nothing. ``minatar.py`` calls it at the end of every call; by hand::
 
     python -m benchmarks.minatar_summary
+    python -m benchmarks.minatar_summary --curves Breakout 1   # one seed's evaluation curves, every run
 """
 
 from __future__ import annotations
@@ -174,10 +175,70 @@ def write_summary(folder: Path) -> str | None:
     return text
 
 
+def _curve_rows(run: dict[str, Any], scored: dict[str, tuple[float, float]]) -> list[tuple[str, list[float], str]]:
+    """(label, curve, score) rows of one run: its teacher (the ensemble: the teachers' mean), then its students."""
+    rows = []
+    teacher = run["returns"]["teacher"] if run["variant"] == "teacher" else minatar.in_run_teacher(run)
+    if teacher is not None:
+        label = "plain SB3 DQN teacher" if run["variant"] == "teacher" else f"{run['variant']}: its teacher"
+        rows.append((label + ("s (mean of 3)" if run["variant"].startswith("ensemble-") else ""), teacher, ""))
+    for student in minatar.STUDENTS_RUN:
+        if student in run["returns"]:
+            score = scored.get(student)
+            text = f"{score[0]:.0f} / {score[1]:.0f}" if score is not None else ""
+            rows.append((f"{run['variant']}: {student}", run["returns"][student], text))
+    return rows
+
+
+def curves_table(folder: Path, game: str, seed: int, every: int = 2) -> str:
+    """
+    Every run of ``game`` and ``seed`` as a table of its evaluation returns (every ``every``-th evaluation), with
+    each student's max / mean % of its teacher; a teacher shared by two saved variants (``rtpd``, ``ensemble``)
+    is shown once.
+    """
+    runs = [run for run in minatar.load_runs(folder, game) if run["seed"] == seed]
+    if not runs:
+        return f"no saved runs of {game} seed {seed}"
+    table = minatar.scores(runs)
+    steps = runs[0]["steps"][every - 1 :: every]
+    lines = [
+        f"| {game}, seed {seed}, env steps (k) | " + " | ".join(f"{step // 1000}" for step in steps) + " | max / mean % |",
+        "|---|" + "---|" * (len(steps) + 1),
+    ]
+    shown: set[tuple[str, tuple[float, ...]]] = set()
+    ordered = sorted(runs, key=lambda run: ("teacher", *ROW_ORDER).index(run["variant"]))
+    for run in ordered:
+        scored = {
+            student: (s[1], s[2])
+            for (v, student), values in table.items()
+            if v == run["variant"]
+            for s in values
+            if s[0] == seed
+        }
+        # The variants saved from one shared run (``rtpd``, ``ensemble``) show its teacher once
+        group = next((name for name, saved in minatar.SHARED_VARIANTS.items() if run["variant"] in saved), run["variant"])
+        for label, curve, score in _curve_rows(run, scored):
+            if score == "" and (group, tuple(curve)) in shown:
+                continue
+            shown.add((group, tuple(curve)))
+            values = curve[every - 1 :: every]
+            lines.append(f"| {label} | " + " | ".join(f"{value:.1f}" for value in values) + f" | {score} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "minatar")
+    parser.add_argument(
+        "--curves",
+        nargs=2,
+        metavar=("GAME", "SEED"),
+        help="print the evaluation curves of every saved run of GAME and SEED instead (a markdown table)",
+    )
     args = parser.parse_args(argv)
+    if args.curves is not None:
+        print(curves_table(args.output, args.curves[0], int(args.curves[1])))
+        return
     text = write_summary(args.output)
     print(text if text is not None else f"no scored MinAtar runs in {args.output}")
 

@@ -356,3 +356,12 @@ def test_summary_across_games(tmp_path):
     assert (tmp_path / "minatar_summary.md").read_text().strip() == text
     assert (tmp_path / "minatar_summary.png").stat().st_size > 0
     assert minatar_summary.write_summary(tmp_path / "empty") is None
+    # The curves of one seed: the plain teacher, the real-time teacher once (both variants share it here), students
+    curves = minatar_summary.curves_table(tmp_path, "Breakout", 0, every=1).splitlines()
+    assert curves[0] == "| Breakout, seed 0, env steps (k) | 0 | 0 | max / mean % |"
+    assert curves[2:5] == [
+        "| plain SB3 DQN teacher | 2.0 | 8.0 |  |",
+        "| rtpd-fkl: its teacher | 2.0 | 4.0 |  |",
+        "| rtpd-fkl: student1 | 1.0 | 2.0 | 50 / 50 |",
+    ]
+    assert "| rtpd-rkl: student1 | 1.0 | 4.0 | 100 / 75 |" in curves and len(curves) == 2 + 6
