@@ -141,24 +141,20 @@ def test_save_paths_follow_sb3(model_class, tmp_path):
     assert not [path for path in tmp_path.rglob("*") if path.name.endswith(".tmp")]
 
 
+def _disk_full(*args, **kwargs):
+    raise OSError("No space left on device")
+
+
 def test_failed_save_keeps_previous_file_and_no_temporary(tmp_path, monkeypatch):
     model = make_model(MODEL_LIST[0])
     path = tmp_path / "model.zip"
     model.save(path)
     content = path.read_bytes()
-
-    def disk_full(*args, **kwargs):
-        raise OSError("No space left on device")
-
-    monkeypatch.setattr(th, "save", disk_full)
+    monkeypatch.setattr(th, "save", _disk_full)
     with pytest.raises(OSError, match="No space left"):
         model.save(path)
     assert path.read_bytes() == content
     assert [p.name for p in tmp_path.iterdir()] == ["model.zip"]
-
-
-def _disk_full(*args, **kwargs):
-    raise OSError("No space left on device")
 
 
 def _files(folder: pathlib.Path) -> dict[str, bytes]:
