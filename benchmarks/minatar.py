@@ -20,7 +20,9 @@ This script trains, for each game and seed:
   teachers act and learn from their own TD loss only, so each student gets the batches and teachers a separate
   run would give it, at about a third of the cost;
 - ``pd``: PolicyDistillation (Rusu et al., "Policy Distillation", 2015, arXiv:1511.06295) from the cached
-  teacher, student-driven (Czarnecki et al., "Distilling Policy Distillation", 2019, arXiv:1902.02186).
+  teacher, student-driven (Czarnecki et al., "Distilling Policy Distillation", 2019, arXiv:1902.02186),
+  scored against that teacher's final network: on ``--evaluate-teachers`` episodes once they are saved
+  (:func:`pd_reference`), else on the teacher run's last evaluation.
 
 Every ``--eval-freq`` env steps each member is evaluated greedily on ``--eval-episodes`` episodes. Reported,
 as in the papers: a student's max evaluation return as % of its teacher's max, and the mean over the last
@@ -31,6 +33,7 @@ across games and seeds with the papers' orderings checked seed by seed (``benchm
 
     python -m benchmarks.minatar --games Breakout SpaceInvaders --seeds 0 1 2 --variants teacher
     python -m benchmarks.minatar --games Breakout --seeds 0 --variants rtpd --append
+    python -m benchmarks.minatar --games Breakout SpaceInvaders --evaluate-teachers 100
     python -m benchmarks.minatar --games Breakout SpaceInvaders --report-only
     python -m benchmarks.minatar --param-counts
 """
@@ -552,6 +555,36 @@ def save_run(folder: Path, game: str, result: dict[str, Any], args: argparse.Nam
         write_json_atomic(path, {"game": game, "runs": [*runs, result]})
 
 
+def evaluate_final_teacher(game: str, seed: int, args: argparse.Namespace, n_episodes: int) -> dict[str, Any]:
+    """The cached teacher's final network, greedy, on ``n_episodes`` episodes of its own seeded env."""
+    model = DQN.load(teacher_path(args.output, game, seed, args), device="cpu")
+    env = Monitor(gym.make(env_id(game)))
+    env.reset(seed=seed + 2000)
+    returns, _ = evaluate_policy(model, env, n_episodes, deterministic=True, return_episode_rewards=True, warn=False)
+    return {"episodes": n_episodes, "mean": float(np.mean(returns)), "std": float(np.std(returns))}
+
+
+def add_final_evaluations(game: str, seeds: list[int], args: argparse.Namespace) -> None:
+    """
+    Evaluate each seed's cached teacher on ``--evaluate-teachers`` episodes and save the result in its run
+    (``final_evaluation``): a steadier reference for PolicyDistillation's students than one evaluation of
+    ``--eval-episodes`` episodes. Seeds without a saved teacher run and cached model are skipped.
+    """
+    path = results_path(args.output, game)
+    for seed in seeds:
+        saved = [r for r in load_runs(args.output, game) if r["variant"] == "teacher" and r["seed"] == seed]
+        if not any(same_budget(r, args) for r in saved) or not teacher_path(args.output, game, seed, args).exists():
+            continue
+        evaluation = evaluate_final_teacher(game, seed, args, args.evaluate_teachers)
+        with locked(path):
+            runs = load_runs(args.output, game)
+            for run in runs:
+                if run["variant"] == "teacher" and run["seed"] == seed and same_budget(run, args):
+                    run["final_evaluation"] = evaluation
+            write_json_atomic(path, {"game": game, "runs": runs})
+        print(f"{game} seed {seed} teacher's final network: {evaluation}", flush=True)
+
+
 def is_done(variant: str, game: str, seed: int, args: argparse.Namespace) -> bool:
     """
     Whether ``--append`` may skip this run: it is saved with the same budget, and, for a teacher, its model is
@@ -581,6 +614,28 @@ def percentages(student: list[float], teacher: list[float], last: int = 10) -> t
     return max_pct, mean_pct
 
 
+def pd_reference(teacher_run: dict[str, Any]) -> float:
+    """
+    The return PolicyDistillation's students' mean is scored against: the network they distil, the teacher's
+    final one, on the ``--evaluate-teachers`` evaluation (many episodes) when one is saved, else on the
+    teacher run's last evaluation (``--eval-episodes`` episodes).
+    """
+    final = teacher_run.get("final_evaluation")
+    return float(final["mean"]) if final else float(teacher_run["returns"]["teacher"][-1])
+
+
+def pd_percentages(student: list[float], teacher_run: dict[str, Any], last: int = 10) -> tuple[float, float]:
+    """
+    PolicyDistillation's two scores: the student's max evaluation as % of the teacher run's max (the papers'
+    rule, both a max over evaluations of the same number of episodes), and the mean of its last ``last``
+    evaluations as % of :func:`pd_reference` (a fixed teacher: the network it distils).
+    """
+    teacher_max = max(teacher_run["returns"]["teacher"])
+    max_pct = 100 * max(student) / teacher_max if teacher_max > 0 else float("nan")
+    _, mean_pct = percentages(student, [pd_reference(teacher_run)] * len(student), last)
+    return max_pct, mean_pct
+
+
 def in_run_teacher(run: dict[str, Any]) -> list[float] | None:
     """The evaluation curve of the teacher trained inside a distillation run (the ensemble: its teachers' mean)."""
     if run["variant"].startswith("rtpd-"):
@@ -592,7 +647,7 @@ def in_run_teacher(run: dict[str, Any]) -> list[float] | None:
 
 def scores(runs: list[dict[str, Any]]) -> dict[tuple[str, str], list[tuple[int, float, float]]]:
     """(variant, student) -> [(seed, max %, mean %)] for every distillation run whose teacher is known."""
-    teachers = {run["seed"]: run["returns"]["teacher"] for run in runs if run["variant"] == "teacher"}
+    teachers = {run["seed"]: run for run in runs if run["variant"] == "teacher"}
     table: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
     for run in runs:
         if run["variant"] == "teacher":
@@ -602,11 +657,10 @@ def scores(runs: list[dict[str, Any]]) -> dict[tuple[str, str], list[tuple[int, 
             if student not in returns:
                 continue
             if run["variant"] == "pd":
-                # A fixed teacher: its curve is the teacher run's; its score is that run's final return
+                # A fixed teacher: its score is its final network's (:func:`pd_reference`)
                 if run["seed"] not in teachers:
                     continue
-                reference = [teachers[run["seed"]][-1]] * len(returns[student])
-                max_pct, mean_pct = percentages(returns[student], reference)
+                max_pct, mean_pct = pd_percentages(returns[student], teachers[run["seed"]])
             else:
                 # Its own teacher; the ensemble: the average of the teachers' scores (the papers' rule)
                 max_pct, mean_pct = percentages(returns[student], in_run_teacher(run))  # type: ignore[arg-type]
@@ -644,6 +698,7 @@ PAPER: dict[tuple[str, str], dict[str, str]] = {
 
 def report(game: str, runs: list[dict[str, Any]]) -> str:
     teachers = {run["seed"]: run for run in runs if run["variant"] == "teacher"}
+    finals = any("final_evaluation" in run for run in teachers.values())
     first = runs[0]
     counts = parameter_counts(game)
     lines = [
@@ -656,10 +711,17 @@ def report(game: str, runs: list[dict[str, Any]]) -> str:
         )
         + ".",
         "",
-        "Teacher (plain SB3 DQN) per seed, final / max evaluation return: "
+        "Teacher (plain SB3 DQN) per seed, final / max evaluation return"
+        + (" (and its final network's mean ± std on the episodes given, `pd`'s reference)" if finals else "")
+        + ": "
         + (
             ", ".join(
                 f"seed {seed}: {run['returns']['teacher'][-1]:.1f} / {max(run['returns']['teacher']):.1f}"
+                + (
+                    f" ({final['mean']:.1f} ± {final['std']:.1f} on {final['episodes']})"
+                    if (final := run.get("final_evaluation"))
+                    else ""
+                )
                 for seed, run in sorted(teachers.items())
             )
             or "none yet"
@@ -742,6 +804,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "minatar")
     parser.add_argument("--append", action="store_true", help="keep the saved runs; skip the runs already saved")
     parser.add_argument("--report-only", action="store_true", help="rewrite the tables and plots from the saved JSON")
+    parser.add_argument(
+        "--evaluate-teachers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="evaluate the cached teachers' final networks on N episodes (PD's reference), save, and report",
+    )
     parser.add_argument("--param-counts", action="store_true", help="print the networks' parameter counts and exit")
     return parser.parse_args(argv)
 
@@ -752,7 +821,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.param_counts:
         print(parameter_table(list(GAMES)))
         return
-    if not args.report_only:
+    if args.evaluate_teachers < 0:
+        raise ValueError(f"--evaluate-teachers must be >= 0, got {args.evaluate_teachers}")
+    if args.evaluate_teachers:
+        for game in args.games:
+            add_final_evaluations(game, args.seeds, args)
+    elif not args.report_only:
         if not args.append:
             for game in args.games:
                 results_path(args.output, game).unlink(missing_ok=True)

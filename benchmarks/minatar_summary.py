@@ -164,7 +164,8 @@ def write_summary(folder: Path) -> str | None:
     text = "\n\n".join(
         [
             "Student's max / mean of the last 10 evaluations as % of its teacher's; median over seeds [min, max] "
-            "(`pd`: against the plain teacher's final evaluation; the ensemble: against its teachers' average).",
+            "(`pd`: against the plain teacher's final network, on its `--evaluate-teachers` evaluation where saved; "
+            "the ensemble: against its teachers' average).",
             scores_table(per_game),
             "The papers' orderings, seed by seed on paired runs (positive: the ordering holds on that seed).",
             orderings_table(per_game),

@@ -164,6 +164,15 @@ def test_runner_smoke(monkeypatch, tmp_path):
     minatar.main([*argv, "--variants", "rtpd-rkl", "--append", "--output", str(tmp_path)])
     runs = json.loads((tmp_path / f"minatar_{GAME}.json").read_text())["runs"]
     assert len(runs) == 4 and {run["variant"]: run for run in runs}["rtpd-rkl"]["seconds"] == seconds
+    # --evaluate-teachers: the cached teacher's final network on more episodes, saved in its run; no training
+    minatar.main([*argv, "--evaluate-teachers", "2", "--output", str(tmp_path)])
+    runs = {run["variant"]: run for run in json.loads((tmp_path / f"minatar_{GAME}.json").read_text())["runs"]}
+    assert len(runs) == 4 and runs["rtpd-rkl"]["seconds"] == seconds
+    final = runs["teacher"]["final_evaluation"]
+    assert final["episodes"] == 2 and np.isfinite(final["mean"]) and final["std"] >= 0
+    assert f"± {final['std']:.1f} on 2)" in (tmp_path / f"minatar_{GAME}.md").read_text()
+    with pytest.raises(ValueError, match="--evaluate-teachers"):
+        minatar.main([*argv, "--evaluate-teachers", "-1", "--output", str(tmp_path)])
 
 
 @pytest.mark.parametrize("variant", ["ensemble", "rtpd"])
@@ -268,7 +277,7 @@ def test_scores_and_report():
             returns={"teacher_0": [1.0, 2.0], "teacher_1": [3.0, 6.0], "teacher_2": [2.0, 4.0], "student1": [2.0, 2.0]},
             **budget,
         ),
-        # PD against the plain teacher's final evaluation (8.0); seed 1 has no teacher run: left out
+        # PD against the plain teacher's max (8.0) and final evaluation (8.0); seed 1 has no teacher run: left out
         dict(variant="pd", seed=0, returns={"student1": [4.0, 8.0]}, **budget),
         dict(variant="pd", seed=1, returns={"student1": [4.0, 8.0]}, **budget),
     ]
@@ -280,6 +289,14 @@ def test_scores_and_report():
     assert "| rtpd-rkl | student1 | [0, 1] | 75 [50, 100] | 75 [75, 75] | 101.2 / 107.7 [RT] |" in text
     assert "| pd | student1 | [0] | 100 | 75 | 78.6 / - [RT] |" in text
     assert "seed 0: 8.0 / 8.0" in text and "ensemble-mean_loss seed 0: 4.0 / 4.0" in text
+    # With the teacher's final network evaluated on more episodes, PD's mean is scored against that evaluation,
+    # its max still against the teacher run's max
+    runs[0]["final_evaluation"] = dict(episodes=100, mean=16.0, std=3.0)
+    assert minatar.scores(runs)[("pd", "student1")] == [(0, 100.0, 37.5)]
+    runs[0]["returns"]["teacher"] = [10.0, 8.0]
+    assert minatar.scores(runs)[("pd", "student1")] == [(0, 80.0, 37.5)]
+    runs[0]["returns"]["teacher"] = [2.0, 8.0]
+    assert "seed 0: 8.0 / 8.0 (16.0 ± 3.0 on 100)" in minatar.report(GAME, runs)
 
 
 def test_multitask_runner_smoke(monkeypatch, tmp_path):
