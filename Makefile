@@ -95,7 +95,7 @@ bench-minatar: $(VENV)/.install-bench
 	$(MINATAR) --seeds 1 2 --variants teacher rtpd
 	$(MINATAR) --seeds 0 1 2 --variants pd
 	$(MINATAR) --seeds 0 1 2 --variants ensemble
-	$(PYTHON) -m benchmarks.minatar --games Breakout SpaceInvaders --report-only
+	$(PYTHON) -m benchmarks.minatar --games Breakout SpaceInvaders --seeds 0 1 2 --evaluate-teachers 100
 # Resumable (--append skips the runs already saved in benchmarks/results/minatar/); teachers cached in models/
 bench-minatar-multitask: $(VENV)/.install-bench
 	$(PYTHON) -m benchmarks.minatar_multitask --games Breakout SpaceInvaders Freeway --seeds 0 1 2 --timesteps 500000 --distill-timesteps 250000 --mtdqn-timesteps 500000 --train-freq 4 --append
