@@ -271,6 +271,38 @@ def report(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _median_range(values: list[float]) -> str:
+    values = [value for value in values if np.isfinite(value)]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{np.median(values):.3f} [{min(values):.3f}, {max(values):.3f}]"
+
+
+def seeds_summary(runs: list[dict[str, Any]]) -> str:
+    """
+    Per variant, over its seeds: the median [min, max] of the geometric mean of the ratios over every game,
+    then without each game in turn (one game whose teacher is poor can decide a 3-game mean).
+    """
+    games = runs[-1]["games"]
+    lines = [
+        "| variant | seeds | geometric mean, median [min, max] | " + " | ".join(f"without {game}" for game in games) + " |",
+        "|---|---|---|" + "---|" * len(games),
+    ]
+    for variant in sorted({r["variant"] for r in runs}):
+        chosen = sorted((r for r in runs if r["variant"] == variant), key=lambda r: r["seed"])
+        without = [
+            _median_range([geometric_mean([r["ratios"][g] for g in games if g != left_out]) for r in chosen])
+            for left_out in games
+        ]
+        lines.append(
+            f"| {variant} | {', '.join(str(r['seed']) for r in chosen)} | "
+            f"{_median_range([r['geometric_mean'] for r in chosen])} | {' | '.join(without)} |"
+        )
+    return "\n".join(lines)
+
+
 def _finite_mean(values: list[float]) -> float:
     finite = [value for value in values if np.isfinite(value)]
     return float(np.mean(finite)) if finite else 0.0  # no bar where no ratio is defined
@@ -307,7 +339,7 @@ def write_report(args: argparse.Namespace) -> None:
     # One table per budget and game set: the latest run's
     latest = (runs[-1]["games"], runs[-1]["budget"])
     runs = [r for r in runs if (r["games"], r["budget"]) == latest]
-    text = report(runs)
+    text = report(runs) + "\n\nOver the seeds (Rusu: 0.893):\n\n" + seeds_summary(runs)
     print("\n" + text, flush=True)
     (args.output / "minatar_multitask.md").write_text(text + "\n")
     plot(runs, args.output / "minatar_multitask.png")

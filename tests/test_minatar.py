@@ -322,6 +322,7 @@ def test_multitask_runner_smoke(monkeypatch, tmp_path):
     assert (tmp_path / "models" / "dqn_Breakout_seed0_120steps_tf4_ls40.zip").exists()
     table = (tmp_path / "minatar_multitask.md").read_text()
     assert "| distill-net1 | 0 |" in table and "geometric mean (Rusu: 0.893)" in table
+    assert "| distill-net1 | 0 | " in table.split("Over the seeds")[1]
     assert (tmp_path / "minatar_multitask.png").stat().st_size > 0
     # --append skips the saved runs (no training: the saved seconds stay)
     minatar_multitask.main([*argv, "--variants", "distill-net1", "--append"])
@@ -334,6 +335,35 @@ def test_multitask_geometric_mean():
     assert geometric_mean([0.5, 2.0]) == pytest.approx(1.0)
     assert geometric_mean([0.25, float("nan"), 1.0]) == pytest.approx(0.5)
     assert geometric_mean([0.0, 1.0]) == 0.0 and np.isnan(geometric_mean([float("nan")]))
+
+
+def test_multitask_seeds_summary():
+    from benchmarks.minatar_multitask import geometric_mean, seeds_summary
+
+    games = ["Breakout", "SpaceInvaders", "Freeway"]
+
+    def run(variant, seed, ratios):
+        ratios = dict(zip(games, ratios, strict=True))
+        return dict(
+            variant=variant, seed=seed, games=games, ratios=ratios, geometric_mean=geometric_mean(list(ratios.values()))
+        )
+
+    runs = [
+        # over the 3 games / without Breakout / without SpaceInvaders / without Freeway:
+        run("distill-net1", 1, [1.0, 1.0, 8.0]),  # 2.0 / 2.83 / 2.83 / 1.0
+        run("distill-net1", 0, [0.25, 1.0, 4.0]),  # 1.0 / 2.0 / 1.0 / 0.5
+        run("distill-net1", 2, [1.0, 4.0, 2.0]),  # 2.0 / 2.83 / 1.41 / 2.0
+        run("mtdqn-net1", 0, [1.0, float("nan"), 0.25]),  # no SpaceInvaders ratio: 0.5; without Freeway 1.0
+    ]
+    lines = seeds_summary(runs).split("\n")
+    assert lines[0] == (
+        "| variant | seeds | geometric mean, median [min, max] | without Breakout | without SpaceInvaders | without Freeway |"
+    )
+    assert lines[2] == (
+        "| distill-net1 | 0, 1, 2 | 2.000 [1.000, 2.000] | 2.828 [2.000, 2.828] | 1.414 [1.000, 2.828] "
+        "| 1.000 [0.500, 2.000] |"
+    )
+    assert lines[3] == "| mtdqn-net1 | 0 | 0.500 | 0.250 | 0.500 | 1.000 |"
 
 
 def test_summary_across_games(tmp_path):
