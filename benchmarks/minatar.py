@@ -668,13 +668,14 @@ def scores(runs: list[dict[str, Any]]) -> dict[tuple[str, str], list[tuple[int, 
     return table
 
 
-def _median_range(values: list[float]) -> str:
+def median_range(values: list[float], digits: int = 0) -> str:
+    """The finite values as "median [min, max]" ("-" if none, the value alone if one), ``digits`` decimals."""
     values = [v for v in values if np.isfinite(v)]
     if not values:
         return "-"
     if len(values) == 1:
-        return f"{values[0]:.0f}"
-    return f"{np.median(values):.0f} [{min(values):.0f}, {max(values):.0f}]"
+        return f"{values[0]:.{digits}f}"
+    return f"{np.median(values):.{digits}f} [{min(values):.{digits}f}, {max(values):.{digits}f}]"
 
 
 # The papers' numbers for the games MinAtar shares with them (% of the teacher, max / mean; Atari, Nature-DQN
@@ -746,8 +747,8 @@ def report(game: str, runs: list[dict[str, Any]]) -> str:
     for (variant, student), values in sorted(scores(runs).items()):
         paper = PAPER.get((variant, student), {}).get(game, "-")
         lines.append(
-            f"| {variant} | {student} | {sorted(seed for seed, _, _ in values)} | {_median_range([v[1] for v in values])} "
-            f"| {_median_range([v[2] for v in values])} | {paper} |"
+            f"| {variant} | {student} | {sorted(seed for seed, _, _ in values)} | {median_range([v[1] for v in values])} "
+            f"| {median_range([v[2] for v in values])} | {paper} |"
         )
     return "\n".join(lines)
 

@@ -40,7 +40,7 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 
-from benchmarks.minatar import GAMES, OPTIMIZER, STUDENT_NETS, TEACHER_NET, dqn_settings, env_id, network
+from benchmarks.minatar import GAMES, OPTIMIZER, STUDENT_NETS, TEACHER_NET, dqn_settings, env_id, median_range, network
 from benchmarks.multitask_dqn import MultiTaskDQN, make_multitask_env
 from benchmarks.results_io import locked, write_json_atomic
 from sb3_distill import MultiTaskPolicyDistillation
@@ -271,15 +271,6 @@ def report(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _median_range(values: list[float]) -> str:
-    values = [value for value in values if np.isfinite(value)]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{np.median(values):.3f} [{min(values):.3f}, {max(values):.3f}]"
-
-
 def seeds_summary(runs: list[dict[str, Any]]) -> str:
     """
     Per variant, over its seeds: the median [min, max] of the geometric mean of the ratios over every game,
@@ -293,12 +284,12 @@ def seeds_summary(runs: list[dict[str, Any]]) -> str:
     for variant in sorted({r["variant"] for r in runs}):
         chosen = sorted((r for r in runs if r["variant"] == variant), key=lambda r: r["seed"])
         without = [
-            _median_range([geometric_mean([r["ratios"][g] for g in games if g != left_out]) for r in chosen])
+            median_range([geometric_mean([r["ratios"][g] for g in games if g != left_out]) for r in chosen], 3)
             for left_out in games
         ]
         lines.append(
             f"| {variant} | {', '.join(str(r['seed']) for r in chosen)} | "
-            f"{_median_range([r['geometric_mean'] for r in chosen])} | {' | '.join(without)} |"
+            f"{median_range([r['geometric_mean'] for r in chosen], 3)} | {' | '.join(without)} |"
         )
     return "\n".join(lines)
 

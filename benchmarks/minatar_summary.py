@@ -67,7 +67,7 @@ def scores_table(per_game: dict[str, Scores]) -> str:
             values = per_game[game].get((variant, student), [])
             seeds = ", ".join(str(seed) for seed, _, _ in sorted(values)) or "-"
             score = (
-                f"{minatar._median_range([v[1] for v in values])} / {minatar._median_range([v[2] for v in values])}"
+                f"{minatar.median_range([v[1] for v in values])} / {minatar.median_range([v[2] for v in values])}"
                 if values
                 else "-"
             )
