@@ -574,6 +574,7 @@ def add_final_evaluations(game: str, seeds: list[int], args: argparse.Namespace)
     for seed in seeds:
         saved = [r for r in load_runs(args.output, game) if r["variant"] == "teacher" and r["seed"] == seed]
         if not any(same_budget(r, args) for r in saved) or not teacher_path(args.output, game, seed, args).exists():
+            print(f"{game} seed {seed}: no saved teacher run with its cached model at this budget, skipped", flush=True)
             continue
         evaluation = evaluate_final_teacher(game, seed, args, args.evaluate_teachers)
         with locked(path):
@@ -810,7 +811,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=0,
         metavar="N",
-        help="evaluate the cached teachers' final networks on N episodes (PD's reference), save, and report",
+        help="instead of training: evaluate the cached teachers' final networks of --games and --seeds on N "
+        "episodes (PD's reference), save, and report",
     )
     parser.add_argument("--param-counts", action="store_true", help="print the networks' parameter counts and exit")
     return parser.parse_args(argv)

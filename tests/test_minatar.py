@@ -165,7 +165,8 @@ def test_runner_smoke(monkeypatch, tmp_path):
     runs = json.loads((tmp_path / f"minatar_{GAME}.json").read_text())["runs"]
     assert len(runs) == 4 and {run["variant"]: run for run in runs}["rtpd-rkl"]["seconds"] == seconds
     # --evaluate-teachers: the cached teacher's final network on more episodes, saved in its run; no training
-    minatar.main([*argv, "--evaluate-teachers", "2", "--output", str(tmp_path)])
+    # (seed 5 has no teacher: skipped)
+    minatar.main([*argv, "--seeds", "0", "5", "--evaluate-teachers", "2", "--output", str(tmp_path)])
     runs = {run["variant"]: run for run in json.loads((tmp_path / f"minatar_{GAME}.json").read_text())["runs"]}
     assert len(runs) == 4 and runs["rtpd-rkl"]["seconds"] == seconds
     final = runs["teacher"]["final_evaluation"]
